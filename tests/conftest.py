@@ -48,3 +48,51 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("GENBOT_") and key != "GENBOT_TEST_DATABASE_URL":
             monkeypatch.delenv(key)
     monkeypatch.setenv("GENBOT_DATA_DIR", str(tmp_path / "data"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage: the `db_url` fixture (owned by the storage layer; genbot/storage, tests/test_storage.py)
+# ---------------------------------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402 (appended section; the top belongs to others)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a blank database: a SQLite file under tmp_path, or a fresh PostgreSQL database.
+
+    The PostgreSQL case runs only when GENBOT_TEST_DATABASE_URL names a server
+    (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test); each test gets its own database,
+    dropped afterwards. Nothing is migrated: call genbot.storage.upgrade_database or open it
+    with genbot.storage.Database.open (which migrates SQLite by default).
+    """
+    from genbot.storage.db import default_sqlite_url
+
+    if request.param == "sqlite":
+        yield default_sqlite_url(tmp_path / "db")
+        return
+    server = os.environ.get("GENBOT_TEST_DATABASE_URL")
+    if not server:
+        pytest.skip("GENBOT_TEST_DATABASE_URL is not set")
+    yield from _fresh_postgres_database(server)
+
+
+def _fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """Create a uniquely named database on the server, yield its async URL, then drop it."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
+
+    url = make_url(server_url)
+    name = f"genbot_test_{uuid.uuid4().hex[:12]}"
+    # A synchronous driver with AUTOCOMMIT: CREATE/DROP DATABASE cannot run in a transaction.
+    admin = create_engine(url.set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

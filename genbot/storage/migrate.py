@@ -1,0 +1,81 @@
+"""Alembic, configured in code so it works from any working directory.
+
+``await upgrade_database(url)`` (or ``await upgrade(engine)``) migrates a database to head. It
+runs Alembic's synchronous ``command.upgrade`` on the async engine's connection through
+``run_sync``, so it is safe to call from a running event loop: ``migrations/env.py`` sees the
+connection in ``config.attributes["connection"]`` and never starts a loop of its own.
+
+The ``alembic`` command line also works, for writing new revisions:
+``alembic -c alembic.ini -x url=sqlite+aiosqlite:///path/genbot.db upgrade head``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import genbot
+from genbot.storage.db import create_engine, write_engine
+
+# migrations/ sits next to the package at the repository root (an editable or source install).
+MIGRATIONS_DIR = Path(genbot.__file__).resolve().parent.parent / "migrations"
+
+# Any constant works; it only has to be the same in every genbot process.
+_PG_MIGRATION_LOCK = 0x67656E626F74  # "genbot"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config pointing at ``migrations/`` (and at ``url`` when given)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # ConfigParser treats "%" as interpolation; URL-escaped passwords contain it.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision in ``migrations/versions``."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision a database is at, or None for a blank database."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate the database behind ``engine`` to ``revision`` in one transaction."""
+    # IMMEDIATE on SQLite / an advisory lock on PostgreSQL: processes starting together
+    # migrate one after another instead of racing on the same DDL.
+    async with write_engine(engine).begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        await conn.run_sync(_run_upgrade, revision)
+
+
+async def upgrade_database(url: str, revision: str = "head") -> None:
+    """Open ``url``, migrate it to ``revision`` and close it again (``genbot db upgrade``)."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, revision)
+    finally:
+        await engine.dispose()
+
+
+def _run_upgrade(connection: Connection, revision: str) -> None:
+    """Run Alembic's upgrade on an already-open synchronous connection."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)

@@ -1,0 +1,250 @@
+"""Reading and writing generation records.
+
+Every function takes an open ``Database`` (see ``genbot.storage.db``) first and runs one short
+transaction. Callers pass and get back plain frozen dataclasses (``NewGeneration``,
+``GenerationRow``), never ORM objects, so nothing outside ``genbot.storage`` depends on
+sessions, lazy loading or SQLAlchemy at all. Timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, delete, or_, select, update
+
+from genbot.errors import InvalidRequest, NotFound
+from genbot.storage.db import Database
+from genbot.storage.tables import Generation, GenerationStatus, utcnow
+
+INTERRUPTED_ERROR = "interrupted: the process stopped before the generation finished"
+MAX_LIST_LIMIT = 1000
+_FINAL_STATUSES = frozenset(GenerationStatus) - {GenerationStatus.RUNNING}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewGeneration:
+    """What is known when a generation starts."""
+
+    model: str  # plugin / generator name
+    prompt: str
+    temperature: float
+    max_length: int
+    frontend: str  # repl / cli / discord / api
+    model_version: str | int | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: Sequence[str] = ()
+    user_id: str | None = None
+    guild_id: str | None = None
+    channel_id: str | None = None
+    api_key_id: str | None = None
+    created_at: datetime | None = None  # None: now
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRow:
+    """One stored generation, as front ends see it."""
+
+    id: int
+    created_at: datetime
+    finished_at: datetime | None
+    model: str
+    model_version: str | None
+    prompt: str
+    output: str
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    max_length: int
+    seed: int | None
+    stop: tuple[str, ...]
+    chars: int
+    time_to_first_char_ms: float | None
+    duration_ms: float | None
+    status: GenerationStatus
+    error: str | None
+    frontend: str
+    user_id: str | None
+    guild_id: str | None
+    channel_id: str | None
+    api_key_id: str | None
+
+
+async def start_generation(db: Database, record: NewGeneration) -> int:
+    """Store a generation that has just started (status running) and return its id."""
+    row = _new_row(record)
+    async with db.write() as session:
+        session.add(row)
+        await session.flush()
+        return row.id
+
+
+async def update_progress(db: Database, gen_id: int, output: str, chars: int) -> None:
+    """Save the output so far of a running generation, so a crash does not lose all of it."""
+    values = {"output": output, "chars": chars}
+    await _update_one(db, gen_id, values, only_running=True)
+
+
+async def finish_generation(
+    db: Database,
+    gen_id: int,
+    output: str,
+    status: GenerationStatus | str,
+    chars: int,
+    ttfc_ms: float | None,
+    duration_ms: float | None,
+    error: str | None = None,
+) -> None:
+    """Record how a generation ended: completed, cancelled or failed."""
+    values = {
+        "output": output,
+        "status": _final_status(status).value,
+        "chars": chars,
+        "time_to_first_char_ms": ttfc_ms,
+        "duration_ms": duration_ms,
+        "error": error,
+        "finished_at": utcnow(),
+    }
+    await _update_one(db, gen_id, values, only_running=False)
+
+
+async def get_generation(db: Database, gen_id: int) -> GenerationRow:
+    """One generation by id; raises NotFound if there is none."""
+    async with db.read() as session:
+        row = await session.get(Generation, gen_id)
+        if row is None:
+            raise NotFound(f"no generation with id {gen_id}")
+        return _to_record(row)
+
+
+async def list_generations(
+    db: Database,
+    *,
+    model: str | None = None,
+    user_id: str | None = None,
+    search: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[GenerationRow]:
+    """Generations matching every given filter, newest first.
+
+    ``search`` is a case-insensitive substring of the prompt or the output; ``since`` is
+    inclusive and ``until`` exclusive, both timezone-aware.
+    """
+    _check_page(limit, offset)
+    query = select(Generation).where(*_conditions(model, user_id, search, since, until))
+    query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit).offset(offset)
+    async with db.read() as session:
+        return [_to_record(row) for row in await session.scalars(query)]
+
+
+async def forget_user(db: Database, user_id: str) -> int:
+    """Delete every generation of ``user_id``; returns how many were deleted."""
+    query = delete(Generation).where(Generation.user_id == user_id)
+    async with db.write() as session:
+        result = await session.execute(query, execution_options={"synchronize_session": False})
+        return _rowcount(result)
+
+
+async def mark_interrupted(db: Database, *, started_before: datetime | None = None) -> int:
+    """Turn generations left 'running' by a stopped process into 'failed'; returns the count.
+
+    Their partial output stays; ``finished_at`` stays empty, as nobody saw them stop. Call it
+    at start-up, before serving. When several processes
+    share one database, pass ``started_before`` (this process's start time) so generations that
+    other live processes are running are left alone.
+    """
+    query = update(Generation).where(Generation.status == GenerationStatus.RUNNING.value)
+    if started_before is not None:
+        query = query.where(Generation.created_at < _aware(started_before, "started_before"))
+    query = query.values(status=GenerationStatus.FAILED.value, error=INTERRUPTED_ERROR)
+    async with db.write() as session:
+        result = await session.execute(query, execution_options={"synchronize_session": False})
+        return _rowcount(result)
+
+
+def _new_row(record: NewGeneration) -> Generation:
+    """The ORM row for a generation that is starting."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    fields["created_at"] = _aware(record.created_at, "created_at") if record.created_at else utcnow()
+    fields["model_version"] = None if record.model_version is None else str(record.model_version)
+    fields["stop"] = list(record.stop)
+    return Generation(**fields, output="", chars=0, status=GenerationStatus.RUNNING.value)
+
+
+def _to_record(row: Generation) -> GenerationRow:
+    """A detached, immutable copy of an ORM row."""
+    fields = {f.name: getattr(row, f.name) for f in dataclasses.fields(GenerationRow)}
+    fields["stop"] = tuple(row.stop or ())
+    fields["status"] = GenerationStatus(row.status)
+    return GenerationRow(**fields)
+
+
+async def _update_one(db: Database, gen_id: int, values: dict[str, Any], *, only_running: bool) -> None:
+    """Update one generation by id; raises NotFound if there is none (or none running)."""
+    query = update(Generation).where(Generation.id == gen_id)
+    if only_running:
+        query = query.where(Generation.status == GenerationStatus.RUNNING.value)
+    async with db.write() as session:
+        result = await session.execute(query.values(**values), execution_options={"synchronize_session": False})
+        if _rowcount(result) == 0:
+            raise NotFound(f"no {'running ' if only_running else ''}generation with id {gen_id}")
+
+
+def _conditions(
+    model: str | None,
+    user_id: str | None,
+    search: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ColumnElement[bool]]:
+    """One WHERE condition per filter that was given."""
+    conditions: list[ColumnElement[bool]] = []
+    if model is not None:
+        conditions.append(Generation.model == model)
+    if user_id is not None:
+        conditions.append(Generation.user_id == user_id)
+    if search:
+        # autoescape: "%" and "_" in the search text match themselves, not wildcards.
+        in_prompt = Generation.prompt.icontains(search, autoescape=True)
+        conditions.append(or_(in_prompt, Generation.output.icontains(search, autoescape=True)))
+    if since is not None:
+        conditions.append(Generation.created_at >= _aware(since, "since"))
+    if until is not None:
+        conditions.append(Generation.created_at < _aware(until, "until"))
+    return conditions
+
+
+def _final_status(status: GenerationStatus | str) -> GenerationStatus:
+    """``status`` as a finished state; raises InvalidRequest for 'running' or unknown values."""
+    # StrEnum members hash like their values, so plain strings are found in the set too.
+    if status not in _FINAL_STATUSES:
+        raise InvalidRequest(f"a generation cannot finish with status {status!r}")
+    return GenerationStatus(status)
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    """``value`` if it is timezone-aware; naive times are ambiguous, so they are refused."""
+    if value.tzinfo is None:
+        raise InvalidRequest(f"{name} must be timezone-aware")
+    return value
+
+
+def _check_page(limit: int, offset: int) -> None:
+    """Refuse page sizes and offsets that make no sense."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+    if offset < 0:
+        raise InvalidRequest(f"offset must not be negative, got {offset}")
+
+
+def _rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE or DELETE (``Session.execute`` types it as a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount
