@@ -1,0 +1,136 @@
+"""The generators this process serves, by name, including the ones that failed to load.
+
+An entry is immutable; hot-swapping a model (a better fine-tune was activated) puts a new entry
+in place. Streams that already hold the old entry's model keep it alive and finish on it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from genbot.config import Settings
+from genbot.errors import GenbotError, UnknownModel
+from genbot.models.card import ModelCard
+from genbot.models.checkpoint import CARD_FILE, LoadedModel, load_model
+from genbot.plugins import LoadedPlugins, OfferedGenerator, collect_generators, describe_error, load_plugins
+
+# One logger for everything about loading plugins, so its warnings tell the whole story.
+log = logging.getLogger("genbot.plugins")
+
+Status = Literal["loaded", "failed"]
+
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """One generator: ready to serve (``loaded``) or skipped with the reason (``failed``)."""
+
+    name: str
+    card: ModelCard | None  # None when even plugin.toml could not be read
+    loaded: LoadedModel | None  # None when failed
+    source: str  # "bundled:<folder>" or "entrypoint:<distribution>"
+    status: Status
+    error: str | None = None
+
+    @classmethod
+    def ok(cls, loaded: LoadedModel, source: str) -> GeneratorEntry:
+        """A loaded entry named after its card."""
+        return cls(loaded.card.name, loaded.card, loaded, source, "loaded")
+
+    @classmethod
+    def failed(cls, name: str, source: str, error: str, card: ModelCard | None = None) -> GeneratorEntry:
+        """A failed entry that records why."""
+        return cls(name, card, None, source, "failed", error)
+
+
+class ModelRegistry:
+    """Generators by name; safe to read from the event loop while another thread swaps models."""
+
+    def __init__(self, entries: Iterable[GeneratorEntry] = ()) -> None:
+        self._entries: dict[str, GeneratorEntry] = {}
+        self._lock = threading.Lock()
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: GeneratorEntry) -> bool:
+        """Add ``entry`` unless its name is taken by a loaded one (a loaded entry replaces a failed one)."""
+        with self._lock:
+            current = self._entries.get(entry.name)
+            if current is not None and (current.status == "loaded" or entry.status == "failed"):
+                log.warning("generator %s from %s skipped: %s has that name", entry.name, entry.source, current.source)
+                return False
+            self._entries[entry.name] = entry
+            return True
+
+    def get(self, name: str) -> GeneratorEntry:
+        """The loaded generator called ``name``; ``UnknownModel`` if there is none or it failed."""
+        entry = self._entries.get(name)
+        if entry is None or entry.status != "loaded":
+            raise UnknownModel(name, self.names())
+        return entry
+
+    def names(self) -> builtins.list[str]:
+        """Names of the loaded generators, sorted."""
+        return sorted(name for name, entry in self._entries.items() if entry.status == "loaded")
+
+    def replace(self, name: str, loaded: LoadedModel) -> GeneratorEntry:
+        """Make ``loaded`` the active model of ``name`` (also revives a failed entry); returns the new entry."""
+        prepare(loaded)
+        with self._lock:
+            current = self._entries.get(name)
+            if current is None:
+                raise UnknownModel(name, self.names())
+            entry = dataclasses.replace(current, card=loaded.card, loaded=loaded, status="loaded", error=None)
+            self._entries[name] = entry
+        return entry
+
+    def list(self) -> builtins.list[GeneratorEntry]:
+        """Every entry, loaded and failed, sorted by name."""
+        return [self._entries[name] for name in sorted(self._entries)]
+
+
+def build_registry(settings: Settings, plugins: LoadedPlugins | None = None) -> ModelRegistry:
+    """Load every generator the enabled plugins offer (blocking: call it off the event loop)."""
+    plugins = plugins if plugins is not None else load_plugins(settings)
+    registry = ModelRegistry()
+    for offer in collect_generators(plugins):
+        registry.add(load_generator(offer))
+    # After collecting: a plugin whose register_generators raised is recorded as it runs.
+    for failure in plugins.failures:
+        registry.add(GeneratorEntry.failed(failure.name, failure.source, failure.error))
+    return registry
+
+
+def load_generator(offer: OfferedGenerator) -> GeneratorEntry:
+    """Load one offered generator; any failure becomes a failed entry with the reason."""
+    folder = offer.spec.folder
+    try:
+        loaded = prepare((offer.spec.loader or load_model)(folder))
+    except Exception as e:  # CheckpointError for bad files; a custom loader may raise anything
+        reason = describe_error(e)
+        log.warning("generator in %s (%s) skipped: %s", folder, offer.source, reason)
+        card = _read_card(folder)
+        return GeneratorEntry.failed(card.name if card else folder.name, offer.source, reason, card)
+    return GeneratorEntry.ok(loaded, offer.source)
+
+
+def prepare(loaded: LoadedModel) -> LoadedModel:
+    """Put a model in serving shape: on the CPU, eval mode, no gradients."""
+    loaded.model.to(torch.device("cpu")).eval().requires_grad_(False)
+    return loaded
+
+
+def _read_card(folder: Path) -> ModelCard | None:
+    """The folder's card if it is readable (to name a failed entry), else None."""
+    try:
+        return ModelCard.read(folder / CARD_FILE)
+    except GenbotError:
+        return None
