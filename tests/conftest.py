@@ -17,7 +17,25 @@ def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
     """A small, learnable corpus: short dialogue lines with a few names and words."""
     rng = random.Random(seed)
     names = ["ROMEO", "JULIET", "NURSE", "TYBALT"]
-    words = "the and to of my thou art love night day sweet fair good lord come go now".split()
+    words = [
+        "the",
+        "and",
+        "to",
+        "of",
+        "my",
+        "thou",
+        "art",
+        "love",
+        "night",
+        "day",
+        "sweet",
+        "fair",
+        "good",
+        "lord",
+        "come",
+        "go",
+        "now",
+    ]
     lines: list[str] = []
     size = 0
     while size < n_chars:

@@ -80,7 +80,16 @@ class ModelCard(_Strict):
 
     def to_toml(self) -> str:
         """TOML text of the card."""
-        return tomli_w.dumps(self.model_dump(mode="json"))
+        return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))
+
+
+def _drop_none(value: Any) -> Any:
+    """TOML has no null: leave unset values out."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
 
 
 def _first_error(e: ValidationError) -> str:

@@ -25,7 +25,7 @@ from torch import Tensor
 Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
-_FUSED: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+_FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _STEP: dict[str, Callable[..., Tensor | tuple[Tensor, Tensor]]] = {
     "rnn": torch.rnn_tanh_cell,
     "lstm": torch.lstm_cell,

@@ -79,7 +79,7 @@ def save_model(folder: Path, model: CharRNN, vocab: Vocab, card: ModelCard, dtyp
     card = card.model_copy(
         update={
             "architecture": architecture_of(model.config),
-            "weights": Weights(file=card.weights.file, sha256=sha256_bytes(blob), dtype=dtype),  # type: ignore[arg-type]
+            "weights": Weights(file=card.weights.file, sha256=sha256_bytes(blob), dtype=dtype),
         }
     )
     atomic_write(folder / VOCAB_FILE, vocab.to_json().encode("utf-8"))
@@ -125,7 +125,9 @@ def _check_shapes(folder: Path, model: CharRNN, tensors: dict[str, torch.Tensor]
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
     if missing or extra:
-        raise CheckpointError(f"{folder}: weights do not match the architecture (missing {missing}, unexpected {extra})")
+        raise CheckpointError(
+            f"{folder}: weights do not match the architecture (missing {missing}, unexpected {extra})"
+        )
     for name, shape in expected.items():
         if got[name] != shape:
             raise CheckpointError(f"{folder}: tensor {name} has shape {got[name]}, architecture needs {shape}")

@@ -23,10 +23,24 @@ from genbot.errors import CheckpointError
 
 # Look-alikes tried before NFKD folding; typographic forms are common in pasted prompts.
 _LOOKALIKES = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2026": "...",
-    "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\t": " ", "\r": "",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u00ab": '"',
+    "\u00bb": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2212": "-",
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\t": " ",
+    "\r": "",
 }
 
 
@@ -87,9 +101,10 @@ class Vocab:
         return out
 
     def _lookalike(self, ch: str) -> str | None:
-        candidates = [_LOOKALIKES.get(ch, "")]
         folded = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
-        candidates.append(folded)
+        candidates = [_LOOKALIKES[ch]] if ch in _LOOKALIKES else []
+        if folded:
+            candidates.append(folded)
         for cand in candidates:
             if cand != ch and all(c in self.index for c in cand):
                 return cand

@@ -1,0 +1,388 @@
+"""The training loop: truncated BPTT with AdamW, warmup + cosine LR, clipping and evaluation.
+
+``train(config, corpus, out)`` writes the best model (by block val loss) as a model folder in
+``out`` and the resumable latest state in ``out/checkpoint``. Progress goes to a callback as
+plain dict events (``start``, ``step``, ``eval``, ``done``), which the CLI renders as a progress
+bar or JSON lines and the job worker stores.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from genbot.errors import CheckpointError, InvalidRequest
+from genbot.models.card import ModelCard, SamplingDefaults, Weights
+from genbot.models.charrnn import CharRNN, CharRNNConfig, State
+from genbot.models.checkpoint import LoadedModel, architecture_of, load_model, save_model
+from genbot.models.vocab import Vocab
+from genbot.training import evaluate
+from genbot.training.data import CorpusSplit, SequentialWindows, random_windows, read_corpus, split_corpus
+from genbot.training.finetune import extend_vocab
+from genbot.training.state import Counters, load_state, save_state
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; recorded in the model card."""
+
+    cell: str = "lstm"  # rnn | lstm | gru (ignored when fine-tuning: the parent's is kept)
+    layers: int = 2  # stacked recurrent layers
+    hidden: int = 256  # units per layer
+    embedding: int = 64  # character embedding size
+    dropout: float = 0.0  # between layers and before the head
+    block: int = 100  # truncated-BPTT window, in characters
+    batch: int = 64  # windows per step
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the end of the budget
+    warmup: int = 50  # linear warmup steps
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    grad_clip: float = 5.0  # max global gradient norm (guards against exploding gradients)
+    carry_state: bool = False  # carry hidden state across consecutive windows (char-rnn style)
+    bf16: bool = False  # bfloat16 autocast for the forward pass
+    device: str = "cpu"  # cpu | cuda
+    threads: int = 0  # torch threads (0: torch's default)
+    steps: int | None = None  # budget: optimizer steps …
+    epochs: float | None = None  # … or passes over the train split …
+    seconds: float | None = None  # … or wall-clock training seconds
+    eval_every: int = 0  # steps between evaluations (0: ten times per budget, at least every 500)
+    eval_iters: int = 10  # batches of 64 val blocks per periodic evaluation
+    final_eval_iters: int = 50  # batches for the final, reported evaluation (nanoGPT uses 200 x 12)
+    seed: int = 1337  # initialisation, batches and dropout
+    val_fraction: float = 0.1  # tail of the corpus held out for validation
+    save_dtype: str = "float32"  # dtype of the stored weights (float16 halves the file)
+    name: str = ""  # model name in the card (default: the output folder's name)
+    parent: str = ""  # model folder to fine-tune from ("" trains from scratch)
+
+    def validate(self) -> None:
+        """Reject nonsensical hyperparameters with a message naming the option."""
+        checks = [
+            (self.cell in ("rnn", "lstm", "gru"), "--cell must be rnn, lstm or gru"),
+            (1 <= self.layers <= 16, "--layers must be between 1 and 16"),
+            (1 <= self.hidden <= 8192, "--hidden must be between 1 and 8192"),
+            (1 <= self.embedding <= 8192, "--emb must be between 1 and 8192"),
+            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            (1 <= self.block <= 100_000, "--block must be between 1 and 100000"),
+            (1 <= self.batch <= 100_000, "--batch must be between 1 and 100000"),
+            (0.0 < self.lr < 10.0 and math.isfinite(self.lr), "--lr must be a positive number below 10"),
+            (self.grad_clip > 0, "--grad-clip must be positive"),
+            (self.threads >= 0, "--threads must be 0 or more"),
+            (0.0 < self.val_fraction < 0.5, "val fraction must be in (0, 0.5)"),
+            (self.save_dtype in ("float32", "float16", "bfloat16"), "save dtype must be float32/float16/bfloat16"),
+        ]
+        budgets = [b for b in (self.steps, self.epochs, self.seconds) if b is not None]
+        checks.append((len(budgets) == 1, "give exactly one budget: --steps, --epochs or --seconds"))
+        checks.append((all(b > 0 for b in budgets), "the budget must be positive"))
+        for ok, message in checks:
+            if not ok:
+                raise InvalidRequest(message)
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished run (the ``--json`` output)."""
+
+    out: str
+    steps: int
+    seconds: float
+    chars_per_s: float
+    params: int
+    losses: dict[str, float]
+    added_chars: list[str] = field(default_factory=list)
+    sample: str = ""
+
+
+class _Run:
+    """Mutable state of one training run; the loop's helpers read and update it."""
+
+    def __init__(self, cfg: TrainConfig, model: CharRNN, data: CorpusSplit, out: Path, sink: EventSink) -> None:
+        self.cfg, self.model, self.data, self.out, self.sink = cfg, model, data, out, sink
+        self.device = torch.device(cfg.device)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.counters = Counters()
+        self.carry: State | None = None
+        self.windows = SequentialWindows(data.train, cfg.batch, cfg.block) if cfg.carry_state else None
+        self.total_steps = _total_steps(cfg, len(data.train))
+        self.eval_every = cfg.eval_every or max(1, min(500, (self.total_steps or 5000) // 10))
+        self.card_extra: dict[str, Any] = {}
+
+    def progress(self) -> float:
+        """Fraction of the budget spent, for the LR schedule and the progress bar."""
+        if self.cfg.seconds:
+            return min(1.0, self.counters.elapsed / self.cfg.seconds)
+        return min(1.0, self.counters.step / max(1, self.total_steps or 1))
+
+    def done(self) -> bool:
+        """Whether the budget is spent."""
+        if self.cfg.seconds:
+            return self.counters.elapsed >= self.cfg.seconds
+        return self.counters.step >= (self.total_steps or 0)
+
+
+def train(
+    cfg: TrainConfig,
+    corpus: Path,
+    out: Path,
+    sink: EventSink | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train (or fine-tune, or resume) a CharRNN on ``corpus``; the best model lands in ``out``."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    text = read_corpus(corpus)
+    model, vocab, added = _initial_model(cfg, text, out, resume)
+    data = split_corpus(text, vocab, cfg.block, cfg.val_fraction)
+    run = _Run(cfg, model.to(cfg.device).train(), data, out, sink or (lambda e: None))
+    run.card_extra = {"corpus": Path(corpus).name, "added_chars": added}
+    if resume and (out / CHECKPOINT_DIR / "state.json").exists():
+        _restore(run)
+    run.sink(_start_event(run, added))
+    _loop(run)
+    return _finish(run, added)
+
+
+def _initial_model(cfg: TrainConfig, text: str, out: Path, resume: bool) -> tuple[CharRNN, Vocab, list[str]]:
+    """The model to start from: a resume checkpoint, a parent to fine-tune, or a fresh one."""
+    ckpt = out / CHECKPOINT_DIR
+    if resume and (ckpt / "state.json").exists():
+        loaded = load_model(ckpt)
+        missing = sorted(set(text) - set(loaded.vocab.chars))
+        if missing:
+            raise CheckpointError(f"{ckpt}: the corpus has characters the checkpoint lacks: {missing!r}")
+        return loaded.model.train().requires_grad_(True), loaded.vocab, []
+    if cfg.parent:
+        parent = load_model(Path(cfg.parent))
+        model, vocab, added = extend_vocab(parent.model, parent.vocab, text)
+        return model.train().requires_grad_(True), vocab, added
+    vocab = Vocab.from_text(text)
+    arch = CharRNNConfig(len(vocab), cfg.cell, cfg.layers, cfg.hidden, cfg.embedding, cfg.dropout)  # type: ignore[arg-type]
+    return CharRNN(arch), vocab, []
+
+
+def _total_steps(cfg: TrainConfig, n_train: int) -> int | None:
+    if cfg.steps:
+        return cfg.steps
+    if cfg.epochs:
+        return max(1, math.ceil(cfg.epochs * n_train / (cfg.batch * cfg.block)))
+    return None
+
+
+def _lr_at(run: _Run) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio over the budget."""
+    cfg = run.cfg
+    if run.counters.step < cfg.warmup:
+        return cfg.lr * (run.counters.step + 1) / cfg.warmup
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * run.progress()))
+
+
+def _loop(run: _Run) -> None:
+    last_report = time.perf_counter()
+    while not run.done():
+        t0 = time.perf_counter()
+        loss = _train_step(run)
+        run.counters.elapsed += time.perf_counter() - t0
+        run.counters.step += 1
+        run.counters.chars += run.cfg.batch * run.cfg.block
+        if run.counters.step % run.eval_every == 0 or run.done():
+            _evaluate(run, loss.item())
+        elif time.perf_counter() - last_report > 1.0:
+            run.sink(_step_event(run, loss.item()))
+            last_report = time.perf_counter()
+
+
+def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    if run.windows is None:
+        x, y = random_windows(run.data.train, run.cfg.batch, run.cfg.block, run.batch_gen)
+    else:
+        x, y, fresh = run.windows.next()
+        if fresh:
+            run.carry = None
+    return x.to(run.device), y.to(run.device)
+
+
+def _train_step(run: _Run) -> torch.Tensor:
+    """One optimizer step on one batch of windows."""
+    for group in run.opt.param_groups:
+        group["lr"] = _lr_at(run)
+    x, y = _batch(run)  # (B, T) each
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.bf16):
+        logits, state = run.model(x, run.carry)  # (B, T, V)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.opt.step()
+    if run.windows is not None:
+        # Truncated BPTT: keep the state's values, drop its graph.
+        run.carry = tuple(s.detach() for s in state)
+    return loss.detach()
+
+
+def _evaluate(run: _Run, train_loss: float) -> None:
+    """Periodic evaluation: keep the best model, write the resume state, report a sample."""
+    val = evaluate.block_loss(run.model, run.data.val, iters=run.cfg.eval_iters)
+    improved = val < run.counters.best_val
+    if improved:
+        run.counters.best_val = val
+        _save_model(run, run.out, {"val_block": round(val, 4)})
+    run.counters.history.append({"step": run.counters.step, "train_loss": train_loss, "val_loss": val})
+    if run.windows is not None:
+        run.counters.window_position = run.windows.position
+    _save_checkpoint(run)
+    event = _step_event(run, train_loss) | {
+        "event": "eval",
+        "val_loss": round(val, 4),
+        "best_val_loss": round(run.counters.best_val, 4),
+        "improved": improved,
+        "sample": sample_text(run.model, run.data.vocab, 200, seed=run.counters.step),
+    }
+    run.sink(event)
+
+
+def _save_model(run: _Run, folder: Path, metrics: dict[str, float]) -> None:
+    card = ModelCard(
+        name=run.cfg.name or run.out.resolve().name,
+        corpus=run.card_extra.get("corpus", ""),
+        architecture=architecture_of(run.model.config),
+        weights=Weights(sha256=""),
+        sampling=SamplingDefaults(),
+        metrics=metrics,
+        training=_training_record(run),
+    )
+    save_model(folder, run.model, run.data.vocab, card, dtype=run.cfg.save_dtype)
+
+
+def _save_checkpoint(run: _Run) -> None:
+    folder = run.out / CHECKPOINT_DIR
+    card = ModelCard(
+        name="checkpoint",
+        architecture=architecture_of(run.model.config),
+        weights=Weights(sha256=""),
+        training={"config": asdict(run.cfg)},
+    )
+    save_model(folder, run.model, run.data.vocab, card, dtype="float32")
+    save_state(folder, run.opt, run.counters, run.batch_gen, run.carry)
+
+
+def _restore(run: _Run) -> None:
+    restored = load_state(run.out / CHECKPOINT_DIR, run.opt, run.batch_gen, run.device)
+    run.counters = restored.counters
+    run.carry = restored.carry
+    if run.windows is not None:
+        run.windows.position = run.counters.window_position
+
+
+def _training_record(run: _Run) -> dict[str, Any]:
+    c = run.counters
+    return {
+        "config": {k: v for k, v in asdict(run.cfg).items() if v is not None},
+        "steps": c.step,
+        "seconds": round(c.elapsed, 1),
+        "chars_per_s": round(c.chars / c.elapsed) if c.elapsed else 0,
+        "hardware": _hardware(run.device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "added_chars": "".join(run.card_extra.get("added_chars", [])),
+    }
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU"
+
+
+def _start_event(run: _Run, added: list[str]) -> Event:
+    return {
+        "event": "start",
+        "params": run.model.num_parameters(),
+        "vocab": len(run.data.vocab),
+        "train_chars": len(run.data.train),
+        "val_chars": len(run.data.val),
+        "total_steps": run.total_steps,
+        "seconds": run.cfg.seconds,
+        "resumed_at_step": run.counters.step,
+        "added_chars": added,
+    }
+
+
+def _step_event(run: _Run, train_loss: float) -> Event:
+    c = run.counters
+    rate = c.chars / c.elapsed if c.elapsed else 0.0
+    p = run.progress()
+    eta = (c.elapsed / p - c.elapsed) if p > 0 else None
+    return {
+        "event": "step",
+        "step": c.step,
+        "epoch": round(c.chars / len(run.data.train), 3),
+        "progress": round(p, 4),
+        "train_loss": round(train_loss, 4),
+        "lr": _lr_at(run),
+        "chars_per_s": round(rate),
+        "elapsed": round(c.elapsed, 1),
+        "eta": round(eta, 1) if eta is not None else None,
+    }
+
+
+def _finish(run: _Run, added: list[str]) -> TrainResult:
+    """Final evaluation of the best model, both ways, recorded in its card."""
+    best = load_model(run.out, device=run.device)
+    iters = run.cfg.final_eval_iters
+    losses = evaluate.losses_report(
+        evaluate.block_loss(best.model, run.data.val, iters=iters), evaluate.stateful_loss(best.model, run.data.val)
+    )
+    _rewrite_metrics(best, losses)
+    c = run.counters
+    result = TrainResult(
+        out=str(run.out),
+        steps=c.step,
+        seconds=round(c.elapsed, 1),
+        chars_per_s=round(c.chars / c.elapsed) if c.elapsed else 0.0,
+        params=best.model.num_parameters(),
+        losses=losses,
+        added_chars=added,
+        sample=sample_text(best.model, best.vocab, 300, seed=0),
+    )
+    run.sink({"event": "done"} | asdict(result))
+    return result
+
+
+def _rewrite_metrics(best: LoadedModel, losses: dict[str, float]) -> None:
+    card = best.card.model_copy(update={"metrics": losses})
+    save_model(best.path, best.model, best.vocab, card, dtype=best.card.weights.dtype)
+
+
+@torch.no_grad()
+def sample_text(model: CharRNN, vocab: Vocab, length: int, seed: int, temperature: float = 0.8) -> str:
+    """A short sample from a newline primer, as char-rnn prints while training."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    device = model.head.weight.device
+    primer = vocab.encode("\n").ids or [0]
+    logits, state = model(torch.tensor([primer], device=device))  # (1, T, V)
+    last = logits[:, -1]  # (1, V)
+    out: list[int] = []
+    for _ in range(length):
+        probs = torch.softmax(last.float().cpu() / temperature, dim=-1)  # (1, V)
+        nxt = torch.multinomial(probs, 1, generator=gen)  # (1, 1)
+        out.append(int(nxt))
+        last, state = model.step(nxt[:, 0].to(device), state)
+    model.train(was_training)
+    return vocab.decode(out)

@@ -1,0 +1,75 @@
+"""``genbot train`` / ``genbot eval`` as a user runs them: real processes, JSON output, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["--layers", "1", "--hidden", "32", "--emb", "8", "--block", "32", "--batch", "8"]
+
+
+def genbot(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``genbot`` entry point in a child process."""
+    return subprocess.run(
+        [sys.executable, "-c", "from genbot.frontends.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_train_json_then_eval_json(corpus_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    proc = genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "20", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    summary = lines[-1]
+    assert summary["event"] == "done"
+    assert summary["chars_per_s"] > 0
+    assert {"val_block", "val_stateful", "val_block_bpc", "val_stateful_bpc"} <= summary["losses"].keys()
+    assert any(line["event"] == "eval" and line["sample"] for line in lines)
+
+    proc = genbot("eval", str(out), "--corpus", str(corpus_file), "--iters", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["val_block"] > 0
+    assert report["val_stateful"] == pytest.approx(summary["losses"]["val_stateful"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "message"),
+    [
+        ("empty", [], "empty"),
+        ("binary", [], "binary"),
+        ("short", [], "too short"),
+        ("good", ["--hidden", "-3"], "--hidden"),
+        ("good", ["--steps", "5", "--seconds", "5"], "exactly one budget"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, corpus_file: Path, setup: str, extra: list[str], message: str
+) -> None:
+    files = {"empty": b"", "binary": b"\x00\xff\x00", "short": b"abc def"}
+    corpus = corpus_file
+    if setup in files:
+        corpus = tmp_path / f"{setup}.txt"
+        corpus.write_bytes(files[setup])
+    args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "m"), *SMALL]
+    proc = genbot(*args, *(extra or ["--steps", "5"]))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_eval_of_corrupt_weights_is_a_clear_error(corpus_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    assert genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3").returncode == 0
+    (out / "model.safetensors").write_bytes(b"garbage")
+    proc = genbot("eval", str(out), "--corpus", str(corpus_file))
+    assert proc.returncode == 2
+    assert "sha256 does not match" in proc.stderr
+    assert "Traceback" not in proc.stderr

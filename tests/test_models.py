@@ -1,0 +1,147 @@
+"""CharRNN, vocabulary and checkpoint folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genbot.errors import CheckpointError
+from genbot.models.card import ModelCard, Weights
+from genbot.models.charrnn import CharRNN, CharRNNConfig
+from genbot.models.checkpoint import architecture_of, load_model, save_model
+from genbot.models.vocab import Vocab
+
+
+def _save_tiny(folder: Path, cell: str = "lstm", dtype: str = "float32") -> tuple[CharRNN, Vocab]:
+    vocab = Vocab.from_text("abcdefgh \n'\"-.")
+    model = CharRNN(CharRNNConfig(len(vocab), cell, 2, 16, 8))  # type: ignore[arg-type]
+    card = ModelCard(name="tiny", architecture=architecture_of(model.config), weights=Weights(sha256=""))
+    save_model(folder, model, vocab, card, dtype=dtype)
+    return model, vocab
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_step_by_step_logits_equal_full_sequence(cell: str) -> None:
+    model = CharRNN(CharRNNConfig(30, cell, 3, 32, 12)).eval()  # type: ignore[arg-type]
+    ids = torch.randint(30, (4, 25))
+    with torch.no_grad():
+        full, full_state = model(ids)
+        state = model.initial_state(4)
+        steps = []
+        for t in range(ids.shape[1]):
+            logits, state = model.step(ids[:, t], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(state, full_state, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_primed_state_continues_like_one_long_sequence() -> None:
+    model = CharRNN(CharRNNConfig(20, "lstm", 2, 16, 8)).eval()
+    ids = torch.randint(20, (2, 30))
+    with torch.no_grad():
+        whole, _ = model(ids)
+        _, state = model(ids[:, :10])
+        rest, _ = model(ids[:, 10:], state)
+    torch.testing.assert_close(rest, whole[:, 10:], rtol=1e-5, atol=1e-5)
+
+
+def test_invalid_architecture_is_rejected() -> None:
+    with pytest.raises(ValueError, match="cell must be one of"):
+        CharRNNConfig(10, "transformer")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dropout"):
+        CharRNNConfig(10, dropout=1.5)
+
+
+def test_vocab_maps_lookalikes_and_drops_the_rest() -> None:
+    vocab = Vocab.from_text("abce '\"-.")
+    enc = vocab.encode("\u201cab\u201d \u00e9 \u2014 \u4e2d!")
+    assert vocab.decode(enc.ids) == '"ab" e - '
+    assert enc.mapped == {"\u201c": '"', "\u201d": '"', "\u00e9": "e", "\u2014": "-"}
+    assert enc.dropped == ["\u4e2d", "!"]
+    assert enc.affected
+
+
+def test_vocab_extension_keeps_old_ids(tmp_path: Path) -> None:
+    vocab = Vocab.from_text("abc")
+    bigger, added = vocab.extended("cab\u00e9z")
+    assert added == ["z", "\u00e9"]
+    assert bigger.chars[:3] == ["a", "b", "c"]
+    (tmp_path / "v.json").write_text(bigger.to_json(), encoding="utf-8")
+    assert Vocab.load(tmp_path / "v.json").chars == bigger.chars
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_save_load_round_trips_bit_exactly(tmp_path: Path, cell: str) -> None:
+    model, vocab = _save_tiny(tmp_path / "m", cell)
+    loaded = load_model(tmp_path / "m")
+    assert loaded.vocab.chars == vocab.chars
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    assert not any(p.endswith(".tmp") for p in map(str, (tmp_path / "m").iterdir()))
+
+
+def test_float16_storage_halves_the_file_and_loads_close(tmp_path: Path) -> None:
+    model, _ = _save_tiny(tmp_path / "a", dtype="float32")
+    (tmp_path / "b").mkdir()
+    card = ModelCard.read(tmp_path / "a" / "plugin.toml")
+    save_model(tmp_path / "b", model, load_model(tmp_path / "a").vocab, card, dtype="float16")
+    size_a = (tmp_path / "a" / "model.safetensors").stat().st_size
+    size_b = (tmp_path / "b" / "model.safetensors").stat().st_size
+    assert size_b < 0.6 * size_a
+    loaded = load_model(tmp_path / "b")
+    torch.testing.assert_close(loaded.model.emb.weight, model.emb.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_corrupt_weights_fail_with_a_clear_error(tmp_path: Path) -> None:
+    _save_tiny(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-5] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256 does not match"):
+        load_model(tmp_path / "m")
+
+
+def test_truncated_weights_with_matching_hash_fail_cleanly(tmp_path: Path) -> None:
+    _save_tiny(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    card = ModelCard.read(tmp_path / "m" / "plugin.toml")
+    from genbot.models.checkpoint import sha256_bytes
+
+    fixed = card.model_copy(update={"weights": Weights(sha256=sha256_bytes(weights.read_bytes()))})
+    (tmp_path / "m" / "plugin.toml").write_text(fixed.to_toml(), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="unreadable safetensors"):
+        load_model(tmp_path / "m")
+
+
+def test_shape_mismatch_with_card_is_reported(tmp_path: Path) -> None:
+    _save_tiny(tmp_path / "m")
+    path = tmp_path / "m" / "plugin.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace("hidden = 16", "hidden = 32"), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="shape"):
+        load_model(tmp_path / "m")
+
+
+def test_vocab_size_mismatch_and_unknown_card_keys(tmp_path: Path) -> None:
+    _save_tiny(tmp_path / "m")
+    (tmp_path / "m" / "vocab.json").write_text('{"chars": ["a", "b"]}', encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"vocab\.json has 2 characters"):
+        load_model(tmp_path / "m")
+    _save_tiny(tmp_path / "n")
+    path = tmp_path / "n" / "plugin.toml"
+    path.write_text("surprise = 1\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="surprise"):
+        load_model(tmp_path / "n")
+
+
+def test_missing_files_are_named(tmp_path: Path) -> None:
+    _save_tiny(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing weights"):
+        load_model(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="not a model folder"):
+        load_model(tmp_path / "nowhere")
