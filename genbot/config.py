@@ -169,7 +169,12 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         """``database_url``, or the async SQLite URL of ``genbot.db`` in ``data_dir``."""
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'genbot.db'}"
+        if self.database_url:
+            return self.database_url
+        from sqlalchemy.engine import URL
+
+        path = str(self.data_dir / "genbot.db")
+        return URL.create("sqlite+aiosqlite", database=path).render_as_string(hide_password=False)
 
     def masked_dump(self) -> dict[str, Any]:
         """All settings as plain data, with the token and database password masked (for display)."""

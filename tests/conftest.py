@@ -114,3 +114,36 @@ def _fresh_postgres_database(server_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# ----- bundled-plugin folders for service, REPL and front-end tests ----------------------------
+
+
+def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
+    """A model folder with random weights over ``text``'s characters (fast, no training)."""
+    from genbot.models.card import ModelCard, Weights
+    from genbot.models.charrnn import CharRNN, CharRNNConfig
+    from genbot.models.checkpoint import architecture_of, save_model
+    from genbot.models.vocab import Vocab
+
+    torch.manual_seed(seed)
+    vocab = Vocab.from_text(text)
+    model = CharRNN(CharRNNConfig(len(vocab), "lstm", 2, hidden, 16))
+    card = ModelCard(
+        name=name,
+        description=f"test model {name}",
+        architecture=architecture_of(model.config),
+        weights=Weights(sha256=""),
+    )
+    save_model(folder / name, model, vocab, card)
+    return folder / name
+
+
+@pytest.fixture
+def plugins_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus_text: str) -> Path:
+    """A plugins folder with two working generators (``alpha``, ``beta``), set as GENBOT_PLUGINS_DIR."""
+    folder = tmp_path / "plugins"
+    write_model_folder(folder, "alpha", corpus_text, seed=1)
+    write_model_folder(folder, "beta", corpus_text, seed=2)
+    monkeypatch.setenv("GENBOT_PLUGINS_DIR", str(folder))
+    return folder

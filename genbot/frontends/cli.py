@@ -17,7 +17,12 @@ import typer
 
 from genbot.errors import GenbotError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="genbot: char-RNN text generation bot.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="genbot: char-RNN text generation bot.",
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -40,7 +45,7 @@ def friendly_errors(fn: F) -> F:
 
 def main() -> None:
     """Console-script entry point."""
-    from genbot.frontends import commands_models  # noqa: F401  (registers commands on ``app``)
+    from genbot.frontends import commands_models, commands_serving  # noqa: F401  (they register commands)
 
     app()
 

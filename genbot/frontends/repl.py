@@ -1,0 +1,236 @@
+"""``genbot repl``: chat with the loaded generators in a terminal.
+
+Plain lines are prompts; lines starting with ``/`` are commands (``/help`` lists them). Output
+streams as it is generated; Ctrl-C stops the current generation, not the REPL; Ctrl-D or
+``/quit`` leaves. With stdin a pipe the same commands run from a script, one per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from genbot.errors import GenbotError, InvalidRequest
+from genbot.service import GenbotService, Generation, GenerationRequest
+
+HELP = """\
+commands:
+  /use MODEL        switch generator            /models        list generators
+  /temp X           temperature (0 = argmax)    /len N         characters to generate
+  /topk N           top-k (0 = off)             /topp X        top-p (1 = off)
+  /seed N|random    fixed seed or a new one     /stop TEXT|off stop when TEXT is generated
+  /settings         show current settings       /history [N]   your last N generations
+  /help             this help                   /quit          leave (or Ctrl-D)
+Any other line is a prompt; "\\n" in it stands for a newline. Ctrl-C stops a generation."""
+
+
+@dataclass
+class ReplState:
+    """What the next prompt will be generated with."""
+
+    model: str
+    temperature: float | None = None
+    length: int | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+class Repl:
+    """Reads lines, runs commands and prompts against the service, writes to ``out``."""
+
+    def __init__(self, service: GenbotService, out: TextIO = sys.stdout, user: str = "local") -> None:
+        self.service = service
+        self.out = out
+        self.user = user
+        self.state = ReplState(model=default_model(service))
+        self.commands: dict[str, Callable[[str], Awaitable[None] | None]] = {
+            "/use": self._use, "/models": self._models, "/temp": self._temp, "/len": self._len,
+            "/topk": self._topk, "/topp": self._topp, "/seed": self._seed, "/stop": self._stop,
+            "/settings": self._settings, "/history": self._history, "/help": self._help,
+        }  # fmt: skip
+
+    async def run(self, lines: AsyncIterator[str]) -> None:
+        """Handle lines until they end or ``/quit``."""
+        self.say(f"genbot REPL: model {self.state.model or '(none loaded)'}; /help for commands")
+        async for line in lines:
+            if line.strip() in ("/quit", "/exit"):
+                break
+            await self.handle(line)
+
+    async def handle(self, line: str) -> None:
+        """One input line: a command or a prompt; genbot errors are shown, never raised."""
+        text = line.rstrip("\n")
+        if not text.strip():
+            return
+        try:
+            if text.startswith("/"):
+                await self._command(text)
+            else:
+                await self.generate(text.replace("\\n", "\n"))
+        except GenbotError as e:
+            self.say(f"error: {e}")
+
+    async def _command(self, text: str) -> None:
+        name, _, arg = text.partition(" ")
+        handler = self.commands.get(name)
+        if handler is None:
+            raise InvalidRequest(f"unknown command {name}; /help lists them")
+        result = handler(arg.strip())
+        if result is not None:
+            await result
+
+    async def generate(self, prompt: str) -> None:
+        """Stream one generation to the terminal; Ctrl-C cancels it."""
+        s = self.state
+        req = GenerationRequest(
+            model=s.model, prompt=prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+            length=s.length, seed=s.seed, stop=s.stop, frontend="repl", user_id=self.user,
+        )  # fmt: skip
+        gen = await self.service.generate(req)
+        self._warn_unknown(gen)
+        with _cancel_on_sigint(gen):
+            async for chunk in gen:
+                self.out.write(chunk)
+                self.out.flush()
+        result = await gen.result()
+        st = result.stats
+        tail = " [stopped]" if result.status == "cancelled" else ""
+        self.say(
+            f"\n[{gen.model} v{gen.version} · {st.eval_count} chars · {st.chars_per_s:,.0f} chars/s · "
+            f"seed {gen.params.seed}]{tail}"
+        )
+
+    def _warn_unknown(self, gen: Generation) -> None:
+        if gen.mapped:
+            pairs = ", ".join(f"{k!r}→{v!r}" for k, v in gen.mapped.items())
+            self.say(f"note: {gen.model} does not know some characters; replaced {pairs}")
+        if gen.dropped:
+            self.say(f"note: {gen.model} has never seen {''.join(sorted(set(gen.dropped)))!r}; left out")
+
+    def say(self, text: str) -> None:
+        """Write a line of REPL chatter."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # ----- commands ----------------------------------------------------------------------------
+
+    def _use(self, arg: str) -> None:
+        self.service.registry.get(arg) if self.service.registry else None
+        self.state.model = arg
+        self.say(f"using {arg}")
+
+    def _models(self, _: str) -> None:
+        for entry in self.service.models():
+            if entry.status == "loaded" and entry.card is not None:
+                mark = "*" if entry.name == self.state.model else " "
+                self.say(f"{mark} {entry.name:<14} {entry.card.description}")
+            else:
+                self.say(f"  {entry.name:<14} FAILED: {entry.error}")
+
+    def _temp(self, arg: str) -> None:
+        self.state.temperature = _float(arg, "/temp")
+        self.say(f"temperature {self.state.temperature}")
+
+    def _len(self, arg: str) -> None:
+        self.state.length = _int(arg, "/len")
+        self.say(f"length {self.state.length}")
+
+    def _topk(self, arg: str) -> None:
+        self.state.top_k = _int(arg, "/topk")
+        self.say(f"top-k {self.state.top_k}")
+
+    def _topp(self, arg: str) -> None:
+        self.state.top_p = _float(arg, "/topp")
+        self.say(f"top-p {self.state.top_p}")
+
+    def _seed(self, arg: str) -> None:
+        self.state.seed = None if arg in ("", "random", "off") else _int(arg, "/seed")
+        self.say(f"seed {self.state.seed if self.state.seed is not None else 'random'}")
+
+    def _stop(self, arg: str) -> None:
+        self.state.stop = [] if arg in ("", "off") else [arg.replace("\\n", "\n")]
+        self.say(f"stop {self.state.stop!r}")
+
+    def _settings(self, _: str) -> None:
+        self.say(repr(self.state))
+
+    async def _history(self, arg: str) -> None:
+        rows = await self.service.history(user_id=self.user, limit=_int(arg, "/history") if arg else 5)
+        for row in reversed(rows):
+            text = row.output.replace("\n", " ")
+            self.say(f"#{row.id} {row.created_at:%H:%M:%S} {row.model} [{row.status}] {row.prompt!r} → {text[:60]!r}")
+
+    def _help(self, _: str) -> None:
+        self.say(HELP)
+
+
+def default_model(service: GenbotService) -> str:
+    """Shakespeare if it loaded, else the first loaded generator, else ""."""
+    names = service.registry.names() if service.registry else []
+    return "shakespeare" if "shakespeare" in names else (names[0] if names else "")
+
+
+def _int(arg: str, command: str) -> int:
+    try:
+        return int(arg)
+    except ValueError:
+        raise InvalidRequest(f"{command} needs a whole number, got {arg!r}") from None
+
+
+def _float(arg: str, command: str) -> float:
+    try:
+        return float(arg)
+    except ValueError:
+        raise InvalidRequest(f"{command} needs a number, got {arg!r}") from None
+
+
+class _cancel_on_sigint:
+    """While a generation streams, Ctrl-C cancels it instead of stopping the REPL."""
+
+    def __init__(self, gen: Generation) -> None:
+        self.gen = gen
+        self.loop = asyncio.get_running_loop()
+        self.installed = False
+
+    def __enter__(self) -> None:
+        try:
+            self.loop.add_signal_handler(signal.SIGINT, self.gen.cancel)
+            self.installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            self.loop.remove_signal_handler(signal.SIGINT)
+
+
+async def piped_lines(stream: TextIO = sys.stdin) -> AsyncIterator[str]:
+    """Lines of a non-interactive stdin, read off the event loop."""
+    while True:
+        line = await asyncio.to_thread(stream.readline)
+        if not line:
+            return
+        yield line
+
+
+async def terminal_lines(history_file: Path, prompt: Callable[[], str]) -> AsyncIterator[str]:
+    """Lines typed at a prompt_toolkit prompt with history; Ctrl-C clears the line, Ctrl-D ends."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+
+    history_file.parent.mkdir(parents=True, exist_ok=True)
+    session: PromptSession[str] = PromptSession(history=FileHistory(str(history_file)))
+    while True:
+        try:
+            yield await session.prompt_async(prompt())
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            return

@@ -1,0 +1,281 @@
+"""GenbotService: the one facade every front end calls.
+
+It owns the database, the model registry and the generation engine for the life of one
+``async with`` block. A generation goes: validate → resolve the model → store a ``running`` row →
+engine stream → the caller reads chunks → one finishing write (completed / cancelled / failed)
+with the output, parameters, seed and timings. The write is done by a task the service owns, so
+a front end that stops reading (client gone) still leaves a correct row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from genbot.config import Settings
+from genbot.engine.batching import GenerationEngine
+from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry, prepare
+from genbot.engine.sampling import SamplingParams
+from genbot.engine.streams import GenerationStats, Stream
+from genbot.errors import ConfigError, InvalidRequest
+from genbot.models.checkpoint import load_model
+from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
+from genbot.storage.migrate import current_revision, head_revision
+
+log = logging.getLogger("genbot.service")
+PROGRESS_EVERY_S = 2.0  # how often a long generation's partial output is saved (survives a crash)
+_STATUS = {"length": "completed", "stop": "completed", "cancelled": "cancelled", "error": "failed"}
+
+
+@dataclass
+class GenerationRequest:
+    """What a front end asks for; unset sampling fields take the model's and bot.toml's defaults."""
+
+    model: str
+    prompt: str = ""
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    length: int | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    frontend: str = "cli"
+    user_id: str | None = None
+    guild_id: str | None = None
+    channel_id: str | None = None
+    api_key_id: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    """How a generation ended, after its row is written."""
+
+    id: int
+    status: str
+    output: str
+    stats: GenerationStats
+
+
+class Generation:
+    """A running generation: iterate for text chunks, ``cancel()``, ``await result()``."""
+
+    def __init__(self, entry: GeneratorEntry, stream: Stream, row_id: int, writer: asyncio.Task[GenerationResult]):
+        self.entry = entry
+        self.stream = stream
+        self.id = row_id
+        self._writer = writer
+
+    @property
+    def model(self) -> str:
+        """Name of the generator serving this request."""
+        return self.entry.name
+
+    @property
+    def version(self) -> int:
+        """Version of the model serving this request."""
+        return self.entry.card.version if self.entry.card else 1
+
+    @property
+    def params(self) -> SamplingParams:
+        """The effective parameters, including the seed actually used."""
+        return self.stream.params
+
+    @property
+    def mapped(self) -> dict[str, str]:
+        """Prompt characters replaced by look-alikes the model knows."""
+        return self.stream.encoded.mapped
+
+    @property
+    def dropped(self) -> list[str]:
+        """Prompt characters the model has never seen, left out of what it read."""
+        return self.stream.encoded.dropped
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self.stream.__aiter__()
+
+    def cancel(self) -> None:
+        """Stop generating; the row will say ``cancelled`` and keep the partial output."""
+        self.stream.cancel()
+
+    async def result(self) -> GenerationResult:
+        """Wait for the end and for the row to be written."""
+        return await asyncio.shield(self._writer)
+
+
+class GenbotService:
+    """Database + registry + engine behind one async lifecycle."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.db: Database | None = None
+        self.engine = GenerationEngine(
+            settings.engine.max_streams_per_model, settings.engine.max_queue, settings.engine.torch_threads
+        )
+        self._writers: set[asyncio.Task[GenerationResult]] = set()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> GenbotService:
+        started = datetime.now(UTC)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = await self._stack.enter_async_context(Database.open(self.settings.effective_database_url))
+        await _require_current_schema(self.db)
+        interrupted = await repository.mark_interrupted(self.db, started_before=started)
+        if interrupted:
+            log.warning("%d generation(s) were interrupted by an earlier stop; marked failed", interrupted)
+        if self.registry is None:
+            # Loading weights is blocking file and tensor work: keep it off the event loop.
+            self.registry = await asyncio.to_thread(build_registry, self.settings)
+        await self.engine.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Closing the engine ends every open stream; their rows are written before the DB closes.
+        await self.engine.close()
+        if self._writers:
+            await asyncio.gather(*self._writers, return_exceptions=True)
+        await self._stack.aclose()
+
+    # ----- generation ------------------------------------------------------------------------
+
+    def params_for(self, entry: GeneratorEntry, req: GenerationRequest) -> SamplingParams:
+        """The request's parameters over the card's own defaults over bot.toml's."""
+        limits = self.settings.sampling
+        card = entry.card.sampling if entry.card else None
+        explicit = card.model_fields_set if card else set()
+
+        def pick(value: Any, name: str, setting: Any) -> Any:
+            if value is not None:
+                return value
+            return getattr(card, name) if card is not None and name in explicit else setting
+
+        temperature = pick(req.temperature, "temperature", limits.temperature)
+        if isinstance(temperature, int | float) and temperature > limits.max_temperature:
+            raise InvalidRequest(f"temperature must be at most {limits.max_temperature}, got {temperature}")
+        params = SamplingParams(
+            temperature=temperature,
+            top_k=pick(req.top_k, "top_k", limits.top_k),
+            top_p=pick(req.top_p, "top_p", limits.top_p),
+            max_length=pick(req.length, "length", limits.length),
+            seed=req.seed,
+            stop=tuple(req.stop),
+        )
+        return params.within(limits.max_length)
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        """Start a generation; raises InvalidRequest, UnknownModel or Busy before anything runs."""
+        limit = self.settings.sampling.max_prompt_chars
+        if len(req.prompt) > limit:
+            raise InvalidRequest(f"the prompt has {len(req.prompt):,} characters; the limit is {limit:,}")
+        entry = self._registry.get(req.model)
+        params = self.params_for(entry, req).with_seed()
+        assert entry.loaded is not None  # get() only returns loaded entries
+        stream = self.engine.submit(entry.loaded, req.prompt, params)
+        try:
+            row_id = await repository.start_generation(self._db, _new_row(req, entry, stream.params))
+        except BaseException:
+            stream.cancel()
+            raise
+        writer = asyncio.create_task(self._record(row_id, stream), name=f"genbot-generation-{row_id}")
+        self._writers.add(writer)
+        writer.add_done_callback(self._writers.discard)
+        return Generation(entry, stream, row_id, writer)
+
+    async def _record(self, row_id: int, stream: Stream) -> GenerationResult:
+        """Save partial output now and then, and the final row when the stream ends."""
+        while True:
+            try:
+                stats = await asyncio.wait_for(stream.result(), timeout=PROGRESS_EVERY_S)
+                break
+            except TimeoutError:
+                output = stream.output
+                await repository.update_progress(self._db, row_id, output, len(output))
+        output = stream.output
+        status = _STATUS[stats.done_reason]
+        await repository.finish_generation(
+            self._db,
+            row_id,
+            output=output,
+            status=status,
+            chars=len(output),
+            ttfc_ms=stats.first_char_duration / 1e6 if output else None,
+            duration_ms=stats.total_duration / 1e6,
+            error=stats.error,
+        )
+        return GenerationResult(row_id, status, output, stats)
+
+    # ----- models, history, privacy ----------------------------------------------------------
+
+    def models(self) -> list[GeneratorEntry]:
+        """Every generator, loaded or failed, with its card."""
+        return self._registry.list()
+
+    def add_model_folder(self, folder: Path) -> GeneratorEntry:
+        """Serve a model folder that is not a bundled plugin (``genbot sample ./my-model``)."""
+        loaded = prepare(load_model(folder))
+        if loaded.card.name in self._registry.names():
+            return self._registry.replace(loaded.card.name, loaded)
+        self._registry.add(GeneratorEntry.ok(loaded, f"folder:{folder}"))
+        return self._registry.get(loaded.card.name)
+
+    async def history(self, **filters: Any) -> list[GenerationRow]:
+        """Stored generations, newest first (filters: model, user_id, search, since, until, limit, offset)."""
+        return await repository.list_generations(self._db, **filters)
+
+    async def forget(self, user_id: str) -> int:
+        """Delete every stored prompt and output of one user; returns how many."""
+        return await repository.forget_user(self._db, user_id)
+
+    @property
+    def _db(self) -> Database:
+        if self.db is None:
+            raise RuntimeError("GenbotService used outside its 'async with' block")
+        return self.db
+
+    @property
+    def _registry(self) -> ModelRegistry:
+        if self.registry is None:
+            raise RuntimeError("GenbotService used outside its 'async with' block")
+        return self.registry
+
+
+async def _require_current_schema(db: Database) -> None:
+    """A shared server database is migrated by an admin (``genbot db upgrade``), never behind their back."""
+    if db.is_sqlite:
+        return  # Database.open migrated the embedded file already
+    current = await current_revision(db.engine)
+    if current != head_revision():
+        raise ConfigError(
+            f"the database is at migration {current or 'none'}, genbot needs {head_revision()}: run `genbot db upgrade`"
+        )
+
+
+def _new_row(req: GenerationRequest, entry: GeneratorEntry, params: SamplingParams) -> NewGeneration:
+    return NewGeneration(
+        model=entry.name,
+        model_version=entry.card.version if entry.card else None,
+        prompt=req.prompt,
+        temperature=params.temperature,
+        top_k=params.top_k,
+        top_p=params.top_p,
+        max_length=params.max_length,
+        seed=params.seed,
+        stop=list(params.stop),
+        frontend=req.frontend,
+        user_id=req.user_id,
+        guild_id=req.guild_id,
+        channel_id=req.channel_id,
+        api_key_id=req.api_key_id,
+    )
+
+
+__all__ = ["GenbotService", "Generation", "GenerationRequest", "GenerationResult", "GenerationStatus"]

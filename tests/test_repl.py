@@ -1,0 +1,99 @@
+"""``genbot repl`` driven through a pipe, as a script would, and the history/forget/plugins commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.test_cli_training import genbot
+
+ENTRY = [sys.executable, "-c", "from genbot.frontends.cli import main; main()"]
+
+
+def _repl(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ENTRY, "repl"], input=script, capture_output=True, text=True, timeout=120)
+
+
+def test_piped_repl_runs_commands_and_prompts(plugins_dir: Path) -> None:
+    proc = _repl("/use beta\n/models\n/len 30\n/seed 42\n/temp 0.5\nROMEO:\n/history 5\n/quit\n")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "alpha" in out and "* beta" in out
+    assert "[beta v1 · 30 chars" in out and "seed 42]" in out
+    assert "ROMEO:" in out.split("seed 42]")[1]  # /history shows the prompt just made
+
+
+def test_same_seed_gives_same_text_across_sessions(plugins_dir: Path) -> None:
+    script = "/len 40\n/seed 9\nJULIET:\n"
+
+    def generated(out: str) -> str:
+        return out.split("seed 9\n", 1)[1].rsplit("\n[alpha", 1)[0]
+
+    first, second = generated(_repl(script).stdout), generated(_repl(script).stdout)
+    assert first == second
+    assert len(first) == 40
+
+
+def test_errors_are_shown_and_the_repl_goes_on(plugins_dir: Path) -> None:
+    proc = _repl("/use nothing\n/temp hot\n/len -5\nx\n/frobnicate\n/len 5\nok\n")
+    assert proc.returncode == 0
+    assert "error: unknown model 'nothing'" in proc.stdout
+    assert "error: /temp needs a number" in proc.stdout
+    assert "max_length" in proc.stdout
+    assert "error: unknown command /frobnicate" in proc.stdout
+    assert "[alpha v1 · 5 chars" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_the_generation_not_the_repl(plugins_dir: Path) -> None:
+    proc = subprocess.Popen([*ENTRY, "repl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("/len 5000\nROMEO:\n")
+    proc.stdin.flush()
+    assert "genbot REPL" in proc.stdout.readline()
+    proc.stdout.readline()  # "length 5000"
+    proc.stdout.read(10)  # generation under way
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    proc.stdin.write("/len 5\nafter\n/quit\n")
+    proc.stdin.close()
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0
+    assert "[stopped]" in rest
+    assert "[alpha v1 · 5 chars" in rest
+    rows = [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["completed", "cancelled"]
+    assert 10 <= rows[1]["chars"] < 5000
+
+
+def test_history_json_and_forget(plugins_dir: Path) -> None:
+    _repl("/len 5\none\ntwo\n")
+    rows = [json.loads(line) for line in genbot("history", "--json", "--search", "two").stdout.splitlines()]
+    assert [r["prompt"] for r in rows] == ["two"]
+    assert rows[0]["frontend"] == "repl" and rows[0]["user_id"] == "local"
+    proc = genbot("forget", "local")
+    assert "deleted 2 generation(s) of local" in proc.stdout
+    assert genbot("history", "--json").stdout == ""
+
+
+def test_plugins_lists_failures_and_models_lists_cards(plugins_dir: Path) -> None:
+    (plugins_dir / "beta" / "vocab.json").write_text("{broken", encoding="utf-8")
+    proc = genbot("plugins")
+    assert proc.returncode == 0
+    assert "alpha" in proc.stdout and "loaded" in proc.stdout
+    assert "FAILED" in proc.stdout and "vocab" in proc.stdout
+    models = genbot("models", "--json").stdout.splitlines()
+    assert [json.loads(m)["name"] for m in models] == ["alpha"]
+
+
+def test_config_masks_the_discord_token(plugins_dir: Path, monkeypatch: object) -> None:
+    env = os.environ | {"DISCORD_TOKEN": "secret-token-value"}
+    proc = subprocess.run([*ENTRY, "config"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "secret-token-value" not in proc.stdout
+    assert json.loads(proc.stdout)["plugins_dir"] == str(plugins_dir)
