@@ -1,0 +1,383 @@
+"""GenerationEngine: continuous batching of character streams, one worker thread per model.
+
+Each loaded model gets a runner whose worker thread owns that model's batch: every step advances
+all of its active streams by one character with ONE batched ``model.step`` call. Streams join and
+leave only at step boundaries — a new stream is primed alone through ``model.forward`` (its whole
+prompt in one call) and its state is concatenated into the batch along dim 1; finished and
+cancelled streams are dropped with ``index_select``.
+
+Why a thread per model (not a pool, not the event loop): a model's streams advance in lock-step,
+so its work is sequential anyway; the thread owns the batch state without locks; different models
+still overlap because torch releases the GIL inside its kernels. A runner's thread exits as soon
+as the model has nothing to do, so a replaced model version is not kept alive by an idle thread.
+
+Why priming is one stream at a time and a lone stream is padded to two rows: a seeded stream must
+give the same text alone or in a batch. Priming alone makes the primed state independent of who
+else joins; and BLAS switches to a matrix-vector kernel (with a different summation order) for a
+one-row matmul, so the batch never runs with fewer than two rows. Whether rows of two and of 64
+agree exactly is then up to the model's ``step`` being batch-invariant for batch ≥ 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, cast
+
+import torch
+from torch import Tensor
+
+from genbot.engine.sampling import UNIFORM_BITS, UNIFORM_SCALE, BatchSampler, SamplingParams
+from genbot.engine.streams import DecodeState, DoneReason, Stream
+from genbot.errors import Busy, InvalidRequest
+from genbot.models.checkpoint import LoadedModel
+from genbot.models.vocab import Vocab
+
+State = tuple[Tensor, ...]
+MIN_ROWS = 2  # a one-row matmul takes BLAS's gemv path, whose rounding differs from batched rows
+WAKE_INTERVAL_S = 0.005  # consumers get chunks at most this often (plus on the first and last char)
+
+
+class StepModel(Protocol):
+    """What the engine needs from a generator model."""
+
+    def initial_state(self, batch: int) -> State:
+        """Zero state for ``batch`` streams, tensors shaped (layers, batch, hidden)."""
+        ...
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Logits (B, T, V) for a whole sequence (B, T), and the final state."""
+        ...
+
+    def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        """Logits (B, V) for one character per stream (B,), and the next state."""
+        ...
+
+
+class GenerationEngine:
+    """Runs generation streams for any number of models, batching the streams of each."""
+
+    def __init__(self, max_streams_per_model: int, max_queue: int, torch_threads: int = 1) -> None:
+        if max_streams_per_model < 1 or max_queue < 0 or torch_threads < 1:
+            raise ValueError("need max_streams_per_model >= 1, max_queue >= 0, torch_threads >= 1")
+        self.max_streams = max_streams_per_model
+        self.max_queue = max_queue
+        self.torch_threads = torch_threads
+        self._lock = threading.Lock()  # guards _runners and each runner's pending/admitted/cancels
+        self._runners: dict[int, _ModelRunner] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._waiting: set[Stream] = set()  # consumers blocked in __anext__ (event loop only)
+        self._wake_scheduled = False
+        self._last_wake = 0.0  # perf_counter() of the last throttled wake-up
+
+    async def start(self) -> None:
+        """Bind the engine to the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+
+    async def close(self) -> None:
+        """Cancel every stream, wait for the worker threads, deliver the final results."""
+        self._closing = True  # workers see it at their next step boundary
+        with self._lock:
+            threads = [r.thread for r in self._runners.values()]
+        for t in threads:
+            await asyncio.to_thread(t.join)
+        with self._lock:
+            self._runners.clear()
+        await asyncio.sleep(0)  # let the results the workers posted resolve
+
+    async def __aenter__(self) -> GenerationEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def submit(self, loaded: LoadedModel, prompt: str, params: SamplingParams) -> Stream:
+        """Queue a generation; raises ``Busy`` at once when the model's queue is full."""
+        if self._loop is None or self._closing:
+            raise RuntimeError("GenerationEngine is not running (use start() or async with)")
+        encoded = loaded.vocab.encode(prompt)
+        prime_ids = encoded.ids or _primer_ids(loaded)
+        stream = Stream(prompt, encoded, prime_ids, params, self._waiting)
+        with self._lock:
+            runner = self._runners.get(id(loaded))
+            if runner is None:
+                runner = self._runners[id(loaded)] = _ModelRunner(self, loaded)
+            runner.admit_or_raise(stream)
+        return stream
+
+    def queued_or_running(self, loaded: LoadedModel) -> int:
+        """Streams of ``loaded`` in its batch or its queue right now."""
+        with self._lock:
+            runner = self._runners.get(id(loaded))
+            return runner.admitted if runner else 0
+
+    # ----- called from worker threads --------------------------------------------------------
+
+    def _notify(self, now: float | None = None) -> None:
+        """Wake blocked consumers soon: at most one wake-up in flight, and (given ``now``) not
+        more often than every WAKE_INTERVAL_S — each wake-up costs the stepping thread the GIL."""
+        if self._wake_scheduled or self._loop is None:
+            return
+        if now is not None:
+            if now - self._last_wake < WAKE_INTERVAL_S:
+                return
+            self._last_wake = now
+        self._wake_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to wake
+            self._loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        self._wake_scheduled = False  # reset first: characters added after this schedule a new wake
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        for stream in waiting:
+            stream._wake()
+
+    def _retire(self, runner: _ModelRunner) -> bool:
+        """Unregister an idle runner (True), or keep it when work arrived meanwhile (False)."""
+        with self._lock:
+            if runner.pending or runner.rows_count:
+                return False
+            if self._runners.get(id(runner.loaded)) is runner:
+                del self._runners[id(runner.loaded)]
+            return True
+
+
+def _primer_ids(loaded: LoadedModel) -> list[int]:
+    """Ids of the card's primer, used when a prompt is empty (or nothing of it is known)."""
+    ids = loaded.vocab.encode(loaded.card.sampling.prompt).ids
+    if not ids:
+        raise InvalidRequest("empty prompt, and this model has no usable primer: give a prompt")
+    return ids
+
+
+class _ModelRunner:
+    """The batch of one loaded model and the worker thread that steps it."""
+
+    def __init__(self, engine: GenerationEngine, loaded: LoadedModel) -> None:
+        self.engine = engine
+        self.loaded = loaded
+        self.model = cast(StepModel, loaded.model)
+        self.vocab: Vocab = loaded.vocab
+        self.pending: deque[Stream] = deque()  # guarded by engine._lock
+        self.cancels: list[Stream] = []  # guarded by engine._lock
+        self.admitted = 0  # active + pending; guarded by engine._lock
+        self.rows_count = 0  # active streams, written by the worker only
+        self.step_s = 0.005  # moving average of one step, for Busy.retry_after
+        self.thread = threading.Thread(target=self._run, name=f"genbot-model-{loaded.card.name}", daemon=True)
+        self._batch = _Batch()
+
+    def admit_or_raise(self, stream: Stream) -> None:
+        """Queue ``stream`` (caller holds the engine lock) or raise ``Busy``."""
+        e = self.engine
+        if self.admitted >= e.max_streams + e.max_queue:
+            raise Busy(f"model {self.loaded.card.name!r} is busy, retry later", retry_after=self._retry_after())
+        self.admitted += 1
+        self.pending.append(stream)
+        stream._on_cancel = self._request_cancel
+        if self.thread.ident is None:
+            self.thread.start()
+
+    def _request_cancel(self, stream: Stream) -> None:
+        with self.engine._lock:
+            self.cancels.append(stream)
+
+    def _retry_after(self) -> float:
+        rows = list(self._batch.rows)
+        soonest = min((s._decode.remaining for s in rows), default=1)
+        return round(min(30.0, max(0.5, soonest * self.step_s)), 1)
+
+    # ----- worker thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if torch.get_num_threads() != self.engine.torch_threads:
+            torch.set_num_threads(self.engine.torch_threads)
+        with torch.inference_mode():
+            while True:
+                try:
+                    if not self._boundary():
+                        return
+                    if self._batch.rows:
+                        self._step()
+                except Exception as e:  # a broken model fails its streams, never the thread
+                    self._drain("error", f"{type(e).__name__}: {e}")
+
+    def _boundary(self) -> bool:
+        """Between steps: apply cancels, admit queued streams; False once the runner retires."""
+        if self.engine._closing:
+            self._drain("cancelled")
+            return False
+        if self.cancels:
+            self._apply_cancels()
+        if self.pending and len(self._batch.rows) < self.engine.max_streams:
+            self._admit()
+        return bool(self._batch.rows) or not self.engine._retire(self)
+
+    def _take_pending(self, n: int) -> list[Stream]:
+        with self.engine._lock:
+            return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+
+    def _admit(self) -> None:
+        joins = []
+        for stream in self._take_pending(self.engine.max_streams - len(self._batch.rows)):
+            joined = self._prime(stream)
+            if joined is not None:
+                joins.append(joined)
+        if not joins:
+            return
+        try:
+            self._batch.join(joins, self.vocab_size)
+        except Exception as e:  # e.g. a state whose shape does not fit the batch
+            for stream, _, _ in joins:
+                self._finish(stream, "error", f"joining the batch failed: {type(e).__name__}: {e}")
+        self.rows_count = len(self._batch.rows)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _prime(self, stream: Stream) -> tuple[Stream, State, Tensor] | None:
+        """Run the prompt through ``forward`` alone and sample the first character."""
+        t = stream._times
+        t.admitted = time.perf_counter_ns()
+        try:
+            device = self._batch.device or self.model.initial_state(1)[0].device
+            self._batch.device = device
+            ids = torch.tensor([stream.prime_ids], device=device)  # (1, T)
+            logits, state = self.model.forward(ids, self.model.initial_state(1))  # (1, T, V)
+            t.primed = time.perf_counter_ns()
+            sampler = BatchSampler([stream.params], self.vocab_size, device)
+            first = sampler(logits[:, -1], _uniforms([stream._decode.draw], device))  # (1,)
+            ch = self.vocab.decode(first.tolist())
+        except Exception as e:
+            self._finish(stream, "error", f"priming failed: {type(e).__name__}: {e}")
+            return None
+        t.first_char = time.perf_counter_ns()
+        if stream._decode.push(ch):
+            self._finish(stream, stream._decode.reason or "length")
+            return None
+        self.engine._notify()
+        return stream, state, first
+
+    def _step(self) -> None:
+        """One character for every active stream: one batched step, one sample, one tolist()."""
+        b = self._batch
+        assert b.sampler is not None  # the batch has rows
+        t0 = time.perf_counter()
+        logits, state = self.model.step(b.ids, b.state)  # (W, V), W = max(B, MIN_ROWS)
+        n = len(b.rows)
+        nxt = b.sampler(logits if n >= MIN_ROWS else logits[:n], _uniforms(b.draws, b.device))  # (B,)
+        b.advance(state, nxt)
+        text = self.vocab.decode(nxt.tolist())
+        done = [i for i, (d, ch) in enumerate(zip(b.decodes, text, strict=True)) if d.push(ch)]
+        now = time.perf_counter()
+        self.engine._notify(now)
+        if done:
+            self._remove(done, None)
+        self.step_s += 0.05 * (now - t0 - self.step_s)
+
+    def _apply_cancels(self) -> None:
+        with self.engine._lock:
+            cancels, self.cancels = self.cancels, []
+            queued = [s for s in cancels if s in self.pending]
+            for s in queued:
+                self.pending.remove(s)
+        for s in queued:
+            self._finish(s, "cancelled")
+        rows = [i for i, s in enumerate(self._batch.rows) if s in cancels]
+        if rows:
+            self._remove(rows, "cancelled")
+
+    def _remove(self, indices: list[int], reason: DoneReason | None) -> None:
+        """Drop rows from the batch and finish their streams (with their own reason if None)."""
+        gone = self._batch.drop(indices, self.vocab_size)
+        self.rows_count = len(self._batch.rows)
+        for s in gone:
+            self._finish(s, reason or s._decode.reason or "length")
+
+    def _drain(self, reason: DoneReason, error: str | None = None) -> None:
+        """Finish every active stream (and on close every queued one): after a failed step, on close."""
+        queued: list[Stream] = []
+        if reason == "cancelled":
+            with self.engine._lock:
+                queued = list(self.pending)
+                self.pending.clear()
+        gone, self._batch = self._batch.rows, _Batch(self._batch.device)  # no tensor ops: the state may be bad
+        self.rows_count = 0
+        for s in gone + queued:
+            self._finish(s, reason, error)
+
+    def _finish(self, stream: Stream, reason: DoneReason, error: str | None = None) -> None:
+        with self.engine._lock:
+            self.admitted -= 1
+        stream._finish(reason, error)
+
+
+def _uniforms(draws: list[Callable[[int], int]], device: torch.device | None) -> Tensor:
+    """One uniform in [0, 1) per stream (B,), each from that stream's own generator."""
+    return torch.tensor([d(UNIFORM_BITS) * UNIFORM_SCALE for d in draws], dtype=torch.float32, device=device)
+
+
+class _Batch:
+    """Rows of the running batch: streams, their state and next input ids, kept aligned."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.rows: list[Stream] = []
+        self.decodes: list[DecodeState] = []  # each row's output bookkeeping, in row order
+        self.draws: list[Callable[[int], int]] = []  # each row's uniform source, in row order
+        self.state: State = ()
+        self.ids = torch.zeros(0, dtype=torch.long, device=device)  # (W,) next input per row, padding included
+        self.sampler: BatchSampler | None = None
+        self.device = device
+
+    def join(self, joins: list[tuple[Stream, State, Tensor]], vocab_size: int) -> None:
+        """Append primed streams: their states along dim 1, their first chars as next inputs."""
+        n = len(self.rows)
+        kept = tuple(t[:, :n] for t in self.state)  # (L, B, H) without padding rows
+        states = [kept, *(st for _, st, _ in joins)] if n else [st for _, st, _ in joins]
+        self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))  # (L, B', H)
+        firsts = [first for _, _, first in joins]
+        self.ids = torch.cat([self.ids[:n], *firsts] if n else firsts)  # (B',)
+        self.rows += [s for s, _, _ in joins]
+        self._refresh(vocab_size)
+
+    def drop(self, indices: list[int], vocab_size: int) -> list[Stream]:
+        """Remove rows; returns their streams."""
+        gone_set = set(indices)
+        gone = [s for i, s in enumerate(self.rows) if i in gone_set]
+        keep = [i for i in range(len(self.rows)) if i not in gone_set]
+        self.rows = [self.rows[i] for i in keep]
+        if keep:
+            index = torch.tensor(keep, device=self.ids.device)
+            self.state = tuple(t.index_select(1, index) for t in self.state)  # (L, B', H)
+            self.ids = self.ids.index_select(0, index)  # (B',)
+        else:
+            self.state, self.ids = (), self.ids[:0]
+        self._refresh(vocab_size)
+        return gone
+
+    def advance(self, state: State, nxt: Tensor) -> None:
+        """Take the step's new state and the sampled ids as the next inputs."""
+        self.state = state
+        self.ids = nxt if len(nxt) >= MIN_ROWS else nxt.expand(MIN_ROWS)  # (W,), the copy row as a view
+
+    def _refresh(self, vocab_size: int) -> None:
+        """Re-derive per-row tensors after the membership changed; pad a lone row to MIN_ROWS."""
+        self.decodes = [s._decode for s in self.rows]
+        self.draws = [d.draw for d in self.decodes]
+        if not self.rows:
+            self.sampler = None
+            return
+        self.sampler = BatchSampler([s.params for s in self.rows], vocab_size, self.ids.device)
+        n = len(self.rows)
+        if n < MIN_ROWS:
+            # (L, 1, H) -> (L, MIN_ROWS, H): the copy row only keeps BLAS on its batched path
+            self.state = tuple(t[:, :n].repeat(1, MIN_ROWS, 1) for t in self.state)
+            self.ids = self.ids[:n].repeat(MIN_ROWS)

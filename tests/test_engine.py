@@ -1,0 +1,245 @@
+"""GenerationEngine with real tiny CharRNNs (random weights) and the shipped scripted fake."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+import torch
+
+from genbot.engine.batching import GenerationEngine
+from genbot.engine.sampling import SamplingParams
+from genbot.engine.streams import GenerationStats, Stream
+from genbot.errors import Busy, InvalidRequest
+from genbot.models.checkpoint import LoadedModel
+from genbot.testing import RecordingModel, loaded_model, scripted_model, tiny_charrnn
+
+CHARS = "abcdefghijklmnopqrstuvwxyz .,;:!?'\"\n"
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[GenerationEngine]:
+    async with GenerationEngine(max_streams_per_model=64, max_queue=8) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return tiny_charrnn(CHARS, seed=3)
+
+
+def recorded(lm: LoadedModel, step_delay: float = 0.0) -> tuple[LoadedModel, RecordingModel]:
+    """The same weights behind a RecordingModel, as a separate loaded model."""
+    rec = RecordingModel(lm.model, step_delay=step_delay)
+    return loaded_model(rec, lm.vocab, name="recorded"), rec
+
+
+async def collect(stream: Stream) -> tuple[str, GenerationStats, list[str]]:
+    chunks = [c async for c in stream]
+    return "".join(chunks), await stream.result(), chunks
+
+
+async def generate(engine: GenerationEngine, lm: LoadedModel, prompt: str = "the ", **kw: object) -> str:
+    text, stats, _ = await collect(engine.submit(lm, prompt, SamplingParams(**kw)))  # type: ignore[arg-type]
+    assert stats.done_reason in ("length", "stop")
+    return text
+
+
+async def test_seeded_generation_is_reproducible(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    a = await generate(engine, tiny, seed=11, max_length=80)
+    b = await generate(engine, tiny, seed=11, max_length=80)
+    c = await generate(engine, tiny, seed=12, max_length=80)
+    assert a == b and len(a) == 80
+    assert a != c
+
+
+async def test_unseeded_stream_reports_a_seed_that_reproduces_it(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    first = engine.submit(tiny, "to be", SamplingParams(max_length=60))
+    text, _, _ = await collect(first)
+    assert await generate(engine, tiny, "to be", seed=first.seed, max_length=60) == text
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+async def test_same_seed_alone_or_in_a_batch_of_64_gives_the_same_text(engine: GenerationEngine, cell: str) -> None:
+    lm, rec = recorded(tiny_charrnn(CHARS, cell=cell, seed=5))  # type: ignore[arg-type]
+    probes = [
+        ("to be or ", SamplingParams(seed=s, max_length=60, temperature=[0.7, 1.0, 1.4][s % 3], top_k=[0, 0, 8][s % 3]))
+        for s in range(20)
+    ] + [("the ", SamplingParams(seed=99, max_length=60, top_p=0.8))]
+    alone = [await generate(engine, lm, p, **vars(params)) for p, params in probes]
+    assert min(rec.batch_sizes) == 2  # a lone stream runs padded, on BLAS's batched path
+    # 43 other streams with other prompts, lengths and settings, joining in two waves
+    others = [engine.submit(lm, "x" * (i % 7), SamplingParams(seed=1000 + i, max_length=20 + i)) for i in range(23)]
+    batched = [engine.submit(lm, p, params) for p, params in probes]
+    await anext(batched[0])  # the first wave is stepping
+    others += [engine.submit(lm, "why?", SamplingParams(temperature=0, max_length=30 + i)) for i in range(20)]
+    await asyncio.gather(*(collect(s) for s in batched + others))
+    assert [s.output for s in batched] == alone
+    assert max(rec.batch_sizes) == 64
+
+
+async def test_temperature_zero_is_the_argmax_and_deterministic(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    prompt = "the quick "
+    text = await generate(engine, tiny, prompt, temperature=0, max_length=40)
+    assert await generate(engine, tiny, prompt, temperature=0, max_length=40, seed=4) == text
+    ids = torch.tensor([tiny.vocab.encode(prompt + text).ids])
+    with torch.inference_mode():
+        logits, _ = tiny.model.forward(ids[:, :-1], tiny.model.initial_state(1))  # (1, T-1, V)
+    chosen = logits[0, len(prompt) - 1 :].gather(1, ids[0, len(prompt) :, None])[:, 0]  # (40,)
+    assert torch.allclose(chosen, logits[0, len(prompt) - 1 :].amax(-1), atol=1e-4)
+
+
+async def test_top_k_1_and_tiny_top_p_equal_argmax(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    greedy = await generate(engine, tiny, temperature=0, max_length=50)
+    assert await generate(engine, tiny, temperature=1.5, top_k=1, seed=3, max_length=50) == greedy
+    assert await generate(engine, tiny, temperature=1.5, top_p=1e-6, seed=3, max_length=50) == greedy
+
+
+async def test_stop_string_ends_generation_and_is_not_shown(engine: GenerationEngine) -> None:
+    lm = scripted_model("hello world. ")
+    text, stats, chunks = await collect(engine.submit(lm, "", SamplingParams(max_length=100, stop=("o w", "xyz"))))
+    assert text == "hell" and "".join(chunks) == text
+    assert stats.done_reason == "stop" and stats.eval_count == 7
+
+
+async def test_a_partial_stop_match_is_released_when_length_runs_out(engine: GenerationEngine) -> None:
+    lm = scripted_model("abcabc")
+    s = engine.submit(lm, "", SamplingParams(max_length=5, stop=("abd",)))
+    text, stats, _ = await collect(s)
+    assert text == s.output == "abcab" and stats.done_reason == "length"
+
+
+async def test_max_length_is_respected(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    for n in (1, 2, 37):
+        s = engine.submit(tiny, "a", SamplingParams(max_length=n))
+        text, stats, _ = await collect(s)
+        assert len(text) == stats.eval_count == n and stats.done_reason == "length"
+
+
+async def test_stats_have_ollamas_shape(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    _, stats, _ = await collect(engine.submit(tiny, "abc", SamplingParams(max_length=10)))
+    d = stats.to_dict()
+    assert d["done"] is True and d["done_reason"] == "length" and d["load_duration"] == 0
+    assert d["eval_count"] == 10 and d["prompt_eval_count"] == 3
+    assert 0 < stats.first_char_duration <= stats.total_duration
+    assert stats.prompt_eval_duration > 0 and stats.eval_duration > 0 and stats.chars_per_s > 0
+
+
+async def test_cancel_removes_the_stream_from_the_batch_and_keeps_its_output(
+    engine: GenerationEngine, tiny: LoadedModel
+) -> None:
+    lm, rec = recorded(tiny, step_delay=0.002)
+    keep = [engine.submit(lm, "a", SamplingParams(max_length=60)) for _ in range(2)]
+    victim = engine.submit(lm, "b", SamplingParams(max_length=1000))
+    seen = ""
+    async for chunk in victim:
+        seen += chunk
+        if len(seen) >= 5:
+            break
+    steps_at_cancel = len(rec.batch_sizes)
+    victim.cancel()
+    stats = await victim.result()
+    await asyncio.gather(*(s.result() for s in keep))
+    assert stats.done_reason == "cancelled"
+    assert victim.output.startswith(seen) and len(victim.output) < 1000
+    assert 3 in rec.batch_sizes[:steps_at_cancel]
+    after = rec.batch_sizes[steps_at_cancel:]
+    assert after.count(3) <= 1 and set(after[1:]) == {2}  # gone from the batch at the next boundary
+
+
+async def test_busy_past_slots_and_queue_and_queued_streams_start_later(tiny: LoadedModel) -> None:
+    lm, rec = recorded(tiny, step_delay=0.002)
+    async with GenerationEngine(max_streams_per_model=1, max_queue=1) as engine:
+        first = engine.submit(lm, "a", SamplingParams(max_length=15))
+        queued = engine.submit(lm, "b", SamplingParams(max_length=15))
+        with pytest.raises(Busy, match="busy") as err:
+            engine.submit(lm, "c", SamplingParams(max_length=15))
+        assert err.value.retry_after > 0
+        (_, s1, _), (text2, s2, _) = await asyncio.gather(collect(first), collect(queued))
+    assert len(text2) == 15 and s2.done_reason == "length"
+    assert s2.queue_duration >= s1.eval_duration * 0.9  # waited for the first to finish
+    assert max(rec.batch_sizes) == 2  # one stream (padded to two rows) at a time
+
+
+async def test_cancelled_queued_stream_never_runs(tiny: LoadedModel) -> None:
+    lm, rec = recorded(tiny, step_delay=0.002)
+    async with GenerationEngine(max_streams_per_model=1, max_queue=2) as engine:
+        first = engine.submit(lm, "a", SamplingParams(max_length=20))
+        queued = engine.submit(lm, "b", SamplingParams(max_length=20))
+        queued.cancel()
+        assert (await queued.result()).done_reason == "cancelled" and queued.output == ""
+        await first.result()
+    assert rec.primed == [1]
+
+
+async def test_unknown_prompt_chars_are_reported(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    s = engine.submit(tiny, "caf\u00e9 \u201cq\u201d \u20ac5", SamplingParams(max_length=5))
+    await collect(s)
+    assert s.encoded.mapped == {"\u00e9": "e", "\u201c": '"', "\u201d": '"'}
+    assert s.encoded.dropped == ["\u20ac", "5"]
+    assert (await s.result()).prompt_eval_count == len('cafe "q" ')
+
+
+async def test_empty_prompt_primes_with_the_cards_primer(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    lm, rec = recorded(tiny)
+    text, stats, _ = await collect(engine.submit(lm, "", SamplingParams(max_length=5)))
+    assert len(text) == 5 and rec.primed == [len(tiny.card.sampling.prompt)]
+    assert stats.prompt_eval_count == len(tiny.card.sampling.prompt)
+
+
+async def test_empty_prompt_without_a_usable_primer_is_invalid(engine: GenerationEngine) -> None:
+    lm = scripted_model("abc", extra_chars="")  # no "\n" in the vocabulary
+    with pytest.raises(InvalidRequest, match="primer"):
+        engine.submit(lm, "", SamplingParams())
+
+
+async def test_failing_step_ends_streams_with_error_and_the_engine_goes_on(
+    engine: GenerationEngine, tiny: LoadedModel
+) -> None:
+    lm, rec = recorded(tiny, step_delay=0.001)
+    s = engine.submit(lm, "a", SamplingParams(max_length=500))
+    async for _ in s:
+        rec.fail_steps = 1
+        break
+    _, stats, _ = await collect(s)
+    assert stats.done_reason == "error" and "injected step failure" in (stats.error or "")
+    assert 0 < len(s.output) < 500
+    assert len(await generate(engine, lm, max_length=20)) == 20
+
+
+async def test_a_failing_prompt_fails_only_its_own_stream(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    lm, rec = recorded(tiny, step_delay=0.001)
+    healthy = engine.submit(lm, "a", SamplingParams(max_length=30))
+    await anext(healthy)
+    rec.fail_primes = 1
+    broken = engine.submit(lm, "b", SamplingParams(max_length=30))
+    assert (await broken.result()).error == "priming failed: RuntimeError: injected priming failure"
+    _, stats, _ = await collect(healthy)
+    assert stats.done_reason == "length" and len(healthy.output) == 30
+
+
+async def test_stepping_never_runs_on_the_event_loop_thread(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    lm, rec = recorded(tiny)
+    await asyncio.gather(*(generate(engine, lm, max_length=10) for _ in range(3)))
+    assert rec.threads and threading.get_ident() not in rec.threads
+
+
+async def test_a_reader_that_stops_reading_does_not_block_others(engine: GenerationEngine, tiny: LoadedModel) -> None:
+    stalled = engine.submit(tiny, "a", SamplingParams(max_length=300))
+    assert len(await generate(engine, tiny, max_length=200)) == 200
+    stats = await stalled.result()  # finished although nobody read it
+    assert stats.done_reason == "length" and len(stalled.output) == 300
+
+
+async def test_close_cancels_running_streams(tiny: LoadedModel) -> None:
+    lm, _ = recorded(tiny, step_delay=0.002)
+    engine = GenerationEngine(max_streams_per_model=4, max_queue=4)
+    await engine.start()
+    s = engine.submit(lm, "a", SamplingParams(max_length=10_000))
+    await asyncio.sleep(0.02)
+    await engine.close()
+    assert (await s.result()).done_reason == "cancelled"
+    with pytest.raises(RuntimeError):
+        engine.submit(lm, "a", SamplingParams())
