@@ -26,11 +26,6 @@ Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
 _FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-_STEP: dict[str, Callable[..., Tensor | tuple[Tensor, Tensor]]] = {
-    "rnn": torch.rnn_tanh_cell,
-    "lstm": torch.lstm_cell,
-    "gru": torch.gru_cell,
-}
 
 
 @dataclass(frozen=True)
@@ -70,6 +65,8 @@ class CharRNN(nn.Module):
         self.rnn = _FUSED[c.cell](c.embedding, c.hidden, c.layers, dropout=inter_dropout, batch_first=True)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden, c.vocab_size)
+        self._params: list[nn.Parameter] | None = None
+        self._step_cache: _StepWeights | None = None
 
     def initial_state(self, batch: int) -> State:
         """Zero state for ``batch`` streams."""
@@ -87,24 +84,38 @@ class CharRNN(nn.Module):
         return logits, _from_module_state(new_state)
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance every stream by one character: ids (B,) → logits (B, V) and the next state."""
+        """Advance every stream by one character: ids (B,) → logits (B, V) and the next state.
+
+        Uses pre-transposed weights and ``addmm``: each row's result is then bit-identical whatever
+        the batch size, so a seeded stream samples the same text alone or batched with others.
+        """
+        w = self._step_weights()
         x = self.emb(ids)  # (B, E)
-        fn = _STEP[self.config.cell]
-        lstm = self.config.cell == "lstm"
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         for layer in range(self.config.layers):
-            w = self._layer_weights(layer)
-            if lstm:
-                h, c = fn(x, (state[0][layer], state[1][layer]), *w)  # (B, H) each
+            wi, wh, bi, bh = w.layers[layer]
+            if self.config.cell == "lstm":
+                h, c = _lstm_step(x, state[0][layer], state[1][layer], wi, wh, bi)
                 cs.append(c)
+            elif self.config.cell == "gru":
+                h = _gru_step(x, state[0][layer], wi, wh, bi, bh)
             else:
-                h = fn(x, state[0][layer], *w)  # (B, H)
+                h = torch.tanh(torch.addmm(bi, x, wi).addmm_(state[0][layer], wh))  # (B, H)
             hs.append(h)
             x = h
-        logits = self.head(x)  # (B, V)
-        new_state = (torch.stack(hs), torch.stack(cs)) if lstm else (torch.stack(hs),)
+        logits = torch.addmm(w.head_b, x, w.head_w)  # (B, V)
+        new_state = (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)
         return logits, new_state
+
+    def _step_weights(self) -> _StepWeights:
+        """Transposed copies of the weights for ``step``, rebuilt whenever a parameter changes."""
+        params = self._params or list(self.parameters())
+        self._params = params
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._step_cache is None or self._step_cache.key != key:
+            self._step_cache = _StepWeights.build(self, key)
+        return self._step_cache
 
     def _layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         r = self.rnn
@@ -118,6 +129,47 @@ class CharRNN(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameter count."""
         return sum(p.numel() for p in self.parameters())
+
+
+@dataclass
+class _StepWeights:
+    """Per-layer (W_ih^T, W_hh^T, bias, hh-bias) and the transposed head, contiguous for ``addmm``."""
+
+    key: tuple[tuple[int, int], ...]
+    layers: list[tuple[Tensor, Tensor, Tensor, Tensor]]
+    head_w: Tensor  # (H, V)
+    head_b: Tensor  # (V,)
+
+    @classmethod
+    def build(cls, model: CharRNN, key: tuple[tuple[int, int], ...]) -> _StepWeights:
+        with torch.no_grad():
+            layers = []
+            for layer in range(model.config.layers):
+                w_ih, w_hh, b_ih, b_hh = model._layer_weights(layer)
+                # GRU keeps the hidden bias apart: it sits inside the reset gate's product.
+                bias = b_ih if model.config.cell == "gru" else b_ih + b_hh
+                layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), bias.clone(), b_hh.clone()))
+            return cls(key, layers, model.head.weight.t().contiguous(), model.head.bias.clone())
+
+
+def _lstm_step(x: Tensor, h: Tensor, c: Tensor, wi: Tensor, wh: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    gates = torch.addmm(b, x, wi).addmm_(h, wh)  # (B, 4H): input, forget, cell, output
+    # One sigmoid over all four gates (the cell gate's share is discarded) beats three small calls.
+    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
+    g = torch.tanh(gates[:, 2 * h.shape[1] : 3 * h.shape[1]])
+    c = torch.addcmul(f * c, i, g)  # (B, H)
+    return o * torch.tanh(c), c
+
+
+def _gru_step(x: Tensor, h: Tensor, wi: Tensor, wh: Tensor, bi: Tensor, bh: Tensor) -> Tensor:
+    gi = torch.addmm(bi, x, wi)  # (B, 3H): reset, update, new
+    gh = torch.addmm(bh, h, wh)  # (B, 3H)
+    ir, iz, inn = gi.chunk(3, dim=1)
+    hr, hz, hn = gh.chunk(3, dim=1)
+    r = torch.sigmoid(ir + hr)
+    z = torch.sigmoid(iz + hz)
+    n = torch.tanh(inn + r * hn)
+    return n + z * (h - n)  # (1 - z) * n + z * h
 
 
 def _to_module_state(state: State | None, cell: str) -> Tensor | tuple[Tensor, Tensor] | None:
