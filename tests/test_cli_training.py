@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SMALL = ["--layers", "1", "--hidden", "32", "--emb", "8", "--block", "32", "--batch", "8"]
+SMALL = ["--layers", "1", "--hidden", "32", "--emb", "8", "--block", "32", "--batch", "8", "--threads", "1"]
 
 
 def genbot(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def test_train_json_then_eval_json(corpus_file: Path, tmp_path: Path) -> None:
     assert {"val_block", "val_stateful", "val_block_bpc", "val_stateful_bpc"} <= summary["losses"].keys()
     assert any(line["event"] == "eval" and line["sample"] for line in lines)
 
-    proc = genbot("eval", str(out), "--corpus", str(corpus_file), "--iters", "2", "--json")
+    proc = genbot("eval", str(out), "--corpus", str(corpus_file), "--iters", "2", "--threads", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["val_block"] > 0
