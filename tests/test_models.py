@@ -145,3 +145,19 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
         load_model(tmp_path / "m")
     with pytest.raises(CheckpointError, match="not a model folder"):
         load_model(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_prime_matches_full_forward_closely(cell: str) -> None:
+    model = CharRNN(CharRNNConfig(30, cell, 2, 32, 12)).eval()  # type: ignore[arg-type]
+    ids = torch.randint(30, (1, 50))
+    with torch.no_grad():
+        full, full_state = model(ids)
+        last, state = model.prime(ids)
+    assert last.dtype == torch.float32 and last.shape == (1, 30)
+    torch.testing.assert_close(last, full[:, -1], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(state[0], full_state[0], atol=0.05, rtol=0.05)
+    # The bfloat16 twin follows the weights when they change.
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    torch.testing.assert_close(model.prime(ids)[0], full[:, -1] + 1.0, atol=0.05, rtol=0.05)

@@ -243,6 +243,15 @@ class _ModelRunner:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    def _read_prompt(self, ids: Tensor) -> tuple[Tensor, State]:
+        """Last logits (1, V) and state after the prompt: the model's fast ``prime`` if it has one."""
+        prime = getattr(self.model, "prime", None)
+        if prime is not None:
+            result: tuple[Tensor, State] = prime(ids)
+            return result
+        logits, state = self.model.forward(ids, self.model.initial_state(1))  # (1, T, V)
+        return logits[:, -1], state
+
     def _prime(self, stream: Stream) -> tuple[Stream, State, Tensor] | None:
         """Run the prompt through ``forward`` alone and sample the first character."""
         t = stream._times
@@ -251,10 +260,10 @@ class _ModelRunner:
             device = self._batch.device or self.model.initial_state(1)[0].device
             self._batch.device = device
             ids = torch.tensor([stream.prime_ids], device=device)  # (1, T)
-            logits, state = self.model.forward(ids, self.model.initial_state(1))  # (1, T, V)
+            last, state = self._read_prompt(ids)  # (1, V)
             t.primed = time.perf_counter_ns()
             sampler = BatchSampler([stream.params], self.vocab_size, device)
-            first = sampler(logits[:, -1], _uniforms([stream._decode.draw], device))  # (1,)
+            first = sampler(last, _uniforms([stream._decode.draw], device))  # (1,)
             ch = self.vocab.decode(first.tolist())
         except Exception as e:
             self._finish(stream, "error", f"priming failed: {type(e).__name__}: {e}")

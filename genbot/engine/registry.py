@@ -124,7 +124,11 @@ def load_generator(offer: OfferedGenerator) -> GeneratorEntry:
 
 def prepare(loaded: LoadedModel) -> LoadedModel:
     """Put a model in serving shape: on the CPU, eval mode, no gradients."""
-    loaded.model.to(torch.device("cpu")).eval().requires_grad_(False)
+    model = loaded.model.to(torch.device("cpu")).eval().requires_grad_(False)
+    with torch.inference_mode():
+        # Build the step and priming caches now, not inside the first request's latency.
+        _, state = model.prime(torch.zeros(1, 1, dtype=torch.long))
+        model.step(torch.zeros(2, dtype=torch.long), tuple(s.expand(-1, 2, -1).contiguous() for s in state))
     return loaded
 
 

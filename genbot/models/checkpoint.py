@@ -27,6 +27,9 @@ from genbot.models.vocab import Vocab
 
 CARD_FILE = "plugin.toml"
 VOCAB_FILE = "vocab.json"
+# mkstemp creates files readable by the owner only; published model files follow the umask.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -54,6 +57,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
