@@ -11,7 +11,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Dialect, Float, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -105,3 +120,58 @@ class Generation(Base):
     guild_id: Mapped[str | None] = mapped_column(String(64))
     channel_id: Mapped[str | None] = mapped_column(String(64))
     api_key_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class CorpusKind(StrEnum):
+    """What a corpus holds: plain text, or images with COCO-style captions."""
+
+    TEXT = "text"
+    CAPTIONS = "captions"
+
+
+class Corpus(Base):
+    """A registered corpus: where its files live in the data folder and what they contain."""
+
+    __tablename__ = "corpora"
+    __table_args__ = (CheckConstraint("kind IN ('text', 'captions')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)  # folder under data_dir/corpora
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the stored content
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    chars: Mapped[int] = mapped_column(BigInteger)
+    charset: Mapped[str] = mapped_column(Text)  # the sorted distinct characters
+    licence: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelVersion(Base):
+    """One trained version of a model; at most one per model is active (served)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model", "version", name="uq_model_versions_model_version"),
+        # Partial unique index: the database itself refuses a second active version.
+        Index(
+            "uq_model_versions_one_active",
+            "model",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, 3… per model
+    path: Mapped[str] = mapped_column(Text)  # the model folder load_model reads
+    val_loss: Mapped[float | None] = mapped_column(Float)  # val_block, nats/char
+    val_stateful: Mapped[float | None] = mapped_column(Float)
+    parent_version: Mapped[int | None] = mapped_column(Integer)  # the version it was tuned from
+    corpus: Mapped[str | None] = mapped_column(String(64))  # corpus name (kept if it is removed)
+    job_id: Mapped[int | None] = mapped_column(Integer)  # no FK: the jobs table comes later
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
