@@ -95,6 +95,15 @@ class EngineSettings(_Section):
     torch_threads: int = Field(default=1, ge=1, description="Threads torch uses for CPU inference.")
 
 
+class VersionsSettings(_Section):
+    """When a newly trained model version goes live, and how fast servers notice."""
+
+    auto_activate: Literal["if_better", "always", "never"] = Field(
+        default="if_better", description="Activate a new version: if its val loss beats the active one, always, never."
+    )
+    poll_seconds: float = Field(default=5.0, gt=0.0, description="How often servers check for a newly active version.")
+
+
 # pydantic-settings builds its sources inside the class, with no per-call argument for the TOML
 # file; load_settings passes the path for one construction through this context variable.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("genbot_toml_file", default=None)
@@ -123,6 +132,12 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(default="INFO", description="Level of genbot's log messages.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Sampling defaults and limits.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Generation engine sizes.")
+    corpus_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="Largest corpus `genbot corpus add` accepts, in bytes."
+    )
+    versions: VersionsSettings = Field(
+        default_factory=VersionsSettings, description="Model version activation policy and live pickup."
+    )
 
     _config_file: Path | None = PrivateAttr(None)
 
