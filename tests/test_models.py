@@ -161,3 +161,18 @@ def test_prime_matches_full_forward_closely(cell: str) -> None:
     with torch.no_grad():
         model.head.bias.add_(1.0)
     torch.testing.assert_close(model.prime(ids)[0], full[:, -1] + 1.0, atol=0.05, rtol=0.05)
+
+
+def test_shared_step_weights_keep_every_result() -> None:
+    model = CharRNN(CharRNNConfig(30, "lstm", 2, 32, 12)).eval()
+    ids = torch.randint(30, (3, 20))
+    with torch.no_grad():
+        before, _ = model(ids)
+        state = model.initial_state(3)
+        step_before, _ = model.step(ids[:, 0], state)
+        model.share_step_weights()
+        after, _ = model(ids)
+        step_after, _ = model.step(ids[:, 0], state)
+    assert torch.equal(step_before, step_after)
+    torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)
+    assert model.rnn.weight_hh_l0.data_ptr() == model._step_weights().layers[0][1].data_ptr()

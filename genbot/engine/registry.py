@@ -127,6 +127,7 @@ def prepare(loaded: LoadedModel) -> LoadedModel:
     model = loaded.model.to(torch.device("cpu")).eval().requires_grad_(False)
     with torch.inference_mode():
         # Build the step and priming caches now, not inside the first request's latency.
+        model.share_step_weights()
         _, state = model.prime(torch.zeros(1, 1, dtype=torch.long))
         model.step(torch.zeros(2, dtype=torch.long), tuple(s.expand(-1, 2, -1).contiguous() for s in state))
     return loaded

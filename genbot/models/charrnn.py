@@ -105,8 +105,9 @@ class CharRNN(nn.Module):
         key = self._weights_key()
         if self._twin is None or self._twin[0] != key:
             twin = CharRNN(self.config).eval()
-            twin.load_state_dict(self.state_dict())
-            self._twin = (key, twin.to(torch.bfloat16).requires_grad_(False))
+            halves = {k: v.detach().to(torch.bfloat16) for k, v in self.state_dict().items()}
+            twin.load_state_dict(halves, assign=True)
+            self._twin = (key, twin.requires_grad_(False))
         return self._twin[1]
 
     def _weights_key(self) -> tuple[tuple[int, int], ...]:
@@ -139,6 +140,20 @@ class CharRNN(nn.Module):
         logits = torch.addmm(w.head_b, x, w.head_w)  # (B, V)
         new_state = (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)
         return logits, new_state
+
+    def share_step_weights(self) -> None:
+        """For serving: make the big matrices views of ``step``'s transposed copies (one copy, not two).
+
+        ``forward`` still works on the views, just without the contiguous fast path; serving reads
+        prompts through ``prime``'s own bfloat16 twin and generates with ``step``.
+        """
+        w = self._step_weights()
+        with torch.no_grad():
+            for layer, (wi, wh, _, _) in enumerate(w.layers):
+                getattr(self.rnn, f"weight_ih_l{layer}").data = wi.t()
+                getattr(self.rnn, f"weight_hh_l{layer}").data = wh.t()
+            self.head.weight.data = w.head_w.t()
+        w.key = self._weights_key()
 
     def _step_weights(self) -> _StepWeights:
         """Transposed copies of the weights for ``step``, rebuilt whenever a parameter changes."""

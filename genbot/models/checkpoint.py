@@ -104,10 +104,18 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedModel:
             f"{folder}: vocab.json has {len(vocab)} characters but plugin.toml says {card.architecture.vocab_size}"
         )
     tensors = _read_weights(folder, card)
-    model = CharRNN(config_of(card.architecture))
-    _check_shapes(folder, model, tensors)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model = build_from_tensors(config_of(card.architecture), tensors, folder)
     return LoadedModel(model.to(device).eval(), vocab, card, folder)
+
+
+def build_from_tensors(config: CharRNNConfig, tensors: dict[str, torch.Tensor], where: Path | str) -> CharRNN:
+    """A CharRNN whose parameters are ``tensors`` themselves (assigned, not copied)."""
+    # torch.device("meta") would skip the throwaway random init, but entering it imports ~800
+    # modules (+75 MB resident); a short-lived random init costs less.
+    model = CharRNN(config)
+    _check_shapes(Path(where), model, tensors)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
+    return model
 
 
 def _read_weights(folder: Path, card: ModelCard) -> dict[str, torch.Tensor]:
