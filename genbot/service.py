@@ -27,9 +27,16 @@ from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
 from genbot.models.checkpoint import load_model
 from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
+from genbot.storage import corpora as storage_corpora
+from genbot.storage import versions as storage_versions
+from genbot.storage.corpora import CorpusRow
 from genbot.storage.migrate import current_revision, head_revision
+from genbot.storage.versions import ModelVersionRow
+from genbot.training.corpora import add_corpus_files, remove_corpus_files
+from genbot.versions import VersionWatcher, ensure_bundled_versions, rollback_target, seed_bundled_version
 
 log = logging.getLogger("genbot.service")
+WATCHER_STOP_S = 10.0  # how long shutdown waits for a version load in progress
 PROGRESS_EVERY_S = 2.0  # how often a long generation's partial output is saved (survives a crash)
 _STATUS = {"length": "completed", "stop": "completed", "cancelled": "cancelled", "error": "failed"}
 
@@ -112,21 +119,28 @@ class Generation:
 class GenbotService:
     """Database + registry + engine behind one async lifecycle."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry | None = None, *, serving: bool = True) -> None:
         self.settings = settings
         self.registry = registry
+        # serving=False: the database and jobs only (workers, admin commands): no models are
+        # loaded, no engine or version watcher runs, and other processes' generations are left alone.
+        self.serving = serving
         self.db: Database | None = None
         self.engine = GenerationEngine(
             settings.engine.max_streams_per_model, settings.engine.max_queue, settings.engine.torch_threads
         )
         self._writers: set[asyncio.Task[GenerationResult]] = set()
         self._stack = contextlib.AsyncExitStack()
+        self._version_watcher: VersionWatcher | None = None
+        self._version_watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> GenbotService:
         started = datetime.now(UTC)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = await self._stack.enter_async_context(Database.open(self.settings.effective_database_url))
         await _require_current_schema(self.db)
+        if not self.serving:
+            return self
         interrupted = await repository.mark_interrupted(self.db, started_before=started)
         if interrupted:
             log.warning("%d generation(s) were interrupted by an earlier stop; marked failed", interrupted)
@@ -134,11 +148,13 @@ class GenbotService:
             # Loading weights is blocking file and tensor work: keep it off the event loop.
             self.registry = await asyncio.to_thread(build_registry, self.settings)
         await self.engine.start()
+        await self._start_version_watcher()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._stop_version_watcher()
         # Closing the engine ends every open stream; their rows are written before the DB closes.
         await self.engine.close()
         if self._writers:
@@ -235,6 +251,63 @@ class GenbotService:
         """Delete every stored prompt and output of one user; returns how many."""
         return await repository.forget_user(self._db, user_id)
 
+    # ----- corpora and model versions --------------------------------------------------------
+
+    async def _start_version_watcher(self) -> None:
+        """Record bundled models as version 1, serve each active version, then watch for changes."""
+        await ensure_bundled_versions(self._db, self._registry)
+        watcher = VersionWatcher(self._db, self._registry, self.settings.versions.poll_seconds)
+        await watcher.sync()  # a restarted server serves the active versions from its first request
+        self._version_watcher = watcher
+        self._version_watch = asyncio.create_task(watcher.run(), name="genbot-version-watcher")
+
+    async def _stop_version_watcher(self) -> None:
+        """Let the watcher finish its poll and return; cancel it if a model load takes too long."""
+        if self._version_watcher is None or self._version_watch is None:
+            return
+        self._version_watcher.stop()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._version_watch), WATCHER_STOP_S)
+        self._version_watch.cancel()
+        await asyncio.gather(self._version_watch, return_exceptions=True)
+
+    async def add_corpus(
+        self, name: str, paths: list[Path], kind: str = "text", licence: str = "", description: str = ""
+    ) -> CorpusRow:
+        """Validate, copy and record a corpus (CorpusError, nothing stored, on any problem)."""
+        return await add_corpus_files(self._db, self.settings, name, paths, kind, licence, description)
+
+    async def corpora(self) -> list[CorpusRow]:
+        """Every registered corpus, by name."""
+        return await storage_corpora.list_corpora(self._db)
+
+    async def corpus(self, name: str) -> CorpusRow:
+        """One corpus by name (NotFound if there is none)."""
+        return await storage_corpora.get_corpus(self._db, name)
+
+    async def remove_corpus(self, name: str) -> CorpusRow:
+        """Delete a corpus's record and files; returns what was removed."""
+        return await remove_corpus_files(self._db, self.settings, name)
+
+    async def versions(self, model: str) -> list[ModelVersionRow]:
+        """Every recorded version of ``model``, oldest first (a bundled model is version 1)."""
+        await seed_bundled_version(self._db, self.settings, model)
+        return await storage_versions.list_versions(self._db, model)
+
+    async def activate(self, model: str, version: int) -> ModelVersionRow:
+        """Make ``version`` the active one, after checking its folder loads; servers pick it up live."""
+        await seed_bundled_version(self._db, self.settings, model)
+        target = await storage_versions.get_version(self._db, model, version)
+        await _check_loads(target)
+        return await storage_versions.activate_version(self._db, model, version)
+
+    async def rollback(self, model: str) -> ModelVersionRow:
+        """Activate the version the active one replaced (InvalidRequest if there is none)."""
+        await seed_bundled_version(self._db, self.settings, model)
+        target = await rollback_target(self._db, model)
+        await _check_loads(target)
+        return await storage_versions.activate_version(self._db, model, target.version)
+
     @property
     def _db(self) -> Database:
         if self.db is None:
@@ -257,6 +330,11 @@ async def _require_current_schema(db: Database) -> None:
         raise ConfigError(
             f"the database is at migration {current or 'none'}, genbot needs {head_revision()}: run `genbot db upgrade`"
         )
+
+
+async def _check_loads(version: ModelVersionRow) -> None:
+    """Refuse to activate a version whose folder does not load (CheckpointError says why)."""
+    await asyncio.to_thread(load_model, Path(version.path))
 
 
 def _new_row(req: GenerationRequest, entry: GeneratorEntry, params: SamplingParams) -> NewGeneration:

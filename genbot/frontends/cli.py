@@ -45,7 +45,12 @@ def friendly_errors(fn: F) -> F:
 
 def main() -> None:
     """Console-script entry point."""
-    from genbot.frontends import commands_models, commands_serving  # noqa: F401  (they register commands)
+    # Importing these modules registers their commands.
+    from genbot.frontends import (  # noqa: F401
+        commands_corpus,
+        commands_models,
+        commands_serving,
+    )
 
     app()
 

@@ -155,10 +155,16 @@ def plugins(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             typer.echo(f"{entry.name:<14} {entry.source:<40} {state}")
 
 
-@app.command()
+models_app = typer.Typer(help="Loaded generators with their cards; their versions (versions, activate, rollback).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 @friendly_errors
-def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Loaded generators with their cards."""
+def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Loaded generators with their cards (subcommands: versions, activate, rollback)."""
+    if ctx.invoked_subcommand is not None:
+        return  # `genbot models versions …`: the subcommand does the work
     for entry in _entries():
         if entry.status != "loaded" or entry.card is None:
             continue

@@ -1,0 +1,251 @@
+"""Corpora: ``genbot corpus add|list|show|remove`` in a real process, and through the service."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from genbot.config import load_settings
+from genbot.errors import CorpusError, NotFound
+from genbot.service import GenbotService
+from genbot.storage import upgrade_database
+from tests.test_cli_training import genbot
+
+
+@pytest.fixture
+async def service(plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GenbotService]:
+    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
+    await upgrade_database(db_url)
+    async with GenbotService(load_settings()) as svc:
+        yield svc
+
+
+def _write(folder: Path, name: str, data: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def _stored_folders(service: GenbotService) -> list[str]:
+    """Everything under data_dir/corpora, hidden staging folders included."""
+    root = service.settings.data_dir / "corpora"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def _captions_folder(folder: Path, *, images: list[dict[str, object]] | None = None) -> Path:
+    """A minimal COCO captions folder: captions.json, two images under images/, an attribution file."""
+    (folder / "images").mkdir(parents=True)
+    _write(folder / "images", "1.jpg", b"\xff\xd8\xff fake jpeg 1")
+    _write(folder / "images", "2.jpg", b"\xff\xd8\xff fake jpeg 2")
+    _write(folder, "ATTRIBUTION.txt", "photos: CC BY 2.0\n")
+    data = {
+        "images": images if images is not None else [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "caption": "a cat on a mat"},
+            {"id": 11, "image_id": 2, "caption": "two dogs play"},
+        ],
+    }
+    _write(folder, "captions.json", json.dumps(data))
+    return folder
+
+
+# ----- through the service ---------------------------------------------------------------------------
+
+
+async def test_add_show_list_remove(service: GenbotService, tmp_path: Path) -> None:
+    first = _write(tmp_path, "a.txt", "ROMEO:\nhello café\n")
+    second = _write(tmp_path, "b.txt", "JULIET:\nbye")
+    row = await service.add_corpus("plays", [first, second], licence="CC0", description="two scenes")
+    expected = first.read_bytes() + second.read_bytes()  # concatenated in the order given, byte for byte
+    stored = Path(row.path)
+    assert stored == service.settings.data_dir / "corpora" / "plays" / "input.txt"
+    assert stored.read_bytes() == expected
+    assert row.sha256 == hashlib.sha256(expected).hexdigest()
+    text = expected.decode("utf-8")
+    assert (row.size_bytes, row.chars, row.charset) == (len(expected), len(text), "".join(sorted(set(text))))
+    assert (row.kind, row.licence, row.description) == ("text", "CC0", "two scenes")
+    assert await service.corpus("plays") == row
+    assert [c.name for c in await service.corpora()] == ["plays"]
+    assert _stored_folders(service) == ["plays"]  # no staging left-overs
+
+    assert await service.remove_corpus("plays") == row
+    assert await service.corpora() == []
+    assert _stored_folders(service) == []
+    with pytest.raises(NotFound, match="no corpus named 'plays'"):
+        await service.corpus("plays")
+    with pytest.raises(NotFound):
+        await service.remove_corpus("plays")
+
+
+async def test_file_order_matters_and_same_content_is_detected(service: GenbotService, tmp_path: Path) -> None:
+    a, b = _write(tmp_path, "a.txt", "first part\n"), _write(tmp_path, "b.txt", "second part\n")
+    await service.add_corpus("ab", [a, b])
+    await service.add_corpus("ba", [b, a])  # other order, other content: accepted
+    copy = _write(tmp_path, "copy.txt", a.read_text() + b.read_text())
+    with pytest.raises(CorpusError, match="already registered as corpus 'ab'"):
+        await service.add_corpus("again", [copy])
+    with pytest.raises(CorpusError, match="corpus named 'ab' already exists"):
+        await service.add_corpus("ab", [_write(tmp_path, "new.txt", "new text\n")])
+    assert [c.name for c in await service.corpora()] == ["ab", "ba"]
+    assert _stored_folders(service) == ["ab", "ba"]
+
+
+@pytest.mark.parametrize("name", ["../x", "..", ".hidden", "a/b", "Upper", "", "-dash", "x" * 65, "sp ace", "é"])
+async def test_bad_names_are_refused(service: GenbotService, tmp_path: Path, name: str) -> None:
+    good = _write(tmp_path, "ok.txt", "fine text\n")
+    with pytest.raises(CorpusError, match="invalid corpus name"):
+        await service.add_corpus(name, [good])
+    assert await service.corpora() == []
+    assert _stored_folders(service) == []
+    assert not (tmp_path / "x").exists() and not (service.settings.data_dir / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"   \n\t\n", "only whitespace"),
+        (b"text\x00with NUL" * 10, "binary"),
+        (b"\x01\x02\x03\x04 control soup \x05\x06\x07\x08", "binary"),
+        (b"caf\xe9 latin-1 text", "not UTF-8"),
+    ],
+)
+async def test_bad_files_are_refused_and_nothing_is_stored(
+    service: GenbotService, tmp_path: Path, content: bytes, message: str
+) -> None:
+    good = _write(tmp_path, "good.txt", "good text\n")
+    bad = _write(tmp_path, "bad.txt", content)
+    with pytest.raises(CorpusError, match=message):
+        await service.add_corpus("mixed", [good, bad])
+    assert await service.corpora() == []
+    assert _stored_folders(service) == []
+
+
+async def test_missing_files_and_folders_are_refused(service: GenbotService, tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="no such file"):
+        await service.add_corpus("gone", [tmp_path / "missing.txt"])
+    with pytest.raises(CorpusError, match="--kind captions"):
+        await service.add_corpus("dir", [tmp_path])
+    with pytest.raises(CorpusError, match="no corpus files"):
+        await service.add_corpus("none", [])
+    with pytest.raises(CorpusError, match="unknown corpus kind"):
+        await service.add_corpus("odd", [tmp_path], kind="audio")
+    assert await service.corpora() == []
+
+
+async def test_size_limit_comes_from_config(
+    plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GENBOT_CORPUS_MAX_BYTES", "100")
+    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
+    await upgrade_database(db_url)
+    async with GenbotService(load_settings()) as svc:
+        half = _write(tmp_path, "half.txt", "x" * 60)
+        await svc.add_corpus("small", [half])  # 60 bytes: fine on its own
+        with pytest.raises(CorpusError, match="120 bytes, over the 100-byte limit"):
+            await svc.add_corpus("big", [half, _write(tmp_path, "other.txt", "y" * 60)])
+        assert [c.name for c in await svc.corpora()] == ["small"]
+        assert _stored_folders(svc) == ["small"]
+
+
+async def test_captions_folder_is_validated_and_copied(service: GenbotService, tmp_path: Path) -> None:
+    source = _captions_folder(tmp_path / "coco")
+    row = await service.add_corpus("coco", [source], kind="captions", licence="CC BY 4.0")
+    stored = Path(row.path)
+    assert stored == service.settings.data_dir / "corpora" / "coco"
+    copied = sorted(p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_file())
+    assert copied == ["ATTRIBUTION.txt", "captions.json", "images/1.jpg", "images/2.jpg"]
+    assert (stored / "images" / "2.jpg").read_bytes() == (source / "images" / "2.jpg").read_bytes()
+    assert row.kind == "captions" and row.chars == len("a cat on a mat\ntwo dogs play")
+    assert row.size_bytes == sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    with pytest.raises(CorpusError, match="already registered as corpus 'coco'"):
+        await service.add_corpus("coco2", [source], kind="captions")
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ([{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "../../secret.jpg"}], "not in the folder"),
+        ([{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "3.jpg"}], "'3.jpg' is not in the folder"),
+        ([{"id": "one", "file_name": "1.jpg"}], "integer 'id'"),
+        ([], "non-empty 'images'"),
+        ([{"id": 1, "file_name": "1.jpg"}], "image_id"),  # annotation 11 names image 2, not listed
+    ],
+)
+async def test_bad_captions_folders_are_refused(
+    service: GenbotService, tmp_path: Path, images: list[dict[str, object]], message: str
+) -> None:
+    source = _captions_folder(tmp_path / "coco", images=images)
+    with pytest.raises(CorpusError, match=message):
+        await service.add_corpus("coco", [source], kind="captions")
+    assert await service.corpora() == []
+    assert _stored_folders(service) == []
+
+
+async def test_captions_need_one_folder_with_captions_json(service: GenbotService, tmp_path: Path) -> None:
+    source = _captions_folder(tmp_path / "coco")
+    with pytest.raises(CorpusError, match="one folder"):
+        await service.add_corpus("coco", [source / "captions.json"], kind="captions")
+    (source / "captions.json").unlink()
+    with pytest.raises(CorpusError, match=r"no captions\.json"):
+        await service.add_corpus("coco", [source], kind="captions")
+    _write(source, "captions.json", "{not json")
+    with pytest.raises(CorpusError, match="not valid JSON"):
+        await service.add_corpus("coco", [source], kind="captions")
+    assert _stored_folders(service) == []
+
+
+async def test_an_orphan_folder_from_a_crash_is_replaced(service: GenbotService, tmp_path: Path) -> None:
+    orphan = service.settings.data_dir / "corpora" / "plays"
+    orphan.mkdir(parents=True)
+    _write(orphan, "input.txt", "stale text from before a crash\n")
+    row = await service.add_corpus("plays", [_write(tmp_path, "a.txt", "fresh text\n")])
+    assert Path(row.path).read_text() == "fresh text\n"
+
+
+# ----- the command line, in a real process ----------------------------------------------------------
+
+
+def test_cli_add_list_show_remove(plugins_dir: Path, tmp_path: Path) -> None:
+    first, second = _write(tmp_path, "a.txt", "ROMEO:\nhi\n"), _write(tmp_path, "b.txt", "JULIET:\nho\n")
+    proc = genbot("corpus", "add", "plays", str(first), str(second), "--licence", "CC0", "--description", "scenes")
+    assert proc.returncode == 0, proc.stderr
+    assert "added corpus plays (text): 21 bytes" in proc.stdout
+    [listed] = [json.loads(line) for line in genbot("corpus", "list", "--json").stdout.splitlines()]
+    assert (listed["name"], listed["licence"], listed["description"]) == ("plays", "CC0", "scenes")
+    assert listed["sha256"] == hashlib.sha256(first.read_bytes() + second.read_bytes()).hexdigest()
+    shown = json.loads(genbot("corpus", "show", "plays", "--json").stdout)
+    assert shown == listed
+    assert "plays" in genbot("corpus", "list").stdout
+    assert "charset:" in genbot("corpus", "show", "plays").stdout
+
+    proc = genbot("corpus", "add", "copy", str(first), str(second))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"error: the same content is already registered as corpus 'plays' (sha256 {listed['sha256'][:12]}…)"
+    )
+
+    assert "removed corpus plays" in genbot("corpus", "remove", "plays").stdout
+    assert genbot("corpus", "list").stdout == ""
+    proc = genbot("corpus", "show", "plays")
+    assert (proc.returncode, proc.stderr.strip()) == (2, "error: no corpus named 'plays'")
+
+
+def test_cli_bad_input_is_one_error_line(plugins_dir: Path, tmp_path: Path) -> None:
+    binary = _write(tmp_path, "blob.bin", bytes(range(256)) * 4)
+    for args, message in [
+        (("../x", str(binary)), "invalid corpus name '../x'"),
+        (("blob", str(binary)), "looks like a binary file"),
+        (("blob", str(tmp_path / "nope.txt")), "no such file"),
+    ]:
+        proc = genbot("corpus", "add", *args)
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.splitlines()
+        assert line.startswith("error: ") and message in line
+        assert "Traceback" not in proc.stderr
+    assert genbot("corpus", "list").stdout == ""
