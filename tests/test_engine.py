@@ -243,3 +243,12 @@ async def test_close_cancels_running_streams(tiny: LoadedModel) -> None:
     assert (await s.result()).done_reason == "cancelled"
     with pytest.raises(RuntimeError):
         engine.submit(lm, "a", SamplingParams())
+
+
+async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: LoadedModel) -> None:
+    for invariant, rows in ((True, 2), (False, 1)):
+        lm, rec = recorded(tiny)
+        async with GenerationEngine(max_streams_per_model=4, max_queue=0, batch_invariant=invariant) as e:
+            text = await generate(e, lm, max_length=12, seed=5)
+        assert len(text) == 12
+        assert set(rec.batch_sizes) == {rows}
