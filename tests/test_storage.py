@@ -340,3 +340,18 @@ async def test_two_engines_on_one_sqlite_file_never_see_database_is_locked(tmp_p
         rows = await list_generations(first, limit=1000)
     assert len(rows) == 200
     assert {r.status for r in rows} == {GenerationStatus.COMPLETED}
+
+
+async def test_newest_revision_is_read_without_alembic(db_url: str) -> None:
+    from genbot.storage.db import create_engine
+    from genbot.storage.migrate import head_revision
+    from genbot.storage.schema import is_current, newest_revision
+
+    assert newest_revision() == head_revision()
+    engine = create_engine(db_url)
+    try:
+        assert not await is_current(engine)
+        await upgrade_database(db_url)
+        assert await is_current(engine)
+    finally:
+        await engine.dispose()

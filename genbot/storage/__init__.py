@@ -1,8 +1,11 @@
 """Storage: SQLAlchemy tables, repository functions and Alembic migrations.
 
 Front ends never import this package (they go through the service); the service opens one
-``Database`` for its lifetime and calls the repository functions with it.
+``Database`` for its lifetime and calls the repository functions with it. The migration helpers
+are wrapped here so importing the package does not import Alembic (see ``schema.py``).
 """
+
+from typing import Any
 
 from genbot.storage.corpora import (
     CorpusRow,
@@ -14,7 +17,6 @@ from genbot.storage.corpora import (
     remove_corpus,
 )
 from genbot.storage.db import Database, create_engine, default_sqlite_url, is_sqlite
-from genbot.storage.migrate import current_revision, head_revision, upgrade, upgrade_database
 from genbot.storage.repository import (
     INTERRUPTED_ERROR,
     GenerationRow,
@@ -39,6 +41,16 @@ from genbot.storage.versions import (
     register_version,
     seed_version,
 )
+
+
+def __getattr__(name: str) -> Any:
+    """``current_revision``, ``head_revision``, ``upgrade``, ``upgrade_database``: loaded on first use."""
+    if name in ("current_revision", "head_revision", "upgrade", "upgrade_database"):
+        from genbot.storage import migrate
+
+        return getattr(migrate, name)
+    raise AttributeError(f"module 'genbot.storage' has no attribute {name!r}")
+
 
 __all__ = [
     "INTERRUPTED_ERROR",

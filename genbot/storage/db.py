@@ -31,6 +31,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from genbot.storage.schema import is_current
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # Execution option read by the BEGIN hook: how a SQLite transaction starts.
@@ -113,8 +115,8 @@ class Database:
         """Open ``url``; migrate it to head first if ``upgrade`` (default: only for SQLite)."""
         engine = create_engine(url, echo=echo)
         try:
-            if upgrade if upgrade is not None else is_sqlite(url):
-                # Imported here: migrate imports this module for create_engine.
+            if (upgrade if upgrade is not None else is_sqlite(url)) and not await is_current(engine):
+                # Imported here: migrate imports this module for create_engine (and Alembic is big).
                 from genbot.storage.migrate import upgrade as upgrade_to_head
 
                 await upgrade_to_head(engine)
