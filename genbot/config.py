@@ -104,6 +104,30 @@ class VersionsSettings(_Section):
     poll_seconds: float = Field(default=5.0, gt=0.0, description="How often servers check for a newly active version.")
 
 
+class JobsSettings(_Section):
+    """How workers run background jobs (leases, polling, retries, training threads)."""
+
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="A worker's claim on a job lasts this long unless renewed; then others take it.",
+    )
+    heartbeat_seconds: float = Field(default=5.0, gt=0.0, description="How often a worker renews its job's lease.")
+    poll_seconds: float = Field(
+        default=2.0, gt=0.0, description="How often idle workers and the scheduler look for work."
+    )
+    max_attempts: int = Field(default=3, ge=1, description="Claims a job gets (crashes, lost workers) before it fails.")
+    train_threads: int = Field(default=1, ge=1, description="Torch threads of each training child process.")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> JobsSettings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds {self.heartbeat_seconds} must be below lease_seconds {self.lease_seconds}"
+            )
+        return self
+
+
 # pydantic-settings builds its sources inside the class, with no per-call argument for the TOML
 # file; load_settings passes the path for one construction through this context variable.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("genbot_toml_file", default=None)
@@ -138,6 +162,7 @@ class Settings(BaseSettings):
     versions: VersionsSettings = Field(
         default_factory=VersionsSettings, description="Model version activation policy and live pickup."
     )
+    jobs: JobsSettings = Field(default_factory=JobsSettings, description="Background job workers and schedules.")
 
     _config_file: Path | None = PrivateAttr(None)
 

@@ -25,6 +25,7 @@ from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
+from genbot.jobs import Jobs
 from genbot.models.checkpoint import load_model
 from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
 from genbot.storage import corpora as storage_corpora
@@ -307,6 +308,13 @@ class GenbotService:
         target = await rollback_target(self._db, model)
         await _check_loads(target)
         return await storage_versions.activate_version(self._db, model, target.version)
+
+    # ----- background jobs and schedules -----------------------------------------------------
+
+    @property
+    def jobs(self) -> Jobs:
+        """Queue, inspect and cancel fine-tune jobs; schedules; worker and scheduler loops."""
+        return Jobs(self._db, self.settings, self.registry)
 
     @property
     def _db(self) -> Database:

@@ -147,3 +147,49 @@ def plugins_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus_text: st
     write_model_folder(folder, "beta", corpus_text, seed=2)
     monkeypatch.setenv("GENBOT_PLUGINS_DIR", str(folder))
     return folder
+
+
+# ----- background jobs: a database, a tiny plugin and a registered corpus (tests/test_jobs.py, test_schedules.py)
+
+
+@pytest.fixture
+async def jobs_env(db_url: str, plugins_dir: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Job settings (short leases, fast polls) on ``db_url`` with corpus ``plays``; returns the URL.
+
+    The variables are set in ``os.environ``, so ``genbot`` child processes see the same database,
+    data folder and plugins (``alpha`` and ``beta``, from ``plugins_dir``).
+    """
+    await _prepare_jobs_env(db_url, corpus_file, monkeypatch)
+    return db_url
+
+
+@pytest.fixture
+async def sqlite_jobs_env(tmp_path: Path, plugins_dir: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``jobs_env`` on SQLite only, for tests whose point is not the database."""
+    from genbot.storage.db import default_sqlite_url
+
+    url = default_sqlite_url(tmp_path / "db")
+    await _prepare_jobs_env(url, corpus_file, monkeypatch)
+    return url
+
+
+async def _prepare_jobs_env(url: str, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set the job-test environment, migrate ``url`` and register ``corpus_file`` as ``plays``."""
+    from genbot.config import load_settings
+    from genbot.service import GenbotService
+    from genbot.storage import upgrade_database
+
+    env = {
+        "GENBOT_DATABASE_URL": url,
+        "GENBOT_JOBS__LEASE_SECONDS": "2",
+        "GENBOT_JOBS__HEARTBEAT_SECONDS": "0.5",
+        "GENBOT_JOBS__POLL_SECONDS": "0.2",
+        "GENBOT_JOBS__TRAIN_THREADS": "1",
+        "GENBOT_VERSIONS__POLL_SECONDS": "0.5",
+        "GENBOT_LOG_LEVEL": "DEBUG",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    await upgrade_database(url)
+    async with GenbotService(load_settings(), serving=False) as service:
+        await service.add_corpus("plays", [corpus_file])

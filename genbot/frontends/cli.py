@@ -48,7 +48,9 @@ def main() -> None:
     # Importing these modules registers their commands.
     from genbot.frontends import (  # noqa: F401
         commands_corpus,
+        commands_jobs,
         commands_models,
+        commands_serve,
         commands_serving,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -175,3 +177,87 @@ class ModelVersion(Base):
     job_id: Mapped[int | None] = mapped_column(Integer)  # no FK: the jobs table comes later
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobStatus(StrEnum):
+    """Life cycle of a background job: queued → running → exactly one of the last three."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Job(Base):
+    """A durable background job (a fine-tune): its arguments, lease, progress and outcome."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "retrain"
+    model: Mapped[str] = mapped_column(String(100), index=True)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)  # resolved training options (see genbot.jobs.spec)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # step, losses, chars/s, eta, sample
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # final losses, version, loss curve
+    error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))  # "host:pid:uuid" of the worker running it
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far (a re-claim after a crash counts)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    result_version: Mapped[int | None] = mapped_column(Integer)  # the model version it produced
+    parent_version: Mapped[int | None] = mapped_column(Integer)  # the version it fine-tunes (None: scratch)
+    corpus: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id", ondelete="SET NULL"))
+
+
+class JobEvent(Base):
+    """One line of a job's log: a trainer JSON event, a worker message or a line of stderr."""
+
+    __tablename__ = "job_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempt: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))  # train / worker / stderr
+    kind: Mapped[str] = mapped_column(String(16))  # the trainer's event (start/step/eval/done) or "message"
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Schedule(Base):
+    """A cron schedule that queues a retrain job of one model on one corpus."""
+
+    __tablename__ = "schedules"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(100))
+    corpus: Mapped[str] = mapped_column(String(64))
+    cron: Mapped[str] = mapped_column(String(100))  # five-field cron expression, UTC
+    job_args: Mapped[dict[str, Any]] = mapped_column(JSON)  # retrain options as the user gave them
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScheduleFiring(Base):
+    """One due time of a schedule; the primary key makes each firing create at most one job."""
+
+    __tablename__ = "schedule_firings"
+
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True)
+    fire_time: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
