@@ -98,7 +98,7 @@ def main() -> None:
     bl.say(f"genbot train: {a.seconds:g} s of training, {a.threads} thread(s) …")
     gen = run_genbot(corpus, a.seconds, a.hidden, a.threads)
     label = f"LSTM 2x{a.hidden} after {a.seconds:g} s, {a.threads} thread(s)"
-    notes.append("LR schedules differ: raw cosine to lr/10 over the budget; genbot 50 warmup steps + cosine to 0.1x")
+    notes.append("same LR schedule: cosine from lr to lr/10 over the budget (genbot: --warmup 0, its default)")
     if a.quick:
         notes.append("--quick: 3 s of training on a 2x64 model; smoke test only, losses not representative")
     payload = {"corpus": bl.shown(corpus), "seconds": a.seconds, "hidden": a.hidden, "genbot": gen, "raw": raw}

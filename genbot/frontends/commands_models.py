@@ -41,7 +41,7 @@ def train(
     block: Annotated[int, typer.Option(help="truncated-BPTT window in chars")] = 100,
     batch: Annotated[int, typer.Option(help="windows per step")] = 64,
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-3,
-    warmup: Annotated[int, typer.Option(help="linear warmup steps")] = 50,
+    warmup: Annotated[int, typer.Option(help="linear warmup steps")] = 0,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
     grad_clip: Annotated[float, typer.Option(help="max gradient norm")] = 5.0,
     carry_state: Annotated[bool, typer.Option(help="carry hidden state across windows")] = False,
