@@ -21,6 +21,7 @@ from typing import Any
 
 from genbot.config import Settings
 from genbot.engine.batching import GenerationEngine
+from genbot.engine.memory import limit_malloc_arenas
 from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry, prepare
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
@@ -31,7 +32,7 @@ from genbot.storage import Database, GenerationRow, GenerationStatus, NewGenerat
 from genbot.storage import corpora as storage_corpora
 from genbot.storage import versions as storage_versions
 from genbot.storage.corpora import CorpusRow
-from genbot.storage.migrate import current_revision, head_revision
+from genbot.storage.schema import is_current
 from genbot.storage.versions import ModelVersionRow
 from genbot.training.corpora import add_corpus_files, remove_corpus_files
 from genbot.versions import VersionWatcher, ensure_bundled_versions, rollback_target, seed_bundled_version
@@ -128,7 +129,10 @@ class GenbotService:
         self.serving = serving
         self.db: Database | None = None
         self.engine = GenerationEngine(
-            settings.engine.max_streams_per_model, settings.engine.max_queue, settings.engine.torch_threads
+            settings.engine.max_streams_per_model,
+            settings.engine.max_queue,
+            settings.engine.torch_threads,
+            settings.engine.batch_invariant,
         )
         self._writers: set[asyncio.Task[GenerationResult]] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -138,6 +142,7 @@ class GenbotService:
     async def __aenter__(self) -> GenbotService:
         started = datetime.now(UTC)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        limit_malloc_arenas()  # before model worker threads exist
         self.db = await self._stack.enter_async_context(Database.open(self.settings.effective_database_url))
         await _require_current_schema(self.db)
         if not self.serving:
@@ -333,8 +338,10 @@ async def _require_current_schema(db: Database) -> None:
     """A shared server database is migrated by an admin (``genbot db upgrade``), never behind their back."""
     if db.is_sqlite:
         return  # Database.open migrated the embedded file already
-    current = await current_revision(db.engine)
-    if current != head_revision():
+    if not await is_current(db.engine):
+        from genbot.storage.migrate import current_revision, head_revision
+
+        current = await current_revision(db.engine)
         raise ConfigError(
             f"the database is at migration {current or 'none'}, genbot needs {head_revision()}: run `genbot db upgrade`"
         )
