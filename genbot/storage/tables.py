@@ -261,3 +261,36 @@ class ScheduleFiring(Base):
     fire_time: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Quota(Base):
+    """Limits for one subject of a scope ('user', 'guild' or 'key'); None means unlimited."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (
+        CheckConstraint("scope IN ('user', 'guild', 'key')", name="scope"),
+        UniqueConstraint("scope", "subject"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(200))  # a Discord user/guild id or an API key id
+    chars_per_day: Mapped[int | None] = mapped_column(Integer)
+    concurrent: Mapped[int | None] = mapped_column(Integer)  # generations running at once
+    cooldown_s: Mapped[float | None] = mapped_column(Float)  # seconds between two requests
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageDaily(Base):
+    """What one subject used on one UTC day."""
+
+    __tablename__ = "usage_daily"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # "YYYY-MM-DD", UTC
+    chars: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
