@@ -132,6 +132,24 @@ class JobsSettings(_Section):
         return self
 
 
+class ApiSettings(_Section):
+    """The HTTP API server (``genbot api``): where it listens, keys, limits and caps."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind; non-loopback needs require_keys.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on (0 = any free port).")
+    require_keys: bool = Field(
+        default=False, description="Every request needs a Bearer API key (must be true off loopback)."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Largest JSON request body, in bytes.")
+    max_upload_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="Largest corpus upload (one request), in bytes."
+    )
+    rate_per_minute: int = Field(default=120, ge=0, description="Requests per minute per API key (0 = no limit).")
+    daily_chars: int = Field(
+        default=0, ge=0, description="Characters per UTC day per API key unless its quota says otherwise (0 = none)."
+    )
+
+
 # pydantic-settings builds its sources inside the class, with no per-call argument for the TOML
 # file; load_settings passes the path for one construction through this context variable.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("genbot_toml_file", default=None)
@@ -167,6 +185,7 @@ class Settings(BaseSettings):
         default_factory=VersionsSettings, description="Model version activation policy and live pickup."
     )
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Background job workers and schedules.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API server, keys and limits.")
 
     _config_file: Path | None = PrivateAttr(None)
 

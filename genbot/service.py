@@ -29,8 +29,10 @@ from genbot.errors import ConfigError, InvalidRequest
 from genbot.jobs import Jobs
 from genbot.models.checkpoint import load_model
 from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
+from genbot.storage import api_keys as storage_keys
 from genbot.storage import corpora as storage_corpora
 from genbot.storage import versions as storage_versions
+from genbot.storage.api_keys import ApiKeyRow
 from genbot.storage.corpora import CorpusRow
 from genbot.storage.schema import is_current
 from genbot.storage.versions import ModelVersionRow
@@ -250,12 +252,34 @@ class GenbotService:
         return self._registry.get(loaded.card.name)
 
     async def history(self, **filters: Any) -> list[GenerationRow]:
-        """Stored generations, newest first (filters: model, user_id, search, since, until, limit, offset)."""
+        """Stored generations, newest first (filters: model, user_id, api_key_id, search, since, until, limit, …)."""
         return await repository.list_generations(self._db, **filters)
 
     async def forget(self, user_id: str) -> int:
         """Delete every stored prompt and output of one user; returns how many."""
         return await repository.forget_user(self._db, user_id)
+
+    # ----- HTTP API keys ---------------------------------------------------------------------
+
+    async def create_key(self, name: str, *, admin: bool = False) -> tuple[ApiKeyRow, str]:
+        """Store a new API key; returns its row and the key itself (shown once, stored hashed)."""
+        return await storage_keys.create_key(self._db, name, admin=admin)
+
+    async def keys(self) -> list[ApiKeyRow]:
+        """Every API key (without secrets), revoked ones included."""
+        return await storage_keys.list_keys(self._db)
+
+    async def revoke_key(self, name: str) -> ApiKeyRow:
+        """Revoke an API key by name (NotFound if there is none)."""
+        return await storage_keys.revoke_key(self._db, name)
+
+    async def authenticate(self, key: str) -> ApiKeyRow | None:
+        """The active API key matching ``key``, or None."""
+        return await storage_keys.find_key(self._db, key)
+
+    async def touch_key(self, key_id: int) -> None:
+        """Record that an API key was just used."""
+        await storage_keys.touch_key(self._db, key_id)
 
     # ----- corpora and model versions --------------------------------------------------------
 

@@ -130,6 +130,7 @@ async def list_generations(
     search: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    api_key_id: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[GenerationRow]:
@@ -140,6 +141,8 @@ async def list_generations(
     """
     _check_page(limit, offset)
     query = select(Generation).where(*_conditions(model, user_id, search, since, until))
+    if api_key_id is not None:
+        query = query.where(Generation.api_key_id == api_key_id)
     query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit).offset(offset)
     async with db.read() as session:
         return [_to_record(row) for row in await session.scalars(query)]

@@ -1,0 +1,74 @@
+"""Bearer API keys: who is calling, whether they may, and how much.
+
+With ``[api] require_keys = false`` (allowed on loopback only) a request without a key is the
+local ``anonymous`` caller with every scope; a key that is sent is still checked. With keys
+required, every route but ``/healthz`` and ``/metrics`` needs an active key, and the admin
+routes an admin key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from genbot.frontends.api.context import ApiContext, context
+from genbot.frontends.api.errors import ApiError
+
+ANONYMOUS = "anonymous"  # api_key_id stored for generations of keyless local callers
+TOUCH_EVERY_S = 60.0  # last_used_at is a write: record it at most once a minute per key
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `genbot keys create`.")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller of one request."""
+
+    key_id: str  # the key's id as text, or "anonymous"
+    name: str
+    admin: bool
+
+
+async def caller(
+    ctx: Annotated[ApiContext, Depends(context)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller of this request, after the key check and the rate limit."""
+    who = await _identify(ctx, credentials)
+    ctx.limiter.hit(who.key_id)
+    return who
+
+
+async def admin_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    """The caller, who must hold an admin key."""
+    if not who.admin:
+        raise ApiError(403, f"API key {who.name!r} is not an admin key", "permission_denied")
+    return who
+
+
+async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    if credentials is None or not credentials.credentials:
+        if ctx.settings.require_keys:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error")
+        return Caller(ANONYMOUS, ANONYMOUS, admin=True)
+    key = await ctx.service.authenticate(credentials.credentials)
+    if key is None:
+        raise ApiError(401, "invalid or revoked API key", "authentication_error")
+    await _touch(ctx, key.id)
+    return Caller(str(key.id), key.name, key.admin)
+
+
+async def _touch(ctx: ApiContext, key_id: int) -> None:
+    """Update the key's last_used_at, at most once per TOUCH_EVERY_S."""
+    now = time.monotonic()
+    if now - ctx.touched.get(key_id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
+        ctx.touched[key_id] = now
+        await ctx.service.touch_key(key_id)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+AdminDep = Annotated[Caller, Depends(admin_caller)]

@@ -1,0 +1,35 @@
+"""What every route needs, kept on ``app.state``: the service, the API settings, metrics, limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from genbot.config import ApiSettings
+from genbot.frontends.api.limits import RateLimiter
+from genbot.frontends.api.metrics import ApiMetrics
+from genbot.service import GenbotService
+
+
+@dataclass
+class ApiContext:
+    """The service and the per-app state the routes share."""
+
+    service: GenbotService
+    settings: ApiSettings
+    metrics: ApiMetrics
+    limiter: RateLimiter
+    touched: dict[int, float] = field(default_factory=dict)  # key id → monotonic time of the last last_used write
+
+    def queue_depth(self) -> float:
+        """Streams queued or running across every loaded model."""
+        engine = self.service.engine
+        entries = self.service.registry.list() if self.service.registry else []
+        return float(sum(engine.queued_or_running(e.loaded) for e in entries if e.loaded is not None))
+
+
+def context(request: Request) -> ApiContext:
+    """The app's context (a FastAPI dependency)."""
+    ctx: ApiContext = request.app.state.genbot
+    return ctx

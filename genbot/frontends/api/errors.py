@@ -1,0 +1,128 @@
+"""Every error leaves the API as JSON in OpenAI's shape: ``{"error": {message, type, param, code}}``.
+
+Only this module translates genbot's error tree into HTTP statuses; routes just raise. Anything
+unexpected is logged with its traceback and answered with a JSON 500 (the schemathesis tests
+check that no input gets there).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from genbot.errors import (
+    Busy,
+    CheckpointError,
+    ConfigError,
+    CorpusError,
+    GenbotError,
+    InvalidRequest,
+    NotFound,
+    UnknownModel,
+)
+
+log = logging.getLogger("genbot.api")
+
+# Most specific first: UnknownModel is an InvalidRequest.
+_STATUS: list[tuple[type[GenbotError], int, str]] = [
+    (UnknownModel, 404, "model_not_found"),
+    (InvalidRequest, 400, "invalid_request_error"),
+    (NotFound, 404, "not_found"),
+    (CorpusError, 400, "invalid_request_error"),
+    (CheckpointError, 400, "invalid_request_error"),
+    (Busy, 503, "server_busy"),
+    (ConfigError, 500, "server_error"),
+]
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by the API itself (auth, limits, caps)."""
+
+    def __init__(
+        self, status: int, message: str, kind: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.code = code
+        self.retry_after = retry_after
+
+
+def error_body(message: str, kind: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The JSON body of every error response."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(
+    status: int, message: str, kind: str, *, param: str | None = None, retry_after: float | None = None
+) -> JSONResponse:
+    """A JSON error response, with Retry-After (whole seconds, at least 1) when given."""
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse(error_body(message, kind, param=param, code=kind), status_code=status, headers=headers)
+
+
+def translate(error: GenbotError) -> JSONResponse:
+    """The response for one of genbot's own errors."""
+    for cls, status, kind in _STATUS:
+        if isinstance(error, cls):
+            retry = error.retry_after if isinstance(error, Busy) else None
+            if status >= 500 and not isinstance(error, Busy):
+                log.error("configuration error while serving a request: %s", error)
+            return error_response(status, str(error), kind, retry_after=retry)
+    return error_response(400, str(error), "invalid_request_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every failure a JSON error body."""
+    app.add_exception_handler(GenbotError, _on_genbot_error)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+async def _on_genbot_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GenbotError)
+    return translate(exc)
+
+
+async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    response = error_response(exc.status, exc.message, exc.kind, retry_after=exc.retry_after)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem(s))"
+    return JSONResponse(
+        error_body(message, "invalid_request_error", param=param, code="invalid_request_error"), status_code=422
+    )
+
+
+async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = {404: "not_found", 413: "request_too_large"}.get(exc.status_code, "invalid_request_error")
+    response = error_response(exc.status_code, str(exc.detail), kind)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error (logged on the server)", "server_error")

@@ -1,0 +1,112 @@
+"""Per-key request rate limits (fixed one-minute windows) and the request-body size cap.
+
+Rate limits are counted in-process: with several API replicas each enforces the limit on its
+own share of the traffic (put the limit per replica, or use the daily character quotas, which
+live in the database, for limits that must hold across replicas).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from genbot.frontends.api.errors import ApiError, error_response
+
+WINDOW_S = 60.0
+
+
+class RateLimiter:
+    """Counts requests per subject in fixed windows of one minute."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}  # subject → (window start, count)
+
+    def hit(self, subject: str) -> None:
+        """Count one request; raises ApiError 429 with Retry-After once the window is full."""
+        if self.per_minute <= 0:
+            return
+        now = self.clock()
+        start, count = self._windows.get(subject, (now, 0))
+        if now - start >= WINDOW_S:
+            start, count = now, 0
+        if count >= self.per_minute:
+            retry = WINDOW_S - (now - start)
+            raise ApiError(
+                429, f"rate limit of {self.per_minute} requests per minute reached", "rate_limit_exceeded",
+                retry_after=retry,
+            )  # fmt: skip
+        self._windows[subject] = (start, count + 1)
+
+
+class _TooLarge(HTTPException):
+    """The body grew past the cap while being read (an HTTPException, so FastAPI's body parsing
+    passes it through instead of turning it into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit:,} bytes")
+
+
+class BodySizeLimit:
+    """Answer 413 for bodies over the cap: from Content-Length before reading, or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int, upload_prefix: str) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_prefix = upload_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the declared size, then count what is actually received."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_upload_bytes if scope["path"].startswith(self.upload_prefix) else self.max_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        await self._counted(scope, receive, send, limit)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Run the app with a ``receive`` that stops at ``limit`` bytes (chunked bodies have no length)."""
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(limit)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> ASGIApp:
+    return error_response(413, f"request body is larger than the limit of {limit:,} bytes", "request_too_large")

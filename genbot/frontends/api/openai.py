@@ -1,0 +1,214 @@
+"""OpenAI-compatible routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
+
+Tokens are characters here: ``max_tokens`` is the number of characters to generate and
+``usage`` counts characters. Unsupported OpenAI fields (``n`` > 1, ``logprobs``, penalties …)
+are accepted when they ask for the default and otherwise refused with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from genbot.errors import InvalidRequest
+from genbot.frontends.api.auth import CallerDep
+from genbot.frontends.api.context import ApiContext, context
+from genbot.frontends.api.errors import error_body
+from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
+from genbot.frontends.api.text import Text
+from genbot.service import Generation, GenerationRequest, GenerationResult
+
+router = APIRouter(tags=["openai"])
+Ctx = Annotated[ApiContext, Depends(context)]
+_FINISH = {"completed": "length", "cancelled": "stop", "failed": "stop"}
+MAX_STOPS = 4  # OpenAI's own limit
+
+
+class _Sampling(BaseModel):
+    """Fields completions and chat completions share."""
+
+    model_config = ConfigDict(extra="ignore")  # clients send fields genbot has no use for
+
+    model: str = Field(max_length=100)
+    max_tokens: int | None = Field(None, ge=1, description="Characters to generate.")
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: Text | list[Text] | None = Field(None, description="A string or up to 4 strings that end generation.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    user: str | None = Field(None, max_length=256)
+
+    def stops(self) -> list[str]:
+        """``stop`` as a list."""
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOPS:
+            raise InvalidRequest(f"stop: at most {MAX_STOPS} strings, got {len(stops)}")
+        return stops
+
+
+class CompletionBody(_Sampling):
+    """``POST /v1/completions``."""
+
+    prompt: Text | list[Text] = Field("", description="The prompt (a list must hold exactly one string).")
+    echo: bool = False
+
+
+class ChatMessage(BaseModel):
+    """One chat message; content may be a string or a list of text parts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
+    content: Text | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text (text parts joined)."""
+        if isinstance(self.content, list):
+            parts = [p.get("text") for p in self.content if p.get("type") == "text"]
+            return "".join(p for p in parts if isinstance(p, str))
+        return self.content or ""
+
+
+class ChatBody(_Sampling):
+    """``POST /v1/chat/completions``: the model continues the last user message."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    def prompt(self) -> str:
+        """The last user message's text."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return _storable(message.text())
+        raise InvalidRequest("messages: no message with role 'user'")
+
+
+def _storable(text: str) -> str:
+    from genbot.frontends.api.text import storable
+
+    try:
+        return storable(text)
+    except ValueError as e:
+        raise InvalidRequest(f"messages: {e}") from e
+
+
+@router.get("/v1/models", summary="Models, OpenAI style")
+async def models(ctx: Ctx, who: CallerDep) -> dict[str, Any]:
+    """Every loaded generator as an OpenAI model object."""
+    data = [
+        {"id": e.name, "object": "model", "created": 0, "owned_by": "genbot"}
+        for e in ctx.service.models()
+        if e.status == "loaded"
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.post(
+    "/v1/completions", summary="Text completion, OpenAI style", responses={200: {"content": {"text/event-stream": {}}}}
+)
+async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
+    """Continue ``prompt``; ``stream: true`` answers with ``data:`` chunks ending in ``[DONE]``."""
+    prompt = _one_prompt(body.prompt)
+    started = time.perf_counter()
+    gen = await ctx.service.generate(_request(body, prompt, body.max_tokens, who.key_id))
+    if body.stream:
+        return sse_response(_stream(gen, ctx, started, chat=False))
+    text = await collect(gen, ctx, started)
+    result = await gen.result()
+    choice = {"text": (prompt if body.echo else "") + text, "index": 0, "logprobs": None}
+    return _envelope(gen, "text_completion", choice | {"finish_reason": _finish(result)}, len(prompt), len(text))
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Chat completion, OpenAI style",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
+    """Continue the last user message as the assistant's reply."""
+    prompt = body.prompt()
+    started = time.perf_counter()
+    length = body.max_completion_tokens or body.max_tokens
+    gen = await ctx.service.generate(_request(body, prompt, length, who.key_id))
+    if body.stream:
+        return sse_response(_stream(gen, ctx, started, chat=True))
+    text = await collect(gen, ctx, started)
+    result = await gen.result()
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None}
+    return _envelope(gen, "chat.completion", choice | {"finish_reason": _finish(result)}, len(prompt), len(text))
+
+
+def _one_prompt(prompt: str | list[str]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) != 1:
+        raise InvalidRequest(f"prompt: exactly one prompt per request is supported, got {len(prompt)}")
+    return prompt[0]
+
+
+def _request(body: _Sampling, prompt: str, length: int | None, key_id: str) -> GenerationRequest:
+    return GenerationRequest(
+        model=body.model,
+        prompt=prompt,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        length=length,
+        seed=body.seed,
+        stop=body.stops(),
+        frontend="api",
+        api_key_id=key_id,
+    )
+
+
+async def _stream(gen: Generation, ctx: ApiContext, started: float, *, chat: bool) -> AsyncGenerator[str, None]:
+    """OpenAI chunks: text deltas, a last chunk with finish_reason, then ``[DONE]``."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    first = True
+    async with contextlib.aclosing(text_chunks(gen, ctx, started)) as chunks:
+        async for chunk in chunks:
+            delta = {"role": "assistant", "content": chunk} if first else {"content": chunk}
+            choice = {"index": 0, "delta": delta} if chat else {"index": 0, "text": chunk, "logprobs": None}
+            first = False
+            yield sse(_chunk(gen, kind, choice | {"finish_reason": None}))
+    result = await gen.result()
+    if result.status == "failed":
+        yield sse(error_body(result.stats.error or "generation failed", "server_error"))
+    last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
+    yield sse(_chunk(gen, kind, last | {"finish_reason": _finish(result)}))
+    yield sse("[DONE]")
+
+
+def _finish(result: GenerationResult) -> str:
+    """OpenAI's finish_reason: "stop" for a stop string (or an early end), else "length"."""
+    return "stop" if result.stats.done_reason == "stop" else _FINISH.get(result.status, "stop")
+
+
+def _chunk(gen: Generation, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": _id(gen, kind),
+        "object": kind,
+        "created": int(time.time()),
+        "model": gen.model,
+        "system_fingerprint": _fingerprint(gen),
+        "choices": [choice],
+    }
+
+
+def _envelope(gen: Generation, kind: str, choice: dict[str, Any], prompt_chars: int, chars: int) -> dict[str, Any]:
+    usage = {"prompt_tokens": prompt_chars, "completion_tokens": chars, "total_tokens": prompt_chars + chars}
+    return _chunk(gen, kind, choice) | {"usage": usage}
+
+
+def _id(gen: Generation, kind: str) -> str:
+    return f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{gen.id}"
+
+
+def _fingerprint(gen: Generation) -> str:
+    """Model, version and seed: what it takes to reproduce the text."""
+    return f"{gen.model}-v{gen.version}-seed{gen.params.seed}"

@@ -1,0 +1,46 @@
+"""Fixtures' helpers for the HTTP API tests: a service on a fresh SQLite file and a live server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from genbot.config import ApiSettings, load_settings
+from genbot.frontends.api import create_app
+from genbot.frontends.api.app import running
+from genbot.service import GenbotService
+
+
+@contextlib.asynccontextmanager
+async def api_server(api: ApiSettings | None = None) -> AsyncIterator[tuple[str, GenbotService]]:
+    """An open service (settings from the environment) behind a real uvicorn server; yields (url, service)."""
+    settings = load_settings()
+    async with GenbotService(settings) as service, running(create_app(service, api or settings.api)) as url:
+        yield url, service
+
+
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    """(event, data) pairs of a server-sent-events body; data is JSON when it parses."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        event, data = "message", ""
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data += line[len("data: ") :]
+        try:
+            events.append((event, json.loads(data)))
+        except json.JSONDecodeError:
+            events.append((event, data))
+    return events
+
+
+def client(url: str, key: str | None = None) -> httpx.AsyncClient:
+    """An httpx client for ``url``, with a Bearer key if given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=30)

@@ -1,0 +1,102 @@
+"""The OpenAI-compatible routes, driven by the official ``openai`` client against a real server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from genbot.service import GenbotService
+from tests.api_helpers import api_server, client, parse_sse
+
+
+@pytest.fixture
+async def oai(plugins_dir: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, GenbotService, str]]:
+    """An OpenAI client with a fresh key for a server over alpha and beta; (client, service, key)."""
+    async with api_server() as (url, service):
+        _, key = await service.create_key("oai")
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as c:
+            yield c, service, url
+
+
+async def test_models_list(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, _, _ = oai
+    assert sorted(m.id for m in (await c.models.list()).data) == ["alpha", "beta"]
+
+
+async def test_completion_is_seeded_and_counted_in_chars(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, service, _ = oai
+    a = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=30, seed=5, temperature=0.7)
+    b = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=30, seed=5, temperature=0.7)
+    assert a.choices[0].text == b.choices[0].text and len(a.choices[0].text) == 30
+    assert a.choices[0].finish_reason == "length"
+    assert a.usage is not None and (a.usage.prompt_tokens, a.usage.completion_tokens) == (6, 30)
+    assert a.system_fingerprint == "alpha-v1-seed5"
+    rows = await service.history()
+    assert [r.output for r in rows] == [b.choices[0].text, a.choices[0].text]
+    assert rows[0].api_key_id is not None and rows[0].api_key_id != "anonymous"
+
+
+async def test_completion_stream_ends_with_finish_reason(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, service, _ = oai
+    stream = await c.completions.create(model="beta", prompt="JULIET:", max_tokens=50, seed=1, stream=True)
+    chunks = [chunk async for chunk in stream]
+    text = "".join(ch.choices[0].text for ch in chunks)
+    assert len(text) == 50 and chunks[-1].choices[0].finish_reason == "length"
+    assert (await service.history())[0].output == text
+
+
+async def test_stop_strings_end_generation(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, _, _ = oai
+    full = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=200, seed=9, temperature=0)
+    text = full.choices[0].text
+    stop = text[20:23]
+    cut = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=200, seed=9, temperature=0, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == text[: text.index(stop)]
+
+
+async def test_chat_uses_last_user_message(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, service, _ = oai
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "NURSE:"},
+    ]
+    reply = await c.chat.completions.create(model="alpha", messages=messages, max_tokens=20, seed=2)  # type: ignore[arg-type]
+    assert reply.choices[0].message.role == "assistant" and len(reply.choices[0].message.content or "") == 20
+    assert (await service.history())[0].prompt == "NURSE:"
+    stream = await c.chat.completions.create(model="alpha", messages=messages, max_tokens=20, seed=2, stream=True)  # type: ignore[arg-type]
+    chunks = [chunk async for chunk in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == reply.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+async def test_errors_come_back_as_openai_errors(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, _, _ = oai
+    with pytest.raises(openai.NotFoundError, match="unknown model"):
+        await c.completions.create(model="nope", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="max_length"):
+        await c.completions.create(model="alpha", prompt="x", max_tokens=10**7)
+    with pytest.raises(openai.BadRequestError, match="role 'user'"):
+        await c.chat.completions.create(model="alpha", messages=[{"role": "system", "content": "hi"}])
+    with pytest.raises(openai.UnprocessableEntityError):
+        await c.completions.create(model="alpha", prompt="x", n=3)
+    bad = openai.AsyncOpenAI(base_url=str(c.base_url), api_key="gb_nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await bad.models.list()
+    await bad.close()
+
+
+async def test_raw_stream_ends_with_done(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    _, service, url = oai
+    _, key = await service.create_key("raw")
+    async with client(url, key) as c:
+        r = await c.post("/v1/completions", json={"model": "alpha", "prompt": "a", "max_tokens": 5, "stream": True})
+    events = parse_sse(r.text)
+    assert events[-1] == ("message", "[DONE]")
+    assert all(data["object"] == "text_completion" for _, data in events[:-1])
