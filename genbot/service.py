@@ -395,4 +395,12 @@ def _new_row(req: GenerationRequest, entry: GeneratorEntry, params: SamplingPara
     )
 
 
-__all__ = ["GenbotService", "Generation", "GenerationRequest", "GenerationResult", "GenerationStatus"]
+__all__ = ["GenbotService", "Generation", "GenerationRequest", "GenerationResult", "GenerationStatus", "upgrade_schema"]
+
+
+async def upgrade_schema(settings: Settings) -> None:
+    """Apply pending migrations to the configured database (``genbot db upgrade``)."""
+    from genbot.storage.migrate import upgrade_database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade_database(settings.effective_database_url)

@@ -144,3 +144,16 @@ async def test_a_broken_plugin_is_skipped_and_reported(plugins_dir: Path, monkey
         assert "sha256" in (entries["beta"].error or "")
         text, _ = await _run(svc, length=10)
         assert len(text) == 10
+
+
+def test_db_upgrade_command_prepares_a_server_database(
+    plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_cli_training import genbot
+
+    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
+    proc = genbot("db", "upgrade")
+    assert proc.returncode == 0, proc.stderr
+    assert "latest migration" in proc.stdout
+    proc = genbot("history", "--json")
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr

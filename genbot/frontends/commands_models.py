@@ -80,9 +80,9 @@ def train(
 
 
 def _require_cuda() -> None:
-    import torch
+    from genbot.runtime import cuda_available
 
-    if not torch.cuda.is_available():
+    if not cuda_available():
         raise InvalidRequest("--device cuda was asked for but no CUDA device is available")
 
 
@@ -96,25 +96,15 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Validation loss of a model on a corpus's val split, in nats and bits per char."""
-    import torch
-
     from genbot.models.checkpoint import load_model
-    from genbot.training import evaluate
+    from genbot.runtime import set_torch_threads
     from genbot.training.data import read_corpus
+    from genbot.training.evaluate import evaluate_text
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     loaded = load_model(resolve_model_dir(model))
-    text = read_corpus(corpus)
-    encoded = loaded.vocab.encode(text)
-    val_ids = encoded.ids[int(0.9 * len(encoded.ids)) :]
-    if len(val_ids) < 3:
-        raise InvalidRequest("the corpus is too short to hold a validation split")
-    val = torch.tensor(val_ids, dtype=torch.long)
-    report: dict[str, Any] = evaluate.losses_report(
-        evaluate.block_loss(loaded.model, val, iters=iters), evaluate.stateful_loss(loaded.model, val)
-    )
-    report |= {"model": loaded.card.name, "val_chars": len(val_ids), "unknown_chars": len(encoded.dropped)}
+    report: dict[str, Any] = evaluate_text(loaded.model, loaded.vocab, read_corpus(corpus), iters)
+    report["model"] = loaded.card.name
     if as_json:
         emit_json(report)
         return

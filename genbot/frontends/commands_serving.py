@@ -22,13 +22,12 @@ app.add_typer(db_app, name="db")
 
 def run_with_service(body: Callable[[Any], Awaitable[T]]) -> T:
     """Open the service from bot.toml + environment, run ``body(service)``, close it."""
-    import torch
-
     from genbot.config import load_settings
+    from genbot.runtime import set_torch_threads
     from genbot.service import GenbotService
 
     settings = load_settings()
-    torch.set_num_threads(settings.engine.torch_threads)
+    set_torch_threads(settings.engine.torch_threads)
 
     async def main() -> T:
         async with GenbotService(settings) as service:
@@ -200,12 +199,9 @@ def config() -> None:
 def db_upgrade() -> None:
     """Apply pending migrations to the configured database."""
     from genbot.config import load_settings
-    from genbot.storage import upgrade_database
+    from genbot.service import upgrade_schema
 
-    settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.effective_database_url
-    asyncio.run(upgrade_database(url))
+    asyncio.run(upgrade_schema(load_settings()))
     typer.echo("database is at the latest migration")
 
 

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genbot.errors import InvalidRequest
 from genbot.models.charrnn import CharRNN
+from genbot.models.vocab import Vocab
 
 NATS_TO_BITS = 1.0 / math.log(2.0)
 
@@ -52,6 +54,17 @@ def stateful_loss(model: CharRNN, val: Tensor, chunk: int = 1024) -> float:
         total += F.cross_entropy(logits[0].float(), y.to(device), reduction="sum").item()
     model.train(was_training)
     return total / (len(val) - 1)
+
+
+def evaluate_text(model: CharRNN, vocab: Vocab, text: str, iters: int = 50) -> dict[str, float | int]:
+    """Both val losses of ``model`` on the last 10% of ``text`` (nanoGPT's split), with counts."""
+    encoded = vocab.encode(text)
+    ids = encoded.ids[int(0.9 * len(encoded.ids)) :]
+    if len(ids) < 3:
+        raise InvalidRequest("the corpus is too short to hold a validation split")
+    val = torch.tensor(ids, dtype=torch.long)
+    report: dict[str, float | int] = dict(losses_report(block_loss(model, val, iters=iters), stateful_loss(model, val)))
+    return report | {"val_chars": len(ids), "unknown_chars": len(encoded.dropped)}
 
 
 def losses_report(block: float, stateful: float | None) -> dict[str, float]:
