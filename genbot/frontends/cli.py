@@ -47,6 +47,7 @@ def main() -> None:
     """Console-script entry point."""
     # Importing these modules registers their commands.
     from genbot.frontends import (  # noqa: F401
+        commands_api,
         commands_corpus,
         commands_jobs,
         commands_models,

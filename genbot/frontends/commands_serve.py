@@ -42,6 +42,7 @@ def stop_on_signals() -> asyncio.Event:
 def serve(
     worker: Annotated[bool, typer.Option(help="run an embedded job worker")] = True,
     scheduler: Annotated[bool, typer.Option(help="run the schedule loop")] = True,
+    api: Annotated[bool, typer.Option(help="serve the HTTP API ([api] host and port)")] = False,
 ) -> None:
     """Run genbot until Ctrl-C or SIGTERM: job worker and scheduler (front ends join in later releases)."""
     import torch
@@ -49,12 +50,16 @@ def serve(
     from genbot.config import load_settings
 
     settings = load_settings()
+    if api:
+        from genbot.frontends.api.app import check_bind
+
+        check_bind(settings.api)  # refuse an open public address before loading any model
     torch.set_num_threads(settings.engine.torch_threads)
     setup_logging(settings.log_level)
-    asyncio.run(_serve(settings, worker, scheduler))
+    asyncio.run(_serve(settings, worker, scheduler, api))
 
 
-async def _serve(settings: Any, with_worker: bool, with_scheduler: bool) -> None:
+async def _serve(settings: Any, with_worker: bool, with_scheduler: bool, with_api: bool = False) -> None:
     """Open the service and run its background loops until stopped."""
     from genbot.service import GenbotService
 
@@ -65,6 +70,10 @@ async def _serve(settings: Any, with_worker: bool, with_scheduler: bool) -> None
             loops["worker"] = service.jobs.worker().run(stop)
         if with_scheduler:
             loops["scheduler"] = service.jobs.scheduler().run(stop)
+        if with_api:
+            from genbot.frontends.api.app import serve as serve_api
+
+            loops["api"] = serve_api(service, stop)
         # Front ends join here: the Discord bot and the HTTP API (later issues) are more entries in
         # `loops`, each a coroutine that serves until `stop` is set and then returns.
         log.info("genbot serving: %s (Ctrl-C or SIGTERM to stop)", ", ".join(loops) or "nothing but the service")

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from genbot.errors import CorpusError
 from genbot.frontends.api.auth import AdminDep
 from genbot.frontends.api.context import ApiContext, context
+from genbot.frontends.api.errors import COMMON, documented
 from genbot.frontends.api.text import Text
 from genbot.jobs.spec import RetrainRequest
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(*COMMON, 403))
 Ctx = Annotated[ApiContext, Depends(context)]
 CORPUS_NAME = r"^[a-z0-9_-]{1,64}$"
 UPLOAD_PREFIX = "/v1/admin/corpora"

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genbot.errors import (
@@ -39,6 +40,40 @@ _STATUS: list[tuple[type[GenbotError], int, str]] = [
     (Busy, 503, "server_busy"),
     (ConfigError, 500, "server_error"),
 ]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong (OpenAI's error object)."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error statuses a route can answer."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+_DESCRIPTIONS = {
+    400: "Invalid request (parameters out of range, bad corpus, …)",
+    401: "Missing, invalid or revoked API key",
+    403: "The API key lacks the admin scope",
+    404: "No such model, job, corpus or version",
+    413: "Request body over the size limit",
+    422: "Request does not match the schema",
+    429: "Rate limit or daily quota reached; see Retry-After",
+    503: "The engine's queue is full; see Retry-After",
+}
+# Statuses any authenticated route may answer.
+COMMON = (400, 401, 404, 413, 422, 429, 503)
 
 
 class ApiError(Exception):

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from genbot.errors import InvalidRequest
 from genbot.frontends.api.auth import CallerDep
 from genbot.frontends.api.context import ApiContext, context
-from genbot.frontends.api.errors import error_body
+from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
 from genbot.frontends.api.text import Text
 from genbot.service import Generation, GenerationRequest, GenerationResult
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
 _FINISH = {"completed": "length", "cancelled": "stop", "failed": "stop"}
 MAX_STOPS = 4  # OpenAI's own limit

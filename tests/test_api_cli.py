@@ -1,0 +1,75 @@
+"""``genbot keys`` and ``genbot api``: keys are shown once and stored hashed; the server really serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from genbot.frontends.api.app import free_port
+from genbot.frontends.cli import app, main  # noqa: F401  (main registers the commands)
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    """A runner with every command registered."""
+    from genbot.frontends import commands_api  # noqa: F401
+
+    return CliRunner()
+
+
+def test_keys_create_list_revoke(cli: CliRunner, tmp_path: Path) -> None:
+    created = cli.invoke(app, ["keys", "create", "ci", "--admin"])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[0]
+    assert key.startswith("gb_") and len(key) > 30
+    listed = cli.invoke(app, ["keys", "list", "--json"])
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["name"], row["admin"], row["prefix"], row["revoked_at"]) == ("ci", True, key[:10], None)
+    db = (tmp_path / "data" / "genbot.db").read_bytes()
+    assert key.encode() not in db  # only the hash is stored
+    assert cli.invoke(app, ["keys", "create", "ci"]).exit_code == 2  # names are unique
+    assert cli.invoke(app, ["keys", "revoke", "ci"]).exit_code == 0
+    assert json.loads(cli.invoke(app, ["keys", "list", "--json"]).stdout)["revoked_at"] is not None
+    missing = cli.invoke(app, ["keys", "revoke", "nobody"])
+    assert missing.exit_code == 2 and "nobody" in missing.output
+
+
+def test_api_refuses_public_address_without_keys(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["api", "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "require_keys" in result.output
+
+
+@pytest.mark.slow
+def test_genbot_api_serves_until_sigterm(plugins_dir: Path) -> None:
+    port = free_port()
+    env = os.environ | {"GENBOT_ENGINE__TORCH_THREADS": "1"}
+    cmd = [sys.executable, "-m", "genbot", "api", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        body = _wait_json(f"http://127.0.0.1:{port}/healthz", proc)
+        assert body["models"] == ["alpha", "beta"]
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/generate", json={"model": "alpha", "length": 10}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["text"]) == 10
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def _wait_json(url: str, proc: subprocess.Popen[str], timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"genbot api exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            return httpx.get(url, timeout=2).json()
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("genbot api did not start")
