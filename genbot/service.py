@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genbot.config import Settings
 from genbot.engine.batching import GenerationEngine
@@ -38,6 +38,9 @@ from genbot.storage.schema import is_current
 from genbot.storage.versions import ModelVersionRow
 from genbot.training.corpora import add_corpus_files, remove_corpus_files
 from genbot.versions import VersionWatcher, ensure_bundled_versions, rollback_target, seed_bundled_version
+
+if TYPE_CHECKING:
+    from genbot.analysis.report import InspectReport, InspectRequest
 
 log = logging.getLogger("genbot.service")
 WATCHER_STOP_S = 10.0  # how long shutdown waits for a version load in progress
@@ -250,6 +253,15 @@ class GenbotService:
             return self._registry.replace(loaded.card.name, loaded)
         self._registry.add(GeneratorEntry.ok(loaded, f"folder:{folder}"))
         return self._registry.get(loaded.card.name)
+
+    async def inspect(self, model: str, request: InspectRequest) -> InspectReport:
+        """Look inside a loaded generator: unit activations, feature discovery, rendered views."""
+        from genbot.analysis.report import inspect_model
+
+        entry = self._registry.get(model)
+        assert entry.loaded is not None  # get() only returns loaded entries
+        # Tracing and rendering are seconds of torch and matplotlib work: keep them off the event loop.
+        return await asyncio.to_thread(inspect_model, entry.loaded, request)
 
     async def history(self, **filters: Any) -> list[GenerationRow]:
         """Stored generations, newest first (filters: model, user_id, api_key_id, search, since, until, limit, …)."""

@@ -12,11 +12,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from genbot.errors import GenbotError, InvalidRequest
 from genbot.service import GenbotService, Generation, GenerationRequest
+
+if TYPE_CHECKING:
+    from genbot.analysis.report import InspectRequest
 
 HELP = """\
 commands:
@@ -25,6 +29,9 @@ commands:
   /topk N           top-k (0 = off)             /topp X        top-p (1 = off)
   /seed N|random    fixed seed or a new one     /stop TEXT|off stop when TEXT is generated
   /settings         show current settings       /history [N]   your last N generations
+  /inspect [--find FEATURE] [--layer L] [--unit U] [--kind K] [--surprise] [--gates] TEXT
+                    colour TEXT by a unit's activation (or find the unit tracking FEATURE:
+                    quotes, line-position, bracket-depth, comment, math, env-depth); writes PNG + HTML
   /help             this help                   /quit          leave (or Ctrl-D)
 Any other line is a prompt; "\\n" in it stands for a newline. Ctrl-C stops a generation."""
 
@@ -54,6 +61,7 @@ class Repl:
             "/use": self._use, "/models": self._models, "/temp": self._temp, "/len": self._len,
             "/topk": self._topk, "/topp": self._topp, "/seed": self._seed, "/stop": self._stop,
             "/settings": self._settings, "/history": self._history, "/help": self._help,
+            "/inspect": self._inspect,
         }  # fmt: skip
 
     async def run(self, lines: AsyncIterator[str]) -> None:
@@ -169,6 +177,51 @@ class Repl:
 
     def _help(self, _: str) -> None:
         self.say(HELP)
+
+    async def _inspect(self, arg: str) -> None:
+        report = await self.service.inspect(self.state.model, inspect_request(arg))
+        folder = self.service.settings.data_dir / "inspect" / f"{report.model}-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
+        paths = await asyncio.to_thread(_write_files, folder, report.files)
+        for line in report.lines():
+            self.say(line)
+        for path in paths:
+            self.say(f"wrote {path}")
+
+
+_INSPECT_INTS = {"--layer": "layer", "--unit": "unit", "--top": "top_k"}
+_INSPECT_FLAGS = {"--surprise": "surprise", "--gates": "gates"}
+
+
+def inspect_request(arg: str) -> InspectRequest:
+    """``/inspect``'s options (``--find F --layer L --unit U --kind K --top N --surprise --gates``) and text."""
+    from genbot.analysis.report import InspectRequest
+
+    fields: dict[str, Any] = {}
+    rest = arg
+    while rest.startswith("--"):
+        option, _, rest = rest.partition(" ")
+        if option in _INSPECT_FLAGS:
+            fields[_INSPECT_FLAGS[option]] = True
+            continue
+        value, _, rest = rest.lstrip().partition(" ")
+        if option in _INSPECT_INTS:
+            fields[_INSPECT_INTS[option]] = _int(value, f"/inspect {option}")
+        elif option in ("--find", "--kind"):
+            fields[option[2:]] = value
+        else:
+            raise InvalidRequest(f"/inspect has no option {option}; /help lists them")
+        rest = rest.lstrip()
+    if not rest.strip():
+        raise InvalidRequest("/inspect needs a text after its options")
+    return InspectRequest(rest.replace("\\n", "\n"), **fields)
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write rendered views into ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return [folder / name for name in files]
 
 
 def default_model(service: GenbotService) -> str:
