@@ -150,6 +150,32 @@ class ApiSettings(_Section):
     )
 
 
+class DiscordQuotaSettings(_Section):
+    """Default limits for Discord users and guilds without a stored quota (0 = no limit)."""
+
+    user_chars_per_day: int = Field(default=20000, ge=0, description="Characters one user may generate per UTC day.")
+    user_concurrent: int = Field(default=2, ge=0, description="Generations one user may run at once.")
+    user_cooldown_s: float = Field(default=3.0, ge=0.0, description="Seconds between two requests of one user.")
+    guild_chars_per_day: int = Field(default=0, ge=0, description="Characters one guild may generate per UTC day.")
+    guild_concurrent: int = Field(default=8, ge=0, description="Generations one guild may run at once.")
+
+
+class DiscordSettings(_Section):
+    """The Discord bot (``genbot discord``, or ``genbot serve`` when DISCORD_TOKEN is set)."""
+
+    edit_interval_s: float = Field(
+        default=1.0, ge=0.2, description="Seconds between two edits of a streaming reply (Discord asks ~1/s)."
+    )
+    admin_role: str = Field(default="", description="Role whose members may use /admin (besides Manage Server).")
+    mention_trigger: bool = Field(default=False, description="Answer '@genbot prompt' messages in channels.")
+    mention_model: str = Field(default="", description="Model for mention replies; empty: the first loaded one.")
+    guild_ids: list[int] = Field(
+        default_factory=list, description="Sync commands to these guilds (instant); empty: global commands."
+    )
+    max_corpus_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Largest /admin corpus-add attachment.")
+    quotas: DiscordQuotaSettings = Field(default_factory=DiscordQuotaSettings, description="Default quotas.")
+
+
 # pydantic-settings builds its sources inside the class, with no per-call argument for the TOML
 # file; load_settings passes the path for one construction through this context variable.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("genbot_toml_file", default=None)
@@ -185,6 +211,7 @@ class Settings(BaseSettings):
         default_factory=VersionsSettings, description="Model version activation policy and live pickup."
     )
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Background job workers and schedules.")
+    discord: DiscordSettings = Field(default_factory=DiscordSettings, description="Discord bot pacing, admins, quotas.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API server, keys and limits.")
 
     _config_file: Path | None = PrivateAttr(None)

@@ -7,7 +7,8 @@ escapes is a bug.
     GenbotError
     ├── ConfigError          bad or unknown configuration
     ├── InvalidRequest       a caller's parameters make no sense (length, temperature, …)
-    │   └── UnknownModel     no loaded generator by that name
+    │   ├── UnknownModel     no loaded generator by that name
+    │   └── QuotaExceeded    a user/guild/key is over its quota or cooling down; ``retry_after`` s
     ├── CorpusError          empty, binary, non-UTF-8 or too-short training text
     ├── CheckpointError      a model folder is corrupt, mismatched or unreadable
     ├── PluginLoadError      a plugin could not be loaded (it is skipped, the rest run)
@@ -37,6 +38,14 @@ class UnknownModel(InvalidRequest):
         known = ", ".join(sorted(available or [])) or "none"
         super().__init__(f"unknown model {name!r} (available: {known})")
         self.name = name
+
+
+class QuotaExceeded(InvalidRequest):
+    """A subject (user, guild, API key) is over its quota or in its cooldown."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CorpusError(GenbotError):

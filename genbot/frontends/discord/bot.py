@@ -1,0 +1,163 @@
+"""``GenbotBot``: the discord.py client, its explicit setup and shutdown, and ``run_bot``.
+
+One ``GenbotService`` (owned by the caller) serves every command. ``setup_hook`` adds the cogs
+(built-in and those plugins register through the ``register_cogs`` hook), installs the error
+handler that turns genbot's errors into ephemeral replies, and syncs the commands (to the
+configured guilds, which is instant, or globally). Background tasks (retrain status messages,
+mention replies) belong to the bot and are cancelled when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from genbot.config import DiscordSettings
+from genbot.errors import ConfigError, GenbotError, QuotaExceeded
+from genbot.frontends.discord.admin import AdminCommands
+from genbot.frontends.discord.commands import GenerateCommands, describe_error, stream_generation, subjects_of
+from genbot.frontends.discord.mention import answer_mention
+from genbot.service import GenbotService
+
+log = logging.getLogger("genbot.discord")
+
+
+class GenbotBot(commands.Bot):
+    """The Discord bot: slash commands over a ``GenbotService``."""
+
+    def __init__(self, service: GenbotService, settings: DiscordSettings | None = None) -> None:
+        self.service = service
+        self.settings = settings or service.settings.discord
+        intents = discord.Intents.default()
+        intents.message_content = self.settings.mention_trigger  # privileged: only when the trigger is on
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping anyone
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def setup_hook(self) -> None:
+        """Add the cogs, install the error handler and sync the commands."""
+        await self.add_cog(GenerateCommands(self))
+        await self.add_cog(AdminCommands(self))
+        for cog in plugin_cogs(self.service):
+            await self.add_cog(cog(self))
+        self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Sync to the configured guilds (instant), or globally (can take an hour to show)."""
+        if not self.settings.guild_ids:
+            await self.tree.sync()
+            return
+        for guild_id in self.settings.guild_ids:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+
+    async def close(self) -> None:
+        """Cancel background tasks, then disconnect."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await super().close()
+
+    def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
+        """Run ``coro`` as a task the bot owns (cancelled on close; errors logged)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def loaded_models(self) -> list[str]:
+        """Names of the models that can serve now."""
+        return [entry.name for entry in self.service.models() if entry.status == "loaded"]
+
+    def is_admin(self, interaction: discord.Interaction) -> bool:
+        """Manage Server permission, or the configured admin role."""
+        if interaction.permissions.manage_guild:
+            return True
+        role = self.settings.admin_role
+        user = interaction.user
+        return bool(role) and isinstance(user, discord.Member) and any(r.name == role for r in user.roles)
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Tell the user what went wrong, ephemerally; log what is not genbot's own error."""
+        if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
+            return  # the check already answered (e.g. the admin refusal)
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if not isinstance(original, GenbotError | app_commands.CheckFailure):
+            log.error("/%s failed", interaction.command.name if interaction.command else "?", exc_info=original)
+        message = describe_error(original)
+        if isinstance(original, QuotaExceeded):
+            message += f" (try again <t:{int(discord.utils.utcnow().timestamp() + original.retry_after) + 1}:R>)"
+        await send_ephemeral(interaction, message)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """The optional mention trigger: '@genbot prompt' streams a reply in the channel."""
+        if not self.settings.mention_trigger or message.author.bot or self.user is None:
+            return
+        if self.user not in message.mentions:
+            return
+        self.background(answer_mention(self, message), name=f"genbot-discord-mention-{message.id}")
+
+
+async def send_ephemeral(interaction: discord.Interaction, message: str) -> None:
+    """Answer ephemerally whether or not the interaction was answered (or deferred) already."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message[:2000], ephemeral=True)
+        else:
+            await interaction.response.send_message(message[:2000], ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the user about an error: %s", message)
+
+
+def plugin_cogs(service: GenbotService) -> list[type[commands.Cog]]:
+    """Cog classes plugins offer through ``register_cogs`` (a failing plugin is logged and skipped)."""
+    from genbot.plugins import call_each, load_plugins
+
+    cogs: list[type[commands.Cog]] = []
+    try:
+        call_each(load_plugins(service.settings), "register_cogs", register=cogs.append)
+    except GenbotError:
+        log.exception("plugin cogs could not be loaded; running without them")
+    return cogs
+
+
+def require_token(service_settings: Any) -> str:
+    """The bot token from DISCORD_TOKEN, or a ConfigError that says how to set it."""
+    token = service_settings.discord_token
+    if token is None or not token.get_secret_value().strip():
+        raise ConfigError("no Discord token: set the DISCORD_TOKEN environment variable")
+    return str(token.get_secret_value().strip())
+
+
+async def run_bot(service: GenbotService, stop: asyncio.Event) -> None:
+    """Run the bot until ``stop`` is set (a ``genbot serve`` loop, and ``genbot discord``)."""
+    token = require_token(service.settings)
+    bot = GenbotBot(service)
+    async with bot:
+        runner = asyncio.create_task(bot.start(token), name="genbot-discord-client")
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await bot.close()
+        stopper.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
+        if runner.done() and not runner.cancelled() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+
+
+__all__ = ["GenbotBot", "require_token", "run_bot", "stream_generation", "subjects_of"]

@@ -1,0 +1,57 @@
+"""The mention trigger: '@genbot some prompt' in a channel streams a reply there."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import discord
+
+from genbot.errors import GenbotError
+from genbot.frontends.discord.commands import footer_for, subjects_of
+from genbot.frontends.discord.streaming import ChannelPages, StreamingReply
+from genbot.frontends.discord.views import StopView
+from genbot.service import GenerationRequest
+
+if TYPE_CHECKING:
+    from genbot.frontends.discord.bot import GenbotBot
+
+_MENTION = re.compile(r"<@!?\d+>")
+
+
+async def answer_mention(bot: GenbotBot, message: discord.Message) -> None:
+    """Generate from the message's text (mentions removed) with the configured model."""
+    prompt = _MENTION.sub("", message.content).strip()
+    models = bot.loaded_models()
+    model = bot.settings.mention_model or (models[0] if models else "")
+    guild_id = message.guild.id if message.guild else None
+    try:
+        admission = await bot.service.quotas.admit(subjects_of(bot, message.author.id, guild_id))
+    except GenbotError as e:
+        await message.reply(str(e)[:2000])
+        return
+    try:
+        request = GenerationRequest(
+            model=model,
+            prompt=prompt,
+            length=admission.remaining_chars,
+            frontend="discord",
+            user_id=str(message.author.id),
+            guild_id=str(guild_id) if guild_id else None,
+            channel_id=str(message.channel.id),
+        )
+        generation = await bot.service.generate(request)
+    except GenbotError as e:
+        await admission.finish(0)
+        await message.reply(str(e)[:2000])
+        return
+    view = StopView(generation, message.author.id, lambda _: False)
+    lang = generation.entry.card.sampling.code_fence if generation.entry.card else None
+    reply = StreamingReply(
+        ChannelPages(message), prefix=prompt, lang=lang or None, interval=bot.settings.edit_interval_s, view=view
+    )
+    try:
+        await reply.run(generation, lambda result: footer_for(generation, result))
+    finally:
+        view.stop()
+        await admission.finish(len(generation.stream.output))

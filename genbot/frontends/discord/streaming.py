@@ -1,0 +1,168 @@
+"""Streaming a generation into Discord messages, within Discord's limits.
+
+Characters are coalesced and written by editing the reply at most once per ``interval``
+(Discord asks for about one edit per second per message; discord.py follows any 429 it still
+gets). The next edit is timed from the end of the previous one, so two edits of a message
+never *arrive* closer together than ``interval`` even when one request is slow. Text past
+Discord's 2000 characters continues in follow-up messages, split at line boundaries; models
+whose card asks for a code fence get one on every page (its length counts towards the limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import discord
+
+from genbot.service import Generation, GenerationResult
+
+MESSAGE_LIMIT = 2000  # Discord's limit on a message's content
+FOOTER_ROOM = 160  # kept free on every page so the final footer always fits
+EMPTY = "…"  # Discord refuses empty content; shown before the first characters arrive
+
+
+class PageSink(Protocol):
+    """Where pages go: page 0 is the reply itself, later pages are follow-up messages."""
+
+    async def write(self, index: int, content: str, view: discord.ui.View | None) -> None:
+        """Create page ``index`` (if new) or edit it to ``content``; ``view`` applies to page 0."""
+        ...
+
+
+def code_fence(lang: str | None) -> tuple[str, str]:
+    """The opening and closing fence for ``lang`` (no fence for None or "")."""
+    return (f"```{lang}\n", "\n```") if lang else ("", "")
+
+
+def page_budget(lang: str | None) -> int:
+    """Characters of text one page holds, leaving room for the fence and the footer."""
+    opening, closing = code_fence(lang)
+    return MESSAGE_LIMIT - FOOTER_ROOM - len(opening) - len(closing)
+
+
+def paginate(text: str, budget: int) -> list[str]:
+    """Split ``text`` into pages of at most ``budget`` chars, at the last newline where there is one.
+
+    Greedy from the start, so a page never changes once the text has grown past it.
+    """
+    pages: list[str] = []
+    while len(text) > budget:
+        cut = text.rfind("\n", 0, budget)
+        cut = budget if cut <= 0 else cut + 1  # keep the newline with the page it ends
+        pages.append(text[:cut])
+        text = text[cut:]
+    pages.append(text)
+    return pages
+
+
+def render(page: str, lang: str | None, footer: str = "") -> str:
+    """A page as message content: fenced if asked, footer below, never empty."""
+    opening, closing = code_fence(lang)
+    body = f"{opening}{page}{closing}" if lang else (page or EMPTY)
+    content = f"{body}\n{footer}" if footer else body
+    return content[:MESSAGE_LIMIT]
+
+
+class StreamingReply:
+    """Renders one generation into a ``PageSink``, pacing edits and finishing with a footer."""
+
+    def __init__(
+        self,
+        sink: PageSink,
+        *,
+        prefix: str,
+        lang: str | None,
+        interval: float,
+        view: discord.ui.View | None = None,
+    ) -> None:
+        self.sink = sink
+        self.prefix = prefix  # the prompt, shown before the generated text
+        self.lang = lang
+        self.interval = interval
+        self.view = view
+        self._shown: list[str] = []  # content last written to each page
+
+    async def run(self, generation: Generation, footer: Callable[[GenerationResult], str]) -> GenerationResult:
+        """Stream until the generation ends, then write the final pages with the footer."""
+        chunks: list[str] = []
+        reader = asyncio.create_task(_collect(generation, chunks))
+        next_edit = time.monotonic() + self.interval
+        try:
+            while not reader.done():
+                await asyncio.wait({reader}, timeout=max(0.0, next_edit - time.monotonic()))
+                if reader.done():
+                    break
+                await self._flush("".join(chunks))
+                next_edit = time.monotonic() + self.interval  # from the end of the edit: see module doc
+        finally:
+            if not reader.done():
+                generation.cancel()  # this front end is going away (shutdown, a failed edit)
+            await asyncio.gather(reader, return_exceptions=True)
+        result = await generation.result()
+        await asyncio.sleep(max(0.0, next_edit - time.monotonic()))
+        await self._flush(result.output, footer(result), final=True)
+        return result
+
+    async def _flush(self, output: str, footer: str = "", *, final: bool = False) -> None:
+        """Write every page whose content changed (page 0 always at the end, to drop the button)."""
+        pages = paginate(self.prefix + output, page_budget(self.lang))
+        for index, page in enumerate(pages):
+            last = index == len(pages) - 1
+            content = render(page, self.lang, footer if last else "")
+            unchanged = index < len(self._shown) and self._shown[index] == content
+            if unchanged and not (final and index == 0):
+                continue
+            view = None if final else self.view
+            await self.sink.write(index, content, view)
+            if index < len(self._shown):
+                self._shown[index] = content
+            else:
+                self._shown.append(content)
+
+
+async def _collect(generation: Generation, chunks: list[str]) -> None:
+    """Append the generation's chunks as they arrive."""
+    async for chunk in generation:
+        chunks.append(chunk)
+
+
+class InteractionPages:
+    """Pages of an interaction reply: page 0 is the (deferred) original response, then follow-ups."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self._followups: list[discord.WebhookMessage] = []
+
+    async def write(self, index: int, content: str, view: discord.ui.View | None) -> None:
+        """Edit the original response or a follow-up; send the follow-up the first time."""
+        if index == 0:
+            if view is None:
+                await self.interaction.edit_original_response(content=content, view=None)
+            else:
+                await self.interaction.edit_original_response(content=content, view=view)
+        elif index - 1 < len(self._followups):
+            await self._followups[index - 1].edit(content=content)
+        else:
+            self._followups.append(await self.interaction.followup.send(content, wait=True))
+
+
+class ChannelPages:
+    """Pages of a reply to a message (the mention trigger): channel messages the bot edits."""
+
+    def __init__(self, reply_to: discord.Message) -> None:
+        self.reply_to = reply_to
+        self._messages: list[discord.Message] = []
+
+    async def write(self, index: int, content: str, view: discord.ui.View | None) -> None:
+        """Send the page the first time (page 0 as a reply), edit it afterwards."""
+        if index < len(self._messages):
+            await self._messages[index].edit(content=content, view=view if index == 0 else None)
+        elif index == 0 and view is not None:
+            self._messages.append(await self.reply_to.reply(content, view=view))
+        elif index == 0:
+            self._messages.append(await self.reply_to.reply(content))
+        else:
+            self._messages.append(await self.reply_to.channel.send(content))

@@ -1,0 +1,600 @@
+"""A fake Discord on loopback, for driving the real discord.py client in tests.
+
+It speaks just enough of Discord's API for genbot's bot: the gateway websocket (plain JSON
+text frames: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeats, and INTERACTION_CREATE /
+MESSAGE_CREATE dispatches a test injects) and the REST routes the bot calls (login, command
+sync, interaction callbacks, webhook follow-ups and edits, channel messages, attachment
+downloads). Every REST call is recorded with its arrival time, and a route can be made to answer
+429 with ``retry_after`` once, as Discord's rate limiter does.
+
+Usage::
+
+    async with FakeDiscord() as fake:       # patches discord.http.Route.BASE and the gateway URL
+        bot = GenbotBot(service, settings)
+        task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
+        await fake.wait_ready()
+        interaction = await fake.slash("generate", {"model": "alpha", "prompt": "A"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+from aiohttp import web
+
+Json = dict[str, Any]
+Handler = Callable[[web.Request, re.Match[str], Any], Awaitable[Any]]
+
+MANAGE_GUILD = 1 << 5
+MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view channel, send messages, use app commands
+SUBCOMMAND, STRING, INTEGER, BOOLEAN, USER, NUMBER, ATTACHMENT = 1, 3, 4, 5, 6, 10, 11
+
+
+@dataclass
+class RecordedCall:
+    """One REST request the bot made: when it arrived (time.monotonic()), what, and the answer."""
+
+    at: float
+    method: str
+    path: str
+    body: Any
+    status: int = 200
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InjectedInteraction:
+    """An interaction the fake dispatched; its token addresses the replies."""
+
+    id: str
+    token: str
+    sent_at: float
+    payload: Json
+
+
+@dataclass
+class FakeMessage:
+    """A message as the fake stores it (content, embeds, components, attached file names)."""
+
+    id: str
+    channel_id: str
+    content: str = ""
+    embeds: list[Json] = field(default_factory=list)
+    components: list[Json] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    flags: int = 0
+    edits: list[float] = field(default_factory=list)  # arrival times of PATCHes
+
+
+def user_payload(user_id: str, name: str, *, bot: bool = False) -> Json:
+    """A Discord user object."""
+    return {
+        "id": user_id,
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+    }
+
+
+class FakeDiscord:
+    """The fake server: start it with ``async with``; inject events; inspect ``calls`` and ``messages``."""
+
+    TOKEN = "fake.discord.token"
+    APP_ID = "100000000000000001"
+    GUILD_ID = "100000000000000002"
+    CHANNEL_ID = "100000000000000003"
+    ADMIN_ROLE_ID = "100000000000000004"
+    ADMIN_ROLE_NAME = "genbot-admin"
+
+    def __init__(self) -> None:
+        self.calls: list[RecordedCall] = []
+        self.messages: dict[str, FakeMessage] = {}
+        self.files: dict[str, bytes] = {}  # name → bytes served at /files/<name> (attachment URLs)
+        self.identified = asyncio.Event()
+        self._ids = itertools.count(200000000000000000)
+        self._originals: dict[str, str] = {}  # interaction token → message id of the original response
+        self._ratelimits: list[tuple[str, re.Pattern[str], float]] = []
+        self._ws: web.WebSocketResponse | None = None
+        self._seq = 0
+        self._runner: web.AppRunner | None = None
+        self._saved: tuple[str, yarl.URL] | None = None
+        self.port = 0
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = self._route_table()
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/files/{name}", self._file)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._install()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._uninstall()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base(self) -> str:
+        """http://127.0.0.1:PORT."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _install(self) -> None:
+        """Point discord.py's REST base and default gateway at this server."""
+        self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        discord.http.Route.BASE = f"{self.base}/api/v10"
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(f"ws://127.0.0.1:{self.port}/gateway")
+
+    def _uninstall(self) -> None:
+        if self._saved is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until a client has identified on the gateway (READY and GUILD_CREATE are sent)."""
+        await asyncio.wait_for(self.identified.wait(), timeout)
+
+    def reset_connection(self) -> None:
+        """Forget the gateway client, so ``wait_ready`` waits for the next one (a restarted bot)."""
+        self.identified = asyncio.Event()
+
+    # ----- what tests inject -------------------------------------------------------------------
+
+    def rate_limit_once(self, method: str, path_regex: str, retry_after: float) -> None:
+        """Answer the next ``method`` request whose path matches ``path_regex`` with 429."""
+        self._ratelimits.append((method, re.compile(path_regex), retry_after))
+
+    @staticmethod
+    def member(user_id: str, name: str, *, admin: bool = False, roles: list[str] | None = None) -> Json:
+        """A guild member object for an interaction (Manage Server when ``admin``)."""
+        permissions = MEMBER_PERMISSIONS | (MANAGE_GUILD if admin else 0)
+        return {
+            "user": user_payload(user_id, name),
+            "roles": roles or [],
+            "joined_at": datetime.now(UTC).isoformat(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": str(permissions),
+        }
+
+    async def slash(
+        self,
+        name: str,
+        options: list[Json] | None = None,
+        *,
+        member: Json | None = None,
+        resolved: Json | None = None,
+    ) -> InjectedInteraction:
+        """Dispatch an application command (type 2) from ``member`` (default: a plain user)."""
+        data: Json = {"id": str(next(self._ids)), "name": name, "type": 1, "options": options or []}
+        if resolved:
+            data["resolved"] = resolved
+        return await self._interaction(2, data, member)
+
+    async def click(self, custom_id: str, message_id: str, *, member: Json | None = None) -> InjectedInteraction:
+        """Dispatch a button press (type 3) on a stored message."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interaction(3, data, member, message=self._message_payload(self.messages[message_id]))
+
+    async def post_message(self, content: str, *, author: Json, mentions: list[Json] | None = None) -> str:
+        """Dispatch MESSAGE_CREATE in the test channel; returns the message id."""
+        mid = str(next(self._ids))
+        message = {
+            **self._base_message(mid, self.CHANNEL_ID, content),
+            "author": author["user"],
+            "member": {k: v for k, v in author.items() if k != "user"},
+            "guild_id": self.GUILD_ID,
+            "mentions": mentions or [],
+        }
+        await self._dispatch("MESSAGE_CREATE", message)
+        return mid
+
+    def attachment(self, name: str, content: bytes, content_type: str = "text/plain; charset=utf-8") -> Json:
+        """Serve ``content`` at a URL and return the attachment object that points at it."""
+        self.files[name] = content
+        aid = str(next(self._ids))
+        url = f"{self.base}/files/{name}"
+        return {
+            "id": aid,
+            "filename": name,
+            "size": len(content),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    async def _interaction(
+        self, kind: int, data: Json, member: Json | None, message: Json | None = None
+    ) -> InjectedInteraction:
+        """Build and dispatch an INTERACTION_CREATE."""
+        iid, token = str(next(self._ids)), f"itoken-{next(self._ids)}"
+        payload: Json = {
+            "id": iid,
+            "application_id": self.APP_ID,
+            "type": kind,
+            "data": data,
+            "guild_id": self.GUILD_ID,
+            "channel_id": self.CHANNEL_ID,
+            "channel": {"id": self.CHANNEL_ID, "type": 0, "guild_id": self.GUILD_ID, "name": "general"},
+            "member": member or self.member("300000000000000001", "alice"),
+            "token": token,
+            "version": 1,
+            "app_permissions": str(MEMBER_PERMISSIONS),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": self.GUILD_ID},
+            "context": 0,
+            "attachment_size_limit": 25 * 1024 * 1024,
+        }
+        if message is not None:
+            payload["message"] = message
+        sent = time.monotonic()
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return InjectedInteraction(iid, token, sent, payload)
+
+    # ----- what tests inspect ------------------------------------------------------------------
+
+    def calls_to(self, method: str, path_regex: str) -> list[RecordedCall]:
+        """Recorded calls of ``method`` whose path matches ``path_regex``."""
+        pattern = re.compile(path_regex)
+        return [c for c in self.calls if c.method == method and pattern.search(c.path)]
+
+    def original(self, interaction: InjectedInteraction) -> FakeMessage | None:
+        """The interaction's original response message, once it exists."""
+        mid = self._originals.get(interaction.token)
+        return self.messages.get(mid) if mid else None
+
+    def followups(self, interaction: InjectedInteraction) -> list[FakeMessage]:
+        """Messages created through the interaction's webhook, oldest first."""
+        ids = [
+            c.body["id"]
+            for c in self.calls
+            if c.method == "POST" and c.path.endswith(f"/webhooks/{self.APP_ID}/{interaction.token}") and c.body
+        ]
+        return [self.messages[i] for i in ids if i in self.messages]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+        """Poll ``predicate`` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            await asyncio.sleep(0.02)
+        raise TimeoutError("condition not met within timeout")
+
+    # ----- gateway -----------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        """HELLO, then answer IDENTIFY with READY + GUILD_CREATE and heartbeats with ACKs."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._ws = ws
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
+        async for frame in ws:
+            message = json.loads(frame.data)
+            if message["op"] == 1:
+                await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+            elif message["op"] == 2:
+                await self._dispatch("READY", self._ready())
+                await self._dispatch("GUILD_CREATE", self._guild())
+                self.identified.set()
+        return ws
+
+    async def _dispatch(self, event: str, data: Json) -> None:
+        """Send one dispatch (op 0) to the connected client."""
+        if self._ws is None:
+            raise RuntimeError("no client connected to the fake gateway")
+        self._seq += 1
+        await self._ws.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
+
+    def _ready(self) -> Json:
+        return {
+            "v": 10,
+            "user": user_payload(self.APP_ID, "genbot", bot=True),
+            "guilds": [{"id": self.GUILD_ID, "unavailable": True}],
+            "session_id": "fake-session",
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
+            "application": {"id": self.APP_ID, "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+        }
+
+    def _guild(self) -> Json:
+        role = {"hoist": False, "managed": False, "mentionable": False, "color": 0, "flags": 0}
+        return {
+            "id": self.GUILD_ID,
+            "name": "Fake Guild",
+            "owner_id": "300000000000000099",
+            "roles": [
+                {
+                    **role,
+                    "id": self.GUILD_ID,
+                    "name": "@everyone",
+                    "permissions": str(MEMBER_PERMISSIONS),
+                    "position": 0,
+                },
+                {**role, "id": self.ADMIN_ROLE_ID, "name": self.ADMIN_ROLE_NAME, "permissions": "0", "position": 1},
+            ],
+            "channels": [
+                {"id": self.CHANNEL_ID, "type": 0, "name": "general", "position": 0, "permission_overwrites": []}
+            ],
+            "members": [],
+            "member_count": 3,
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "threads": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "voice_states": [],
+            "presences": [],
+            "large": False,
+            "unavailable": False,
+            "joined_at": datetime.now(UTC).isoformat(),
+            "premium_tier": 0,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "system_channel_flags": 0,
+        }
+
+    # ----- REST --------------------------------------------------------------------------------
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """Serve an attachment's bytes (Attachment.read() downloads from here)."""
+        name = request.match_info["name"]
+        if name not in self.files:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.files[name], content_type="application/octet-stream")
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        """Record the call, apply an injected 429, then route it."""
+        at = time.monotonic()
+        path = "/" + request.match_info["tail"]
+        body, files = await _read_body(request)
+        call = RecordedCall(at, request.method, path, body, files=files)
+        self.calls.append(call)
+        limited = self._take_ratelimit(request.method, path)
+        if limited is not None:
+            call.status = 429
+            payload = {"message": "You are being rate limited.", "retry_after": limited, "global": False}
+            headers = {"Via": "1.1 google", "Retry-After": str(limited), "X-RateLimit-Scope": "user"}
+            return _json(payload, status=429, headers=headers)
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(path)
+            if match and method == request.method:
+                result = await handler(request, match, (body, files, at))
+                call.body = body
+                if result is None:
+                    call.status = 204
+                    return web.Response(status=204)
+                call.status = 200
+                return _json(result)
+        call.status = 404
+        return _json({"message": f"fake Discord: no route {request.method} {path}", "code": 0}, status=404)
+
+    def _take_ratelimit(self, method: str, path: str) -> float | None:
+        """The retry_after of a pending injected 429 for this call (consumed), else None."""
+        for i, (m, pattern, retry_after) in enumerate(self._ratelimits):
+            if m == method and pattern.search(path):
+                del self._ratelimits[i]
+                return retry_after
+        return None
+
+    def _route_table(self) -> list[tuple[str, re.Pattern[str], Handler]]:
+        wh = r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)"
+        table: list[tuple[str, str, Handler]] = [
+            ("GET", r"/gateway(/bot)?", self._get_gateway),
+            ("GET", r"/users/@me", self._get_me),
+            ("GET", r"/oauth2/applications/@me", self._get_application),
+            ("PUT", r"/applications/\d+(/guilds/\d+)?/commands", self._put_commands),
+            ("GET", r"/applications/\d+(/guilds/\d+)?/commands", self._get_commands),
+            ("POST", r"/interactions/(?P<iid>\d+)/(?P<token>[^/]+)/callback", self._callback),
+            ("GET", wh + r"/messages/(?P<mid>@original|\d+)", self._get_webhook_message),
+            ("PATCH", wh + r"/messages/(?P<mid>@original|\d+)", self._edit_webhook_message),
+            ("DELETE", wh + r"/messages/(?P<mid>@original|\d+)", self._delete_webhook_message),
+            ("POST", wh, self._post_webhook_message),
+            ("POST", r"/channels/(?P<cid>\d+)/messages", self._post_channel_message),
+            ("PATCH", r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)", self._edit_channel_message),
+            ("POST", r"/channels/(?P<cid>\d+)/typing", self._no_content),
+        ]
+        return [(m, re.compile(p), h) for m, p, h in table]
+
+    async def _get_gateway(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
+        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+        return {"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": 1, "session_start_limit": limit}
+
+    async def _get_me(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
+        return user_payload(self.APP_ID, "genbot", bot=True)
+
+    async def _get_application(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
+        owner = user_payload("300000000000000099", "owner")
+        return {
+            "id": self.APP_ID,
+            "name": "genbot",
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": owner,
+            "verify_key": "0" * 64,
+            "flags": 0,
+        }
+
+    async def _put_commands(self, request: web.Request, match: re.Match[str], ctx: Any) -> list[Json]:
+        return [{**cmd, "id": str(next(self._ids)), "application_id": self.APP_ID, "version": "1"} for cmd in ctx[0]]
+
+    async def _get_commands(self, request: web.Request, match: re.Match[str], _: Any) -> list[Json]:
+        return []
+
+    async def _no_content(self, request: web.Request, match: re.Match[str], _: Any) -> None:
+        return None
+
+    async def _callback(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
+        """Interaction responses: 4 message, 5 deferred message, 6 deferred update, 7 update, 8 autocomplete."""
+        body, files, _ = ctx
+        kind, data = body["type"], body.get("data") or {}
+        token = match["token"]
+        info: Json = {"id": match["iid"], "type": 2}
+        resource: Json = {"type": kind}
+        if kind in (4, 5):
+            msg = self._store(FakeMessage(str(next(self._ids)), self.CHANNEL_ID, flags=data.get("flags", 0)))
+            _apply(msg, data, files)
+            self._originals[token] = msg.id
+            info.update(response_message_id=msg.id, response_message_loading=kind == 5)
+            info["response_message_ephemeral"] = bool(msg.flags & 64)
+            if kind == 4:
+                resource["message"] = self._message_payload(msg)
+        return {"interaction": info, "resource": resource}
+
+    def _store(self, msg: FakeMessage) -> FakeMessage:
+        self.messages[msg.id] = msg
+        return msg
+
+    def _webhook_target(self, match: re.Match[str]) -> FakeMessage:
+        """The message a webhook route addresses (@original resolves through the token)."""
+        mid = match["mid"]
+        if mid == "@original":
+            mid = self._originals.get(match["token"], "")
+        if mid not in self.messages:
+            raise web.HTTPNotFound(text=json.dumps({"message": "Unknown Message", "code": 10008}))
+        return self.messages[mid]
+
+    async def _get_webhook_message(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
+        return self._message_payload(self._webhook_target(match))
+
+    async def _edit_webhook_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
+        msg = self._webhook_target(match)
+        msg.edits.append(ctx[2])
+        _apply(msg, ctx[0], ctx[1])
+        return self._message_payload(msg)
+
+    async def _delete_webhook_message(self, request: web.Request, match: re.Match[str], _: Any) -> None:
+        self.messages.pop(self._webhook_target(match).id, None)
+        return None
+
+    async def _post_webhook_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
+        body, files, _ = ctx
+        msg = self._store(FakeMessage(str(next(self._ids)), self.CHANNEL_ID, flags=body.get("flags", 0)))
+        _apply(msg, body, files)
+        payload = self._message_payload(msg)
+        body["id"] = msg.id  # so followups() can find the messages a token created
+        return payload
+
+    async def _post_channel_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
+        body, files, _ = ctx
+        msg = self._store(FakeMessage(str(next(self._ids)), match["cid"]))
+        _apply(msg, body, files)
+        body["id"] = msg.id
+        return self._message_payload(msg)
+
+    async def _edit_channel_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
+        msg = self.messages.get(match["mid"])
+        if msg is None:
+            raise web.HTTPNotFound(text=json.dumps({"message": "Unknown Message", "code": 10008}))
+        msg.edits.append(ctx[2])
+        _apply(msg, ctx[0], ctx[1])
+        return self._message_payload(msg)
+
+    def _base_message(self, mid: str, channel_id: str, content: str) -> Json:
+        return {
+            "id": mid,
+            "channel_id": channel_id,
+            "content": content,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "components": [],
+        }
+
+    def _message_payload(self, msg: FakeMessage) -> Json:
+        payload = self._base_message(msg.id, msg.channel_id, msg.content)
+        attachments = [
+            {"id": str(i + 1), "filename": f, "size": 1, "url": f"{self.base}/files/{f}", "proxy_url": ""}
+            for i, f in enumerate(msg.files)
+        ]
+        payload.update(
+            author=user_payload(self.APP_ID, "genbot", bot=True),
+            embeds=msg.embeds,
+            components=msg.components,
+            flags=msg.flags,
+            attachments=attachments,
+            application_id=self.APP_ID,
+        )
+        return payload
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response whose Content-Type is exactly ``application/json`` (discord.py compares it whole)."""
+    response = web.Response(text=json.dumps(data), status=status, headers=headers)
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def _apply(msg: FakeMessage, body: Json, files: list[str]) -> None:
+    """Apply a create/edit body to a stored message (only the fields present change)."""
+    if "content" in body:
+        msg.content = body["content"] or ""
+    if "embeds" in body:
+        msg.embeds = body["embeds"] or []
+    if "components" in body:
+        msg.components = body["components"] or []
+    if files:
+        msg.files.extend(files)
+
+
+async def _read_body(request: web.Request) -> tuple[Any, list[str]]:
+    """The JSON body (or the payload_json part of a multipart body) and any uploaded file names."""
+    if request.content_type.startswith("multipart/"):
+        body: Any = {}
+        files: list[str] = []
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "payload_json":  # type: ignore[union-attr]
+                body = json.loads(await part.text())  # type: ignore[union-attr]
+            elif part.filename:  # type: ignore[union-attr]
+                files.append(part.filename)  # type: ignore[union-attr]
+                await part.read()  # type: ignore[union-attr]
+        return body, files
+    raw = await request.read()
+    return (json.loads(raw) if raw else None), []

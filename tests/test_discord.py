@@ -1,0 +1,277 @@
+"""The Discord bot end to end: the real discord.py client against genbot's fake Discord on loopback.
+
+Each test runs a real ``GenbotService`` (a real SQLite file, the ``plugins_dir`` models plus a
+slowed scripted model, so streaming spans several seconds) and a real ``GenbotBot`` connected
+to ``FakeDiscord``; interactions are dispatched over the fake gateway and every REST call the
+bot makes is recorded with its arrival time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from genbot.config import load_settings
+from genbot.engine.registry import GeneratorEntry
+from genbot.frontends.discord import GenbotBot
+from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
+from genbot.models.card import SamplingDefaults
+from genbot.models.vocab import Vocab
+from genbot.service import GenbotService
+from genbot.testing import RecordingModel, ScriptedModel, loaded_model
+from genbot.testing_discord import (
+    ATTACHMENT,
+    INTEGER,
+    STRING,
+    SUBCOMMAND,
+    FakeDiscord,
+    FakeMessage,
+    InjectedInteraction,
+)
+
+torch.set_num_threads(1)
+SCRIPT = "static int probe(struct device *dev)\n{\n\treturn 0;\n}\n\n"
+STEP_DELAY_S = 0.0015  # per character: ~2,500 characters take several seconds
+
+
+def slow_model(name: str, code_fence: str = "") -> GeneratorEntry:
+    """A scripted generator that writes SCRIPT slowly (so a reply is edited several times)."""
+    vocab = Vocab.from_text(SCRIPT + "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz:")
+    model = RecordingModel(ScriptedModel(vocab, SCRIPT), step_delay=STEP_DELAY_S)
+    return GeneratorEntry.ok(loaded_model(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
+
+
+@contextlib.asynccontextmanager
+async def opened_service() -> AsyncIterator[GenbotService]:
+    """The service over the test's SQLite file, with the slow scripted models added."""
+    async with GenbotService(load_settings()) as service:
+        assert service.registry is not None
+        service.registry.add(slow_model("slowc", "c"))
+        service.registry.add(slow_model("slow"))
+        yield service
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterator[GenbotBot]:
+    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received)."""
+    fake.reset_connection()
+    bot = GenbotBot(service)
+    task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
+    try:
+        ready = asyncio.create_task(bot.wait_until_ready())
+        await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the client stopped: show why
+        assert ready.done(), "the bot did not become ready"
+        yield bot
+    finally:
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def discord_env(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast version pickup and job polling for the tests."""
+    monkeypatch.setenv("GENBOT_VERSIONS__POLL_SECONDS", "0.3")
+    monkeypatch.setenv("GENBOT_JOBS__POLL_SECONDS", "0.2")
+    monkeypatch.setenv("GENBOT_JOBS__TRAIN_THREADS", "1")
+
+
+def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:
+    """One application-command option."""
+    return {"name": name, "type": kind, "value": value}
+
+
+def callbacks(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
+    """Bodies of the interaction callbacks answered for ``token``."""
+    return [c.body for c in fake.calls_to("POST", rf"/interactions/\d+/{token}/callback") if c.status != 429]
+
+
+def ephemeral_text(fake: FakeDiscord, token: str) -> str:
+    """The ephemeral answer to an interaction (a type-4 callback or a follow-up with flag 64)."""
+    for body in callbacks(fake, token):
+        data = body.get("data") or {}
+        if body["type"] == 4 and isinstance(data, dict) and data.get("flags", 0) & 64:
+            return str(data.get("content", ""))
+    for call in fake.calls_to("POST", rf"/webhooks/\d+/{token}$"):
+        if call.body and call.body.get("flags", 0) & 64:
+            return str(call.body.get("content", ""))
+    return ""
+
+
+def finished(fake: FakeDiscord, interaction: InjectedInteraction) -> bool:
+    """Whether a reply is complete: the Stop button is gone and the last page shows the footer."""
+    pages = pages_of(fake, interaction)
+    return bool(pages) and not pages[0].components and "chars/s" in pages[-1].content
+
+
+def pages_of(fake: FakeDiscord, interaction: InjectedInteraction) -> list[FakeMessage]:
+    """The original reply and its follow-ups."""
+    original = fake.original(interaction)
+    return ([original] if original else []) + fake.followups(interaction)
+
+
+def assert_paced(message: FakeMessage, interval: float) -> float:
+    """No two edits of ``message`` arrived closer than ``interval``; returns the smallest gap."""
+    gaps = [b - a for a, b in zip(message.edits, message.edits[1:], strict=False)]
+    assert all(gap >= interval for gap in gaps), gaps
+    return min(gaps) if gaps else float("inf")
+
+
+# ----- streaming -------------------------------------------------------------------------------
+
+
+async def test_generate_defers_at_once_streams_paced_edits_and_splits_long_fenced_output(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        sent = await fake.slash("generate", [opt("model", "slowc"), opt("prompt", "x"), opt("length", 2500, INTEGER)])
+        await fake.wait_for(lambda: callbacks(fake, sent.token))
+        defer = fake.calls_to("POST", rf"/{sent.token}/callback")[0]
+        await fake.wait_for(lambda: finished(fake, sent), timeout=30)
+        rows = await service.history(user_id="300000000000000001")
+    latency = defer.at - sent.sent_at
+    assert defer.body["type"] == 5 and latency < 3.0  # deferred ("thinking"), well within 3 s
+    pages = pages_of(fake, sent)
+    assert len(pages) >= 2  # 2,500 characters do not fit one message
+    for page in pages:
+        assert len(page.content) <= MESSAGE_LIMIT
+        assert page.content.startswith("```c\n")
+        assert_paced(page, 1.0)
+    assert len(pages[0].edits) >= 3  # it streamed: several edits before the final one
+    bodies = [p.content.split("\n```", 1)[0].removeprefix("```c\n") for p in pages]
+    assert "".join(bodies) == rows[0].output and len(rows[0].output) == 2500
+    assert all(body.endswith("\n") for body in bodies[:-1])  # split at line boundaries
+    footer = pages[-1].content.rsplit("\n", 1)[-1]
+    assert footer.startswith("-# slowc v1 · temp") and f"seed {rows[0].seed}" in footer and "chars/s" in footer
+    print(
+        f"deferral latency {latency * 1000:.1f} ms; smallest edit gap {min(assert_paced(p, 1.0) for p in pages):.3f} s"
+    )
+
+
+def test_paginate_splits_at_line_boundaries_and_never_changes_a_full_page() -> None:
+    text = "".join(f"line {i}\n" for i in range(400))
+    pages = paginate(text, 100)
+    assert "".join(pages) == text and all(len(p) <= 100 for p in pages)
+    assert all(p.endswith("\n") for p in pages[:-1])
+    assert (
+        paginate(text + "more", 100)[:-1] == pages[:-1] or paginate(text + "more", 100)[: len(pages) - 1] == pages[:-1]
+    )
+    assert paginate("x" * 250, 100) == ["x" * 100, "x" * 100, "x" * 50]  # no newline: hard cut
+
+
+async def test_the_stop_button_cancels_and_the_row_says_cancelled(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        sent = await fake.slash("generate", [opt("model", "slow"), opt("prompt", "x"), opt("length", 5000, INTEGER)])
+        original = await fake.wait_for(lambda: (m := fake.original(sent)) and m.components and m)
+        button = original.components[0]["components"][0]
+        assert button["label"] == "Stop"
+        clicked = time.monotonic()
+        await fake.click(button["custom_id"], original.id)
+        await fake.wait_for(lambda: finished(fake, sent), timeout=10)
+        stopped = time.monotonic() - clicked
+        rows = await service.history(user_id="300000000000000001")
+    assert rows[0].status == "cancelled" and len(rows[0].output) < 5000
+    assert "cancelled" in fake.original(sent).content  # type: ignore[union-attr]
+    assert stopped < 3.0
+
+
+async def test_a_429_with_retry_after_is_honoured(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        fake.rate_limit_once("POST", r"/interactions/\d+/[^/]+/callback", retry_after=0.4)
+        sent = await fake.slash("history")
+        await fake.wait_for(lambda: callbacks(fake, sent.token))
+    limited, retried = fake.calls_to("POST", rf"/{sent.token}/callback")
+    assert limited.status == 429 and retried.status == 200
+    assert retried.at - limited.at >= 0.4
+    assert "no stored generations" in ephemeral_text(fake, sent.token)
+
+
+# ----- permissions and quotas ------------------------------------------------------------------
+
+
+async def test_admin_commands_are_refused_for_non_admins(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        sent = await fake.slash("admin", [{"type": SUBCOMMAND, "name": "rollback", "options": [opt("model", "alpha")]}])
+        await fake.wait_for(lambda: ephemeral_text(fake, sent.token))
+        admin = fake.member("300000000000000002", "bob", admin=True)
+        allowed = await fake.slash(
+            "admin", [{"type": SUBCOMMAND, "name": "cancel", "options": [opt("job", 99, INTEGER)]}], member=admin
+        )
+        await fake.wait_for(lambda: ephemeral_text(fake, allowed.token))
+    assert "Admin commands need Manage Server" in ephemeral_text(fake, sent.token)
+    assert "no job" in ephemeral_text(fake, allowed.token).lower() or "99" in ephemeral_text(fake, allowed.token)
+
+
+async def test_quotas_persist_across_a_bot_restart(discord_env: None) -> None:
+    admin = FakeDiscord.member("300000000000000002", "bob", admin=True)
+    user = {"id": "300000000000000001", "username": "alice", "discriminator": "0", "global_name": "alice"}
+    quota = {
+        "type": SUBCOMMAND,
+        "name": "quota-user",
+        "options": [
+            opt("user", user["id"], 6),
+            opt("chars_per_day", 40, INTEGER),
+            opt("cooldown_s", 0, 10),
+        ],
+    }
+    resolved = {"users": {user["id"]: {**user, "avatar": None}}}
+    generate = [opt("model", "alpha"), opt("prompt", "A"), opt("length", 100, INTEGER)]
+    async with FakeDiscord() as fake:
+        async with opened_service() as service, running_bot(fake, service):
+            sent = await fake.slash("admin", [quota], member=admin, resolved=resolved)
+            await fake.wait_for(lambda: ephemeral_text(fake, sent.token))
+            first = await fake.slash("generate", generate)
+            await fake.wait_for(lambda: finished(fake, first), timeout=15)
+        async with opened_service() as service, running_bot(fake, service):
+            again = await fake.slash("generate", generate)
+            await fake.wait_for(lambda: ephemeral_text(fake, again.token))
+            rows = await service.history(user_id=user["id"])
+    assert "quota" in ephemeral_text(fake, sent.token).lower()
+    assert len(rows) == 1 and rows[0].chars == 40  # capped at what was left of the day's quota
+    refusal = ephemeral_text(fake, again.token)
+    assert "used its 40 characters for today" in refusal and "try again" in refusal
+
+
+# ----- corpora and retraining from chat --------------------------------------------------------
+
+
+async def test_a_corpus_upload_and_a_retrain_run_end_to_end(discord_env: None, corpus_text: str) -> None:
+    admin = FakeDiscord.member("300000000000000002", "bob", admin=True)
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        bad = fake.attachment("notes.pdf", b"%PDF-1.4", "application/pdf")
+        options, resolved = _upload("pdfs", bad)
+        refused = await fake.slash("admin", options, resolved=resolved, member=admin)
+        good = fake.attachment("plays.txt", corpus_text.encode())
+        options, resolved = _upload("uploaded", good)
+        added = await fake.slash("admin", options, resolved=resolved, member=admin)
+        await fake.wait_for(lambda: ephemeral_text(fake, refused.token) and ephemeral_text(fake, added.token))
+        retrain = [opt("model", "alpha"), opt("corpus", "uploaded"), opt("steps", 5, INTEGER)]
+        queued = await fake.slash("admin", [{"type": SUBCOMMAND, "name": "retrain", "options": retrain}], member=admin)
+        status = await fake.wait_for(lambda: _channel_message(fake, "**Job #"))
+        await service.jobs.worker().run(once=True)
+        result = await fake.wait_for(lambda: _channel_message(fake, "finished: alpha v2"), timeout=40)
+        corpus = await service.corpus("uploaded")
+    assert "only .txt files" in ephemeral_text(fake, refused.token)
+    assert "Corpus `uploaded` registered" in ephemeral_text(fake, added.token) and corpus.size_bytes == len(corpus_text)
+    assert "Queued job #" in str(callbacks(fake, queued.token)[0]["data"])
+    assert "succeeded" in status.content and "new version: v2" in status.content
+    assert result.files == ["loss.png"]
+
+
+def _upload(name: str, attachment: dict[str, object]) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Options and resolved data of ``/admin corpus-add name file``."""
+    options = [opt("name", name), opt("file", attachment["id"], ATTACHMENT)]
+    return [{"type": SUBCOMMAND, "name": "corpus-add", "options": options}], {
+        "attachments": {attachment["id"]: attachment}
+    }
+
+
+def _channel_message(fake: FakeDiscord, text: str) -> FakeMessage | None:
+    """A message posted in the channel (not through an interaction) that contains ``text``."""
+    posted = {c.body["id"] for c in fake.calls_to("POST", r"/channels/\d+/messages$") if c.body}
+    return next((m for i, m in fake.messages.items() if i in posted and text in m.content), None)
