@@ -224,6 +224,7 @@ def test_png_is_readable_and_html_holds_every_char_escaped() -> None:
     assert page.count("<span ") == len(text)
     for ch in set(text) - {"\n", "\t"}:
         assert f">{html.escape(ch)}</span>" in page
+    assert '<span class="s0" title="-1.000">i</span>' in page and page.count('class="s64"') >= 1
     assert "test &lt;title&gt;" in page and "linear-gradient" in page
 
 

@@ -24,6 +24,7 @@ COLUMNS = 100  # characters per rendered line before wrapping
 MAX_LINES = 60  # rendered lines in a PNG; the HTML shows the whole text
 CELL_W, CELL_H, FONT_PX = 9, 17, 12  # pixels at 100 dpi
 DPI = 100
+HTML_SHADES = 65  # colour steps in the HTML view (one CSS class each keeps the file small)
 _SHOWN = {"\n": "↵", "\t": "→"}
 _Box = tuple[float, float, float, float]  # left, bottom, width, height as figure fractions
 _GATE_COLOURS = {"i": "tab:green", "f": "tab:blue", "o": "tab:red", "r": "tab:purple", "z": "tab:orange"}
@@ -158,15 +159,23 @@ def render_html(text: str, values: np.ndarray, scale: ColourScale, title: str) -
     spans = []
     for t, ch in enumerate(text):
         v = float(values[t])
-        rgba = cmap(norm(v)) if math.isfinite(v) else (1.0, 1.0, 1.0, 1.0)
-        tip = f"#{t} {ch!r}: {v:.3f}" if math.isfinite(v) else f"#{t} {ch!r}"
-        body = html.escape(_SHOWN.get(ch, ch))
-        spans.append(
-            f'<span style="background:{to_hex(rgba)};color:{_ink(rgba)}" title="{html.escape(tip)}">{body}</span>'
-        )
+        shade = round(float(norm(v)) * (HTML_SHADES - 1)) if math.isfinite(v) else "n"
+        tip = f' title="{v:.3f}"' if math.isfinite(v) else ""
+        spans.append(f'<span class="s{shade}"{tip}>{html.escape(_SHOWN.get(ch, ch))}</span>')
         if ch == "\n":
             spans.append("\n")
-    return _HTML.format(title=html.escape(title), legend=_legend(scale, cmap), body="".join(spans))
+    return _HTML.format(
+        title=html.escape(title), styles=_shade_styles(cmap), legend=_legend(scale, cmap), body="".join(spans)
+    )
+
+
+def _shade_styles(cmap: Colormap) -> str:
+    """One CSS class per colour shade (``s0`` … ``s{HTML_SHADES-1}``, ``sn`` for no value)."""
+    rules = [".sn{background:#fff;color:#000}"]
+    for k in range(HTML_SHADES):
+        rgba = cmap(k / (HTML_SHADES - 1))
+        rules.append(f".s{k}{{background:{to_hex(rgba)};color:{_ink(rgba)}}}")
+    return "\n".join(rules)
 
 
 def _legend(scale: ColourScale, cmap: Colormap) -> str:
@@ -183,7 +192,10 @@ def _legend(scale: ColourScale, cmap: Colormap) -> str:
 
 
 _HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title></head>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+{styles}
+</style></head>
 <body style="margin:16px;background:#fff">
 <h3 style="font:600 15px sans-serif;margin:0 0 6px">{title}</h3>
 {legend}
