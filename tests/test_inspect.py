@@ -118,6 +118,7 @@ def _on(signal: np.ndarray) -> str:
 def test_feature_scanners() -> None:
     assert _on(features.quotes('a "bc" d')) == "00111000"
     assert _on(features.quotes("don't 'go' x")) == "000000111000"
+    assert _on(features.quotes('\'tis\nx "a\nb" c')) == "1111" + "000" + "1111" + "000"  # ' ends at a newline
     assert list(features.line_position("ab\ncd")) == [1, 2, 0, 1, 2]
     assert _on(features.comment("a /* b */ c // d\ne")) == "000111110000011100"
     assert list(features.bracket_depth('f(a{b}) "(" /* { */ }')) == [0, 1, 1, 2, 2, 1, *[0] * 15]

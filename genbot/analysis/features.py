@@ -24,8 +24,9 @@ def quotes(text: str) -> np.ndarray:
             double = not double
         elif ch == "'" and not double:
             single = _single_quote(text, t, single)
-        elif ch == "\n" and t + 1 < len(text) and text[t + 1] == "\n":
-            double = single = False  # a paragraph break ends an unclosed quote
+        elif ch == "\n":
+            single = False  # prose '…' quotes rarely span lines; this bounds a misread apostrophe
+            double = double and not text.startswith("\n", t + 1)  # a paragraph break ends "…"
         out[t] = double or single
     return out
 
