@@ -28,6 +28,7 @@ from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
 from genbot.jobs import Jobs
 from genbot.models.checkpoint import load_model
+from genbot.quotas import QuotaPolicy
 from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
 from genbot.storage import api_keys as storage_keys
 from genbot.storage import corpora as storage_corpora
@@ -143,6 +144,7 @@ class GenbotService:
         self._stack = contextlib.AsyncExitStack()
         self._version_watcher: VersionWatcher | None = None
         self._version_watch: asyncio.Task[None] | None = None
+        self._quotas: QuotaPolicy | None = None
 
     async def __aenter__(self) -> GenbotService:
         started = datetime.now(UTC)
@@ -292,6 +294,15 @@ class GenbotService:
     async def touch_key(self, key_id: int) -> None:
         """Record that an API key was just used."""
         await storage_keys.touch_key(self._db, key_id)
+
+    # ----- quotas -----------------------------------------------------------------------------
+
+    @property
+    def quotas(self) -> QuotaPolicy:
+        """Per-user/guild/key quotas and cooldowns (one policy per service: it counts running generations)."""
+        if self._quotas is None:
+            self._quotas = QuotaPolicy(self._db)
+        return self._quotas
 
     # ----- corpora and model versions --------------------------------------------------------
 

@@ -275,3 +275,78 @@ def _channel_message(fake: FakeDiscord, text: str) -> FakeMessage | None:
     """A message posted in the channel (not through an interaction) that contains ``text``."""
     posted = {c.body["id"] for c in fake.calls_to("POST", r"/channels/\d+/messages$") if c.body}
     return next((m for i, m in fake.messages.items() if i in posted and text in m.content), None)
+
+
+# ----- other commands, the mention trigger, start-up -------------------------------------------
+
+
+async def test_models_history_and_forget_me(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        models = await fake.slash("models")
+        first = await fake.slash("generate", [opt("model", "alpha"), opt("prompt", "A"), opt("length", 30, INTEGER)])
+        await fake.wait_for(lambda: callbacks(fake, models.token) and finished(fake, first))
+        history = await fake.slash("history")
+        await fake.wait_for(lambda: ephemeral_text(fake, history.token))
+        forget = await fake.slash("forget-me")
+        await fake.wait_for(lambda: ephemeral_text(fake, forget.token))
+        left = await service.history(user_id="300000000000000001")
+    embeds = callbacks(fake, models.token)[0]["data"]["embeds"]  # type: ignore[index]
+    assert {"alpha v1", "beta v1", "slowc v1"} <= {e["title"] for e in embeds}
+    assert "**alpha** completed · 30 chars" in ephemeral_text(fake, history.token)
+    assert ephemeral_text(fake, forget.token) == "Deleted 1 stored generation(s)." and left == []
+
+
+async def test_the_mention_trigger_answers_in_the_channel(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENBOT_DISCORD__MENTION_TRIGGER", "true")
+    monkeypatch.setenv("GENBOT_DISCORD__MENTION_MODEL", "alpha")
+    author = FakeDiscord.member("300000000000000003", "carol")
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        bot_user = {"id": FakeDiscord.APP_ID, "username": "genbot", "discriminator": "0", "bot": True, "avatar": None}
+        await fake.post_message(f"<@{FakeDiscord.APP_ID}> ROMEO:", author=author, mentions=[bot_user])
+        reply = await fake.wait_for(lambda: _channel_message(fake, "chars/s"), timeout=15)
+        rows = await service.history(user_id="300000000000000003")
+    assert reply.content.startswith("ROMEO:") and "alpha v1" in reply.content
+    assert rows[0].prompt == "ROMEO:" and rows[0].channel_id == FakeDiscord.CHANNEL_ID
+
+
+async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
+    discord_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from genbot.frontends.commands_serve import _serve
+
+    monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)
+    async with FakeDiscord() as fake:
+        serving = asyncio.create_task(_serve(load_settings(), False, False))
+        await fake.wait_ready(timeout=30)
+        os.kill(os.getpid(), signal.SIGTERM)  # what Ctrl-C / a service manager does; serve stops cleanly
+        await asyncio.wait_for(serving, 30)
+    identify = fake.calls_to("GET", r"/users/@me$")
+    assert identify and fake.calls_to("PUT", r"/applications/\d+/commands$")
+
+
+def test_genbot_discord_without_a_token_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
+    from genbot.frontends.cli import app
+
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["discord"])
+    assert result.exit_code == 2
+    assert "set the DISCORD_TOKEN environment variable" in result.output
+
+
+async def test_commands_sync_with_descriptions_from_docstrings(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        synced = fake.calls_to("PUT", r"/applications/\d+/commands$")[0].body
+    commands = {c["name"]: c for c in synced}
+    assert {"generate", "models", "history", "forget-me", "jobs", "admin"} <= set(commands)
+    generate = commands["generate"]
+    assert generate["description"].startswith("Generate text with a char-RNN model")
+    options = {o["name"]: o for o in generate["options"]}
+    assert options["model"]["autocomplete"] and options["prompt"]["description"] == "text the model continues"
+    admin = {o["name"] for o in commands["admin"]["options"]}
+    assert {"corpus-add", "retrain", "activate", "rollback", "quota-user", "quota-guild", "cancel"} <= admin

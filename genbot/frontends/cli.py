@@ -49,6 +49,7 @@ def main() -> None:
     from genbot.frontends import (  # noqa: F401
         commands_api,
         commands_corpus,
+        commands_discord,
         commands_inspect,
         commands_jobs,
         commands_models,

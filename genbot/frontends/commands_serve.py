@@ -43,6 +43,7 @@ def serve(
     worker: Annotated[bool, typer.Option(help="run an embedded job worker")] = True,
     scheduler: Annotated[bool, typer.Option(help="run the schedule loop")] = True,
     api: Annotated[bool, typer.Option(help="serve the HTTP API ([api] host and port)")] = False,
+    discord: Annotated[bool, typer.Option(help="run the Discord bot when DISCORD_TOKEN is set")] = True,
 ) -> None:
     """Run genbot until Ctrl-C or SIGTERM: job worker and scheduler (front ends join in later releases)."""
     import torch
@@ -56,10 +57,12 @@ def serve(
         check_bind(settings.api)  # refuse an open public address before loading any model
     torch.set_num_threads(settings.engine.torch_threads)
     setup_logging(settings.log_level)
-    asyncio.run(_serve(settings, worker, scheduler, api))
+    asyncio.run(_serve(settings, worker, scheduler, api, discord))
 
 
-async def _serve(settings: Any, with_worker: bool, with_scheduler: bool, with_api: bool = False) -> None:
+async def _serve(
+    settings: Any, with_worker: bool, with_scheduler: bool, with_api: bool = False, with_discord: bool = True
+) -> None:
     """Open the service and run its background loops until stopped."""
     from genbot.service import GenbotService
 
@@ -74,6 +77,10 @@ async def _serve(settings: Any, with_worker: bool, with_scheduler: bool, with_ap
             from genbot.frontends.api.app import serve as serve_api
 
             loops["api"] = serve_api(service, stop)
+        if with_discord and settings.discord_token is not None:
+            from genbot.frontends.discord import run_bot
+
+            loops["discord"] = run_bot(service, stop)
         # Front ends join here: the Discord bot and the HTTP API (later issues) are more entries in
         # `loops`, each a coroutine that serves until `stop` is set and then returns.
         log.info("genbot serving: %s (Ctrl-C or SIGTERM to stop)", ", ".join(loops) or "nothing but the service")

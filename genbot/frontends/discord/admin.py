@@ -79,10 +79,9 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
     async def corpus_add(self, interaction: discord.Interaction, name: str, file: discord.Attachment) -> None:
         """Register a .txt attachment as a training corpus.
 
-        Parameters
-        ----------
-        name: corpus name (a-z, 0-9, - and _)
-        file: a UTF-8 .txt file
+        Args:
+            name: corpus name (a-z, 0-9, - and _)
+            file: a UTF-8 .txt file
         """
         _check_attachment(file, self.bot.settings.max_corpus_bytes)
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -108,12 +107,11 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
     ) -> None:
         """Fine-tune a model on a corpus in the background, with live progress here.
 
-        Parameters
-        ----------
-        model: model to fine-tune (from its active version)
-        corpus: a registered corpus
-        steps: training steps (default 500 unless seconds is given)
-        seconds: wall-clock budget instead of steps
+        Args:
+            model: model to fine-tune (from its active version)
+            corpus: a registered corpus
+            steps: training steps (default 500 unless seconds is given)
+            seconds: wall-clock budget instead of steps
         """
         if steps is None and seconds is None:
             steps = DEFAULT_STEPS

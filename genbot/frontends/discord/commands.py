@@ -35,6 +35,13 @@ def subjects_of(bot: GenbotBot, user_id: int, guild_id: int | None) -> list[Subj
     return [user, Subject("guild", str(guild_id), Limits(q.guild_chars_per_day, q.guild_concurrent, None))]
 
 
+def capped_length(requested: int | None, remaining: int | None, default: int) -> int | None:
+    """The length to ask for: what was asked (or the default), at most what the quota has left today."""
+    if remaining is None:
+        return requested
+    return min(requested or default, remaining)
+
+
 def footer_for(generation: Generation, result: GenerationResult) -> str:
     """The small line under a finished reply: model, version, temperature, seed, speed, status."""
     p = generation.params
@@ -92,13 +99,12 @@ class GenerateCommands(commands.Cog):
     ) -> None:
         """Generate text with a char-RNN model, streamed as it is written.
 
-        Parameters
-        ----------
-        model: which model (see /models)
-        prompt: text the model continues
-        temperature: randomness, 0 = always the likeliest character
-        length: characters to generate
-        seed: same seed, same text
+        Args:
+            model: which model (see /models)
+            prompt: text the model continues
+            temperature: randomness, 0 = always the likeliest character
+            length: characters to generate
+            seed: same seed, same text
         """
         service = self.bot.service
         if model not in self.bot.loaded_models():
@@ -108,8 +114,7 @@ class GenerateCommands(commands.Cog):
         admission = await service.quotas.admit(subjects_of(self.bot, interaction.user.id, guild_id))
         try:
             await interaction.response.defer(thinking=True)
-            if admission.remaining_chars is not None:
-                length = min(length or service.settings.sampling.length, admission.remaining_chars)
+            length = capped_length(length, admission.remaining_chars, service.settings.sampling.length)
             request = GenerationRequest(
                 model=model,
                 prompt=prompt,

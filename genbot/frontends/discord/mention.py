@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from genbot.errors import GenbotError
-from genbot.frontends.discord.commands import footer_for, subjects_of
+from genbot.frontends.discord.commands import capped_length, footer_for, subjects_of
 from genbot.frontends.discord.streaming import ChannelPages, StreamingReply
 from genbot.frontends.discord.views import StopView
 from genbot.service import GenerationRequest
@@ -34,7 +34,7 @@ async def answer_mention(bot: GenbotBot, message: discord.Message) -> None:
         request = GenerationRequest(
             model=model,
             prompt=prompt,
-            length=admission.remaining_chars,
+            length=capped_length(None, admission.remaining_chars, bot.service.settings.sampling.length),
             frontend="discord",
             user_id=str(message.author.id),
             guild_id=str(guild_id) if guild_id else None,
