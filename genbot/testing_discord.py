@@ -199,6 +199,11 @@ class FakeDiscord:
             data["resolved"] = resolved
         return await self._interaction(2, data, member)
 
+    async def autocomplete(self, name: str, options: list[Json], *, member: Json | None = None) -> InjectedInteraction:
+        """Dispatch an autocomplete request (type 4); mark the option being typed with ``"focused": True``."""
+        data: Json = {"id": str(next(self._ids)), "name": name, "type": 1, "options": options}
+        return await self._interaction(4, data, member)
+
     async def click(self, custom_id: str, message_id: str, *, member: Json | None = None) -> InjectedInteraction:
         """Dispatch a button press (type 3) on a stored message."""
         data = {"custom_id": custom_id, "component_type": 2}

@@ -256,11 +256,17 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(discord_env: None, c
         await service.jobs.worker().run(once=True)
         result = await fake.wait_for(lambda: _channel_message(fake, "finished: alpha v2"), timeout=40)
         corpus = await service.corpus("uploaded")
+        await fake.slash("admin", [{"type": SUBCOMMAND, "name": "retrain", "options": retrain}], member=admin)
+        await fake.wait_for(lambda: _channel_message(fake, "**Job #2**"))
+        Path((await service.jobs.get(2)).args["corpus_path"]).write_bytes(b"\x00\x01binary")  # spoiled after queueing
+        await service.jobs.worker().run(once=True)
+        failed = await fake.wait_for(lambda: _channel_message(fake, "failed: "), timeout=20)
     assert "only .txt files" in ephemeral_text(fake, refused.token)
     assert "Corpus `uploaded` registered" in ephemeral_text(fake, added.token) and corpus.size_bytes == len(corpus_text)
     assert "Queued job #" in str(callbacks(fake, queued.token)[0]["data"])
     assert "succeeded" in status.content and "new version: v2" in status.content
     assert result.files == ["loss.png"]
+    assert "**Job #2** · alpha on `uploaded` · **failed**" in failed.content and "binary" in failed.content
 
 
 def _upload(name: str, attachment: dict[str, object]) -> tuple[list[dict[str, object]], dict[str, object]]:
@@ -339,8 +345,14 @@ def test_genbot_discord_without_a_token_says_how_to_set_it(monkeypatch: pytest.M
     assert "set the DISCORD_TOKEN environment variable" in result.output
 
 
-async def test_commands_sync_with_descriptions_from_docstrings(discord_env: None) -> None:
+async def test_commands_sync_with_descriptions_autocomplete_and_errors_after_the_deferral(
+    discord_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENBOT_SAMPLING__MAX_PROMPT_CHARS", "5")
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        typed = await fake.autocomplete("generate", [{**opt("model", "slo"), "focused": True}, opt("prompt", "")])
+        too_long = await fake.slash("generate", [opt("model", "alpha"), opt("prompt", "hello world")])
+        await fake.wait_for(lambda: callbacks(fake, typed.token) and ephemeral_text(fake, too_long.token))
         synced = fake.calls_to("PUT", r"/applications/\d+/commands$")[0].body
     commands = {c["name"]: c for c in synced}
     assert {"generate", "models", "history", "forget-me", "jobs", "admin"} <= set(commands)
@@ -350,3 +362,7 @@ async def test_commands_sync_with_descriptions_from_docstrings(discord_env: None
     assert options["model"]["autocomplete"] and options["prompt"]["description"] == "text the model continues"
     admin = {o["name"] for o in commands["admin"]["options"]}
     assert {"corpus-add", "retrain", "activate", "rollback", "quota-user", "quota-guild", "cancel"} <= admin
+    answer = callbacks(fake, typed.token)[0]
+    assert answer["type"] == 8 and sorted(c["value"] for c in answer["data"]["choices"]) == ["slow", "slowc"]  # type: ignore[index]
+    assert "the prompt has 11 characters; the limit is 5" in ephemeral_text(fake, too_long.token)
+    assert fake.calls_to("DELETE", rf"/{too_long.token}/messages/@original$")  # no public "thinking…" left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,7 @@ class GenerateCommands(commands.Cog):
             generation = await service.generate(request)
         except BaseException:
             await admission.finish(0)
+            await _drop_thinking(interaction)  # the error handler then answers ephemerally
             raise
         await stream_generation(self.bot, generation, InteractionPages(interaction), interaction.user.id, admission)
 
@@ -199,6 +201,13 @@ def model_embed(entry: GeneratorEntry) -> discord.Embed:
     if entry.status != "loaded":
         embed.add_field(name="status", value=f"failed: {entry.error}"[:1000], inline=False)
     return embed
+
+
+async def _drop_thinking(interaction: discord.Interaction) -> None:
+    """Delete a public "thinking…" reply that will get no text, so only the ephemeral error remains."""
+    if interaction.response.is_done():
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
 
 
 def _clip(text: str, n: int) -> str:
