@@ -129,6 +129,7 @@ def assert_paced(message: FakeMessage, interval: float) -> float:
 
 async def test_generate_defers_at_once_streams_paced_edits_and_splits_long_fenced_output(discord_env: None) -> None:
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        fake.rate_limit_once("PATCH", r"/messages/@original$", retry_after=0.5)  # the first edit: 429
         sent = await fake.slash("generate", [opt("model", "slowc"), opt("prompt", "x"), opt("length", 2500, INTEGER)])
         await fake.wait_for(lambda: callbacks(fake, sent.token))
         defer = fake.calls_to("POST", rf"/{sent.token}/callback")[0]
@@ -366,3 +367,10 @@ async def test_commands_sync_with_descriptions_autocomplete_and_errors_after_the
     assert answer["type"] == 8 and sorted(c["value"] for c in answer["data"]["choices"]) == ["slow", "slowc"]  # type: ignore[index]
     assert "the prompt has 11 characters; the limit is 5" in ephemeral_text(fake, too_long.token)
     assert fake.calls_to("DELETE", rf"/{too_long.token}/messages/@original$")  # no public "thinking…" left
+
+
+def test_a_fence_in_the_output_stays_inside_ours() -> None:
+    from genbot.frontends.discord.streaming import render
+
+    content = render("a ``` b", "c", "-# footer")
+    assert content.startswith("```c\n") and content.count("```") == 2 and content.endswith("```\n-# footer")

@@ -45,7 +45,7 @@ def serve(
     api: Annotated[bool, typer.Option(help="serve the HTTP API ([api] host and port)")] = False,
     discord: Annotated[bool, typer.Option(help="run the Discord bot when DISCORD_TOKEN is set")] = True,
 ) -> None:
-    """Run genbot until Ctrl-C or SIGTERM: job worker and scheduler (front ends join in later releases)."""
+    """Run genbot until Ctrl-C or SIGTERM: job worker, scheduler, the API (--api), the Discord bot (DISCORD_TOKEN)."""
     import torch
 
     from genbot.config import load_settings

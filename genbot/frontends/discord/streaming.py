@@ -22,6 +22,7 @@ from genbot.service import Generation, GenerationResult
 MESSAGE_LIMIT = 2000  # Discord's limit on a message's content
 FOOTER_ROOM = 160  # kept free on every page so the final footer always fits
 EMPTY = "…"  # Discord refuses empty content; shown before the first characters arrive
+ZWSP = "\u200b"
 
 
 class PageSink(Protocol):
@@ -61,8 +62,9 @@ def paginate(text: str, budget: int) -> list[str]:
 def render(page: str, lang: str | None, footer: str = "") -> str:
     """A page as message content: fenced if asked, footer below, never empty."""
     opening, closing = code_fence(lang)
-    body = f"{opening}{page}{closing}" if lang else (page or EMPTY)
-    content = f"{body}\n{footer}" if footer else body
+    # A fence in the output would end ours early; a zero-width space keeps it literal.
+    body = f"{opening}{page.replace('```', '``' + ZWSP + '`')}{closing}" if lang else (page or EMPTY)
+    content = f"{body}\n{footer[: FOOTER_ROOM - 1]}" if footer else body
     return content[:MESSAGE_LIMIT]
 
 
