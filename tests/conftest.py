@@ -65,6 +65,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("GENBOT_") and key != "GENBOT_TEST_DATABASE_URL":
             monkeypatch.delenv(key)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)  # `genbot serve` in a test must never reach Discord
     monkeypatch.setenv("GENBOT_DATA_DIR", str(tmp_path / "data"))
 
 
