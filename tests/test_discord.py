@@ -241,7 +241,10 @@ async def test_quotas_persist_across_a_bot_restart(discord_env: None) -> None:
 # ----- corpora and retraining from chat --------------------------------------------------------
 
 
-async def test_a_corpus_upload_and_a_retrain_run_end_to_end(discord_env: None, corpus_text: str) -> None:
+async def test_a_corpus_upload_and_a_retrain_run_end_to_end(
+    discord_env: None, corpus_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENBOT_VERSIONS__AUTO_ACTIVATE", "always")  # v2 goes live whatever its loss
     admin = FakeDiscord.member("300000000000000002", "bob", admin=True)
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
         bad = fake.attachment("notes.pdf", b"%PDF-1.4", "application/pdf")
@@ -262,12 +265,29 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(discord_env: None, c
         Path((await service.jobs.get(2)).args["corpus_path"]).write_bytes(b"\x00\x01binary")  # spoiled after queueing
         await service.jobs.worker().run(once=True)
         failed = await fake.wait_for(lambda: _channel_message(fake, "failed: "), timeout=20)
+        jobs = await fake.slash("jobs")
+        rollback = await fake.slash("admin", [_sub("rollback", opt("model", "alpha"))], member=admin)
+        await fake.wait_for(lambda: ephemeral_text(fake, rollback.token))
+        activate = await fake.slash(
+            "admin", [_sub("activate", opt("model", "alpha"), opt("version", 2, INTEGER))], member=admin
+        )
+        await fake.wait_for(lambda: ephemeral_text(fake, jobs.token) and ephemeral_text(fake, activate.token))
     assert "only .txt files" in ephemeral_text(fake, refused.token)
     assert "Corpus `uploaded` registered" in ephemeral_text(fake, added.token) and corpus.size_bytes == len(corpus_text)
     assert "Queued job #" in str(callbacks(fake, queued.token)[0]["data"])
     assert "succeeded" in status.content and "new version: v2" in status.content
-    assert result.files == ["loss.png"]
+    assert result.files == ["loss.png"] and "was not activated" not in result.content  # sampled from v2
     assert "**Job #2** · alpha on `uploaded` · **failed**" in failed.content and "binary" in failed.content
+    assert_paced(status, 1.0)
+    listed = ephemeral_text(fake, jobs.token)
+    assert "`#2` alpha on uploaded: failed" in listed and "`#1` alpha on uploaded: succeeded" in listed
+    assert ephemeral_text(fake, rollback.token) == "alpha rolled back to v1."
+    assert ephemeral_text(fake, activate.token) == "alpha v2 is now active."
+
+
+def _sub(name: str, *options: dict[str, object]) -> dict[str, object]:
+    """A subcommand option of a command group."""
+    return {"type": SUBCOMMAND, "name": name, "options": list(options)}
 
 
 def _upload(name: str, attachment: dict[str, object]) -> tuple[list[dict[str, object]], dict[str, object]]:
