@@ -195,17 +195,25 @@ async def test_a_429_with_retry_after_is_honoured(discord_env: None) -> None:
 # ----- permissions and quotas ------------------------------------------------------------------
 
 
-async def test_admin_commands_are_refused_for_non_admins(discord_env: None) -> None:
+async def test_admin_commands_are_refused_for_non_admins(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENBOT_DISCORD__ADMIN_ROLE", FakeDiscord.ADMIN_ROLE_NAME)
+    cancel = [_sub("cancel", opt("job", 99, INTEGER))]
+    manager = FakeDiscord.member("300000000000000002", "bob", admin=True)
+    role_holder = FakeDiscord.member("300000000000000004", "dave", roles=[FakeDiscord.ADMIN_ROLE_ID])
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
-        sent = await fake.slash("admin", [{"type": SUBCOMMAND, "name": "rollback", "options": [opt("model", "alpha")]}])
-        await fake.wait_for(lambda: ephemeral_text(fake, sent.token))
-        admin = fake.member("300000000000000002", "bob", admin=True)
-        allowed = await fake.slash(
-            "admin", [{"type": SUBCOMMAND, "name": "cancel", "options": [opt("job", 99, INTEGER)]}], member=admin
+        refused = await fake.slash("admin", [_sub("rollback", opt("model", "alpha"))])
+        by_permission = await fake.slash("admin", cancel, member=manager)
+        by_role = await fake.slash("admin", cancel, member=role_holder)
+        answered = (refused, by_permission, by_role)
+        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in answered))
+        versions = await service.versions("alpha")
+    refusal = ephemeral_text(fake, refused.token)
+    assert refusal == f"Admin commands need Manage Server or the {FakeDiscord.ADMIN_ROLE_NAME!r} role."
+    assert [v.version for v in versions if v.active] == [1]  # nothing happened
+    for allowed in (by_permission, by_role):
+        assert "99" in ephemeral_text(fake, allowed.token) and "Admin commands need" not in ephemeral_text(
+            fake, allowed.token
         )
-        await fake.wait_for(lambda: ephemeral_text(fake, allowed.token))
-    assert "Admin commands need Manage Server" in ephemeral_text(fake, sent.token)
-    assert "no job" in ephemeral_text(fake, allowed.token).lower() or "99" in ephemeral_text(fake, allowed.token)
 
 
 async def test_quotas_persist_across_a_bot_restart(discord_env: None) -> None:
