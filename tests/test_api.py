@@ -229,3 +229,48 @@ async def test_healthz(api: tuple[str, GenbotService]) -> None:
     async with httpx.AsyncClient(base_url=url) as c:
         body = (await c.get("/healthz")).json()
     assert body == {"status": "ok", "models": ["alpha", "beta"]}
+
+
+async def test_daily_quota_caps_then_refuses_with_429(plugins_dir: Path) -> None:
+    async with api_server(ApiSettings(daily_chars=30)) as (url, service), client(url) as c:
+        first = (await c.post("/v1/generate", json={"model": "alpha", "length": 20})).json()
+        capped = (await c.post("/v1/generate", json={"model": "alpha", "length": 20})).json()
+        refused = await c.post("/v1/generate", json={"model": "alpha", "length": 20})
+        assert (len(first["text"]), len(capped["text"])) == (20, 10)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "30 characters" in refused.json()["error"]["message"]
+        assert (await service.quotas.usage("key", "anonymous")).chars == 30
+
+
+async def test_cancelled_stream_is_charged_what_it_produced(plugins_dir: Path) -> None:
+    req = {"model": "alpha", "length": 5000, "stream": True}
+    async with api_server(ApiSettings(daily_chars=100_000)) as (url, service):
+        async with client(url) as c, c.stream("POST", "/v1/generate", json=req) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: token"):
+                    break
+        [row] = await _wait_for_final(service)
+        used = await _charged(service)
+    assert used == row.chars > 0 and row.status == "cancelled"
+
+
+async def _charged(service: GenbotService) -> int:
+    """Characters charged to the anonymous caller today, once the charge has landed."""
+    for _ in range(100):
+        used = (await service.quotas.usage("key", "anonymous")).chars
+        if used:
+            return used
+        await asyncio.sleep(0.05)
+    return 0
+
+
+async def test_stored_key_quota_overrides_the_default(plugins_dir: Path) -> None:
+    async with api_server() as (url, service):
+        row, key = await service.create_key("limited")
+        await service.quotas.set_quota("key", str(row.id), chars_per_day=15)
+        async with client(url, key) as c:
+            first = (await c.post("/v1/generate", json={"model": "alpha", "length": 50})).json()
+            refused = await c.post("/v1/generate", json={"model": "alpha", "length": 5})
+        async with client(url) as anonymous:  # other callers are not affected
+            assert (await anonymous.post("/v1/generate", json={"model": "alpha", "length": 50})).status_code == 200
+    assert len(first["text"]) == 15 and refused.status_code == 429

@@ -7,6 +7,7 @@ Keys are shown once, at creation; only their sha256 is stored. ``genbot api`` ho
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import typer
@@ -25,20 +26,30 @@ def api(
     port: Annotated[int | None, typer.Option(help="TCP port (default: [api] port)")] = None,
 ) -> None:
     """Serve the HTTP API (native and OpenAI-compatible) until Ctrl-C or SIGTERM."""
-    import torch
-
     from genbot.config import load_settings
     from genbot.frontends.api.app import check_bind
     from genbot.frontends.commands_serve import setup_logging
+    from genbot.runtime import set_torch_threads
 
     settings = load_settings()
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     api_settings = settings.api.model_copy(update=overrides)
     check_bind(api_settings)  # before loading any model: a refused address fails fast
-    torch.set_num_threads(settings.engine.torch_threads)
+    set_torch_threads(settings.engine.torch_threads)
     setup_logging(settings.log_level)
     typer.echo(f"genbot API on http://{api_settings.host}:{api_settings.port} (Ctrl-C to stop)", err=True)
-    asyncio.run(_serve_api(settings, api_settings))
+    run_fast(_serve_api(settings, api_settings))
+
+
+def run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (uvicorn[standard]): its I/O costs the event
+    loop, which shares the GIL with the model's stepping thread, much less CPU than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def _serve_api(settings: Any, api_settings: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -21,6 +22,7 @@ class ApiContext:
     metrics: ApiMetrics
     limiter: RateLimiter
     touched: dict[int, float] = field(default_factory=dict)  # key id → monotonic time of the last last_used write
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # quota charges in flight (kept referenced)
 
     def queue_depth(self) -> float:
         """Streams queued or running across every loaded model."""

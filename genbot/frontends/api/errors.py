@@ -25,6 +25,7 @@ from genbot.errors import (
     GenbotError,
     InvalidRequest,
     NotFound,
+    QuotaExceeded,
     UnknownModel,
 )
 
@@ -32,6 +33,7 @@ log = logging.getLogger("genbot.api")
 
 # Most specific first: UnknownModel is an InvalidRequest.
 _STATUS: list[tuple[type[GenbotError], int, str]] = [
+    (QuotaExceeded, 429, "quota_exceeded"),
     (UnknownModel, 404, "model_not_found"),
     (InvalidRequest, 400, "invalid_request_error"),
     (NotFound, 404, "not_found"),
@@ -107,7 +109,7 @@ def translate(error: GenbotError) -> JSONResponse:
     """The response for one of genbot's own errors."""
     for cls, status, kind in _STATUS:
         if isinstance(error, cls):
-            retry = error.retry_after if isinstance(error, Busy) else None
+            retry = error.retry_after if isinstance(error, Busy | QuotaExceeded) else None
             if status >= 500 and not isinstance(error, Busy):
                 log.error("configuration error while serving a request: %s", error)
             return error_response(status, str(error), kind, retry_after=retry)

@@ -15,6 +15,7 @@ from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
 from genbot.frontends.api.text import Text
+from genbot.frontends.api.usage import start_generation
 from genbot.service import Generation, GenerationRequest, GenerationResult
 
 router = APIRouter(tags=["native"], responses=documented(*COMMON))
@@ -89,7 +90,7 @@ def _entry(entry: Any) -> dict[str, Any]:
 async def generate(body: GenerateBody, ctx: Ctx, who: CallerDep) -> Any:
     """Run one generation; refused up front (400/404/503) if it cannot start."""
     started = time.perf_counter()
-    gen = await ctx.service.generate(to_request(body, who.key_id))
+    gen = await start_generation(ctx, to_request(body, who.key_id), who)
     if body.stream:
         return sse_response(_events(gen, ctx, started))
     text = await collect(gen, ctx, started)

@@ -21,6 +21,7 @@ from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
 from genbot.frontends.api.text import Text
+from genbot.frontends.api.usage import start_generation
 from genbot.service import Generation, GenerationRequest, GenerationResult
 
 router = APIRouter(tags=["openai"], responses=documented(*COMMON))
@@ -116,7 +117,7 @@ async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue ``prompt``; ``stream: true`` answers with ``data:`` chunks ending in ``[DONE]``."""
     prompt = _one_prompt(body.prompt)
     started = time.perf_counter()
-    gen = await ctx.service.generate(_request(body, prompt, body.max_tokens, who.key_id))
+    gen = await start_generation(ctx, _request(body, prompt, body.max_tokens, who.key_id), who)
     if body.stream:
         return sse_response(_stream(gen, ctx, started, chat=False))
     text = await collect(gen, ctx, started)
@@ -135,7 +136,7 @@ async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     prompt = body.prompt()
     started = time.perf_counter()
     length = body.max_completion_tokens or body.max_tokens
-    gen = await ctx.service.generate(_request(body, prompt, length, who.key_id))
+    gen = await start_generation(ctx, _request(body, prompt, length, who.key_id), who)
     if body.stream:
         return sse_response(_stream(gen, ctx, started, chat=True))
     text = await collect(gen, ctx, started)

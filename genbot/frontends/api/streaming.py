@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -13,6 +14,10 @@ from fastapi.responses import StreamingResponse
 from genbot.frontends.api.context import ApiContext
 from genbot.service import Generation
 
+# After sending a chunk, let characters gather this long before the next: the engine can wake a
+# reader every 5 ms, and one SSE event per stream per wake-up costs server and client more CPU
+# (JSON, framing, syscalls) than the model steps at 64 streams. 50 ms still reads as live typing.
+EVENT_INTERVAL_S = 0.05
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer a stream
 
 
@@ -27,6 +32,8 @@ async def text_chunks(gen: Generation, ctx: ApiContext, started: float) -> Async
                 first = False
             ctx.metrics.chars.labels(gen.model).inc(len(chunk))
             yield chunk
+            if not gen.stream.done:
+                await asyncio.sleep(EVENT_INTERVAL_S)
     finally:
         ctx.metrics.active_streams.dec()
         # Reached early only when the client went away (or the server stops): stop stepping it.

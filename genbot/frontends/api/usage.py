@@ -1,0 +1,55 @@
+"""Daily character quotas of API keys (scope "key"), through the shared quota policy.
+
+A request is admitted before it starts (``QuotaExceeded`` → 429 with Retry-After), its length is
+capped at what the key has left today, and the characters it produced are charged when it ends —
+however it ends: completed, cancelled by a client that left, or failed. The counts live in the
+database, so several API replicas share them. Usage is recorded for keys that have a limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from genbot.frontends.api.auth import Caller
+from genbot.frontends.api.context import ApiContext
+from genbot.quotas import Admission, Limits, Subject
+from genbot.service import Generation, GenerationRequest
+
+
+async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Caller) -> Generation:
+    """Admit ``who`` under its quota, then start the generation; its characters are charged when it ends."""
+    subject = Subject("key", who.key_id, Limits(chars_per_day=ctx.settings.daily_chars or None))
+    limits = await ctx.service.quotas.limits(subject)
+    if not (limits.chars_per_day or limits.concurrent or limits.cooldown_s):
+        # No limit to enforce: skip the two usage writes per request (they queue behind every
+        # other write on SQLite and would sit between the request and its first character).
+        return await ctx.service.generate(request)
+    admission = await ctx.service.quotas.admit([subject])
+    try:
+        gen = await ctx.service.generate(_capped(ctx, request, admission.remaining_chars))
+    except BaseException:
+        await admission.finish(0)  # refused before anything ran: nothing to charge
+        raise
+    charge = asyncio.create_task(_charge_when_done(gen, admission), name=f"genbot-api-charge-{gen.id}")
+    ctx.background.add(charge)
+    charge.add_done_callback(ctx.background.discard)
+    return gen
+
+
+def _capped(ctx: ApiContext, request: GenerationRequest, remaining: int | None) -> GenerationRequest:
+    """``request`` with its length cut to the characters the key has left today."""
+    if remaining is None:
+        return request
+    wanted = request.length if request.length is not None else ctx.service.settings.sampling.length
+    return dataclasses.replace(request, length=max(1, min(wanted, remaining)))
+
+
+async def _charge_when_done(gen: Generation, admission: Admission) -> None:
+    """Charge the characters generated once the row is written."""
+    try:
+        result = await gen.result()
+        chars = len(result.output)
+    except Exception:
+        chars = len(gen.stream.output)
+    await admission.finish(chars)
