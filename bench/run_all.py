@@ -1,6 +1,6 @@
 """Run every genbot benchmark in sequence and collect their verdicts in one markdown table.
 
-Runs ``train_throughput``, ``sample_throughput``, ``quality`` and ``service_throughput`` one
+Runs ``train_throughput``, ``sample_throughput``, ``quality``, ``service_throughput`` and ``api_throughput`` one
 after the other (never concurrently: they would steal each other's cores), each as its own
 process, then prints a table of what / genbot / raw / ratio / target / PASS-MISS ready to paste
 into the README and writes it to ``bench/results/summary.md``. Each bench also leaves its full
@@ -25,7 +25,7 @@ from typing import Any
 
 import benchlib as bl
 
-BENCHES = ("train_throughput", "sample_throughput", "quality", "service_throughput")
+BENCHES = ("train_throughput", "sample_throughput", "quality", "service_throughput", "api_throughput")
 HERE = Path(__file__).resolve().parent
 
 

@@ -63,6 +63,21 @@ def test_genbot_api_serves_until_sigterm(plugins_dir: Path) -> None:
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
 
 
+@pytest.mark.slow
+def test_genbot_serve_runs_the_api_beside_the_worker(plugins_dir: Path) -> None:
+    port = free_port()
+    env = os.environ | {"GENBOT_API__PORT": str(port), "GENBOT_JOBS__POLL_SECONDS": "0.2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genbot", "serve", "--api"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert _wait_json(f"http://127.0.0.1:{port}/healthz", proc)["status"] == "ok"
+        assert 'genbot_jobs{state="running"}' in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+
+
 def _wait_json(url: str, proc: subprocess.Popen[str], timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -98,6 +98,7 @@ def keys_list(json_out: Annotated[bool, typer.Option("--json", help="JSON lines"
 
 
 def _key_json(row: Any) -> dict[str, Any]:
+    """A key as one JSON object (never the secret: it is not stored)."""
     return {
         "name": row.name,
         "prefix": row.prefix,

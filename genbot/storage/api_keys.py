@@ -95,6 +95,7 @@ async def touch_key(db: Database, key_id: int, when: datetime | None = None) -> 
 
 
 def _to_row(row: ApiKey) -> ApiKeyRow:
+    """A detached copy of an ORM row."""
     return ApiKeyRow(
         id=row.id,
         name=row.name,

@@ -33,6 +33,7 @@ def plain(row: Any) -> dict[str, Any]:
 
 
 def _json(value: Any) -> Any:
+    """Datetimes as ISO text, enums as their values, the rest as is."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):

@@ -82,6 +82,7 @@ def check_bind(settings: ApiSettings) -> None:
 
 
 def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (a host name other than localhost counts as public)."""
     if host == "localhost":
         return True
     try:

@@ -51,6 +51,7 @@ async def admin_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:
 
 
 async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """The caller named by the Bearer key, or the anonymous local caller when keys are optional."""
     if credentials is None or not credentials.credentials:
         if ctx.settings.require_keys:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error")

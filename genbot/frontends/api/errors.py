@@ -126,11 +126,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _on_genbot_error(_request: Request, exc: Exception) -> JSONResponse:
+    """genbot's own errors → their status."""
     assert isinstance(exc, GenbotError)
     return translate(exc)
 
 
 async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Auth, limit and cap refusals → their status (401 names the Bearer scheme)."""
     assert isinstance(exc, ApiError)
     response = error_response(exc.status, exc.message, exc.kind, retry_after=exc.retry_after)
     if exc.status == 401:
@@ -139,6 +141,7 @@ async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Schema mismatches → 422 naming the first bad field."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
@@ -152,6 +155,7 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
 
 
 async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (404 route, 405 method, 413 body) as JSON."""
     assert isinstance(exc, StarletteHTTPException)
     kind = {404: "not_found", 413: "request_too_large"}.get(exc.status_code, "invalid_request_error")
     response = error_response(exc.status_code, str(exc.detail), kind)
@@ -161,5 +165,6 @@ async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: log the traceback, answer a JSON 500 without details."""
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error (logged on the server)", "server_error")

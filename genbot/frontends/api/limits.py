@@ -99,6 +99,7 @@ class BodySizeLimit:
 
 
 def _content_length(scope: Scope) -> int | None:
+    """The declared Content-Length, or None (absent or not a number)."""
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             try:
@@ -109,4 +110,5 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def _too_large(limit: int) -> ASGIApp:
+    """The 413 response for a body over ``limit``."""
     return error_response(413, f"request body is larger than the limit of {limit:,} bytes", "request_too_large")

@@ -77,6 +77,7 @@ async def generators(ctx: Ctx, who: CallerDep) -> dict[str, Any]:
 
 
 def _entry(entry: Any) -> dict[str, Any]:
+    """A registry entry as JSON: name, status, error, source and card."""
     card = entry.card.model_dump(mode="json") if entry.card else None
     return {"name": entry.name, "status": entry.status, "error": entry.error, "source": entry.source, "card": card}
 
@@ -110,6 +111,7 @@ async def _events(gen: Generation, ctx: ApiContext, started: float) -> AsyncGene
 
 
 def _result(gen: Generation, result: GenerationResult, text: str | None) -> GenerateResult:
+    """The response for a finished generation (``text`` None: the stored output)."""
     params = gen.params
     return GenerateResult(
         id=result.id,
@@ -147,6 +149,7 @@ async def generations(
 
 
 def _row(row: Any) -> dict[str, Any]:
+    """A stored generation as JSON (who made it is left out: it is the caller)."""
     fields = (
         "id", "created_at", "finished_at", "model", "model_version", "prompt", "output", "temperature", "top_k",
         "top_p", "max_length", "seed", "stop", "chars", "time_to_first_char_ms", "duration_ms", "status", "error",

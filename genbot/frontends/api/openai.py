@@ -91,6 +91,7 @@ class ChatBody(_Sampling):
 
 
 def _storable(text: str) -> str:
+    """A chat message text the database can store, else InvalidRequest."""
     from genbot.frontends.api.text import storable
 
     try:
@@ -146,6 +147,7 @@ async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
 
 
 def _one_prompt(prompt: str | list[str]) -> str:
+    """The single prompt of a completion request (a one-element list is accepted)."""
     if isinstance(prompt, str):
         return prompt
     if len(prompt) != 1:
@@ -154,6 +156,7 @@ def _one_prompt(prompt: str | list[str]) -> str:
 
 
 def _request(body: _Sampling, prompt: str, length: int | None, key_id: str) -> GenerationRequest:
+    """The service request for an OpenAI-style body."""
     return GenerationRequest(
         model=body.model,
         prompt=prompt,
@@ -191,6 +194,7 @@ def _finish(result: GenerationResult) -> str:
 
 
 def _chunk(gen: Generation, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    """One OpenAI response object (or stream chunk) around ``choice``."""
     return {
         "id": _id(gen, kind),
         "object": kind,
@@ -202,11 +206,13 @@ def _chunk(gen: Generation, kind: str, choice: dict[str, Any]) -> dict[str, Any]
 
 
 def _envelope(gen: Generation, kind: str, choice: dict[str, Any], prompt_chars: int, chars: int) -> dict[str, Any]:
+    """A complete OpenAI response with usage counted in characters."""
     usage = {"prompt_tokens": prompt_chars, "completion_tokens": chars, "total_tokens": prompt_chars + chars}
     return _chunk(gen, kind, choice) | {"usage": usage}
 
 
 def _id(gen: Generation, kind: str) -> str:
+    """OpenAI-style id built from the stored generation id."""
     return f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{gen.id}"
 
 
