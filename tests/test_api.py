@@ -274,3 +274,21 @@ async def test_stored_key_quota_overrides_the_default(plugins_dir: Path) -> None
         async with client(url) as anonymous:  # other callers are not affected
             assert (await anonymous.post("/v1/generate", json={"model": "alpha", "length": 50})).status_code == 200
     assert len(first["text"]) == 15 and refused.status_code == 429
+
+
+async def test_uploads_have_their_own_cap(plugins_dir: Path, corpus_text: str) -> None:
+    settings = ApiSettings(max_body_bytes=100, max_upload_bytes=len(corpus_text.encode()) + 10)
+    async with api_server(settings) as (url, _), client(url) as c:
+        fits = await c.put("/v1/admin/corpora/plays", content=corpus_text.encode())
+        too_big = await c.put("/v1/admin/corpora/more", content=corpus_text.encode() * 2)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield corpus_text.encode()
+
+        chunked = await c.put("/v1/admin/corpora/chunked", content=chunks())
+        listed = (await c.get("/v1/admin/corpora")).json()["corpora"]
+    assert fits.status_code == 201, fits.text
+    for response in (too_big, chunked):
+        assert response.status_code == 413 and "bytes" in response.json()["error"]["message"]
+    assert [x["name"] for x in listed] == ["plays"]
