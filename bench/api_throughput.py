@@ -193,15 +193,28 @@ async def measure(a: argparse.Namespace, settings: Any, plugins_dir: Path, model
         ):
             await in_process(service, model, a.clients, 1.0, a.length, Tally())  # warm-up: threads, DB, kernels
             await over_http(http, model, a.clients, 1.0, a.length, Tally())
+            before = await server_ttfc(http)
             for i in range(a.repeats):
                 bl.say(f"[{i + 1}/{a.repeats}] {a.clients} clients for {a.seconds:g} s in-process, then over HTTP …")
                 rates["in_process"].append(await in_process(service, model, a.clients, a.seconds, a.length, local))
                 rates["http"].append(await over_http(http, model, a.clients, a.seconds, a.length, remote))
+            after = await server_ttfc(http)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     stored = await stored_check(settings, remote)
-    return {"rates": rates, "local": local, "remote": remote, "stored": stored}
+    server_mean = (after[0] - before[0]) / (after[1] - before[1]) * 1000 if after[1] > before[1] else None
+    return {"rates": rates, "local": local, "remote": remote, "stored": stored, "server_ttfc_ms": server_mean}
+
+
+async def server_ttfc(http: Any) -> tuple[float, float]:
+    """The server's own time-to-first-char histogram: (sum of seconds, count), from /metrics."""
+    values = {"sum": 0.0, "count": 0.0}
+    for line in (await http.get("/metrics")).text.splitlines():
+        for kind in values:
+            if line.startswith(f"genbot_time_to_first_char_seconds_{kind}"):
+                values[kind] += float(line.rsplit(" ", 1)[1])
+    return values["sum"], values["count"]
 
 
 def rows_for(r: dict[str, Any], clients: int) -> list[bl.Row]:
@@ -222,6 +235,7 @@ def rows_for(r: dict[str, Any], clients: int) -> list[bl.Row]:
         ),
         bl.Row("time to first token, p50 (HTTP vs in-process)", *p50, "ms"),
         bl.Row("time to first token, p95 (HTTP vs in-process)", *p95, "ms"),
+        bl.Row("time to first char inside the server (handler → first char), mean", r["server_ttfc_ms"], None, "ms"),
         bl.Row("errors over HTTP (non-200, error events, broken streams)", len(remote.errors), None, "", "value<=", 0),
         bl.Row("completed requests not stored exactly once with their text", bad_rows, None, "", "value<=", 0),
     ]
