@@ -74,6 +74,16 @@ async def test_chat_uses_last_user_message(oai: tuple[openai.AsyncOpenAI, Genbot
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == reply.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason == "length"
+    counted = await c.chat.completions.create(
+        model="alpha",
+        messages=messages,
+        max_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
+    )
+    last = [chunk async for chunk in counted][-1]
+    assert last.choices == [] and last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (6, 20)
 
 
 async def test_errors_come_back_as_openai_errors(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:

@@ -30,6 +30,14 @@ _FINISH = {"completed": "length", "cancelled": "stop", "failed": "stop"}
 MAX_STOPS = 4  # OpenAI's own limit
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``: ``include_usage`` adds a last chunk with the usage."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class _Sampling(BaseModel):
     """Fields completions and chat completions share."""
 
@@ -42,6 +50,7 @@ class _Sampling(BaseModel):
     stop: Text | list[Text] | None = Field(None, description="A string or up to 4 strings that end generation.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     user: str | None = Field(None, max_length=256)
 
@@ -120,7 +129,7 @@ async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
     started = time.perf_counter()
     gen = await start_generation(ctx, _request(body, prompt, body.max_tokens, who.key_id), who)
     if body.stream:
-        return sse_response(_stream(gen, ctx, started, chat=False))
+        return sse_response(_stream(gen, ctx, started, chat=False, usage=_wants_usage(body)))
     text = await collect(gen, ctx, started)
     result = await gen.result()
     choice = {"text": (prompt if body.echo else "") + text, "index": 0, "logprobs": None}
@@ -139,7 +148,7 @@ async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     length = body.max_completion_tokens or body.max_tokens
     gen = await start_generation(ctx, _request(body, prompt, length, who.key_id), who)
     if body.stream:
-        return sse_response(_stream(gen, ctx, started, chat=True))
+        return sse_response(_stream(gen, ctx, started, chat=True, usage=_wants_usage(body)))
     text = await collect(gen, ctx, started)
     result = await gen.result()
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None}
@@ -170,8 +179,15 @@ def _request(body: _Sampling, prompt: str, length: int | None, key_id: str) -> G
     )
 
 
-async def _stream(gen: Generation, ctx: ApiContext, started: float, *, chat: bool) -> AsyncGenerator[str, None]:
-    """OpenAI chunks: text deltas, a last chunk with finish_reason, then ``[DONE]``."""
+def _wants_usage(body: _Sampling) -> bool:
+    """Whether the client asked for a usage chunk at the end of the stream."""
+    return body.stream_options is not None and body.stream_options.include_usage
+
+
+async def _stream(
+    gen: Generation, ctx: ApiContext, started: float, *, chat: bool, usage: bool
+) -> AsyncGenerator[str, None]:
+    """OpenAI chunks: text deltas, a last chunk with finish_reason, the usage if asked, then ``[DONE]``."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     first = True
     async with contextlib.aclosing(text_chunks(gen, ctx, started)) as chunks:
@@ -185,6 +201,9 @@ async def _stream(gen: Generation, ctx: ApiContext, started: float, *, chat: boo
         yield sse(error_body(result.stats.error or "generation failed", "server_error"))
     last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
     yield sse(_chunk(gen, kind, last | {"finish_reason": _finish(result)}))
+    if usage:
+        counted = _envelope(gen, kind, {}, len(gen.stream.prompt), len(result.output))
+        yield sse(counted | {"choices": []})
     yield sse("[DONE]")
 
 
