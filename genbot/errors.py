@@ -8,6 +8,7 @@ escapes is a bug.
     ├── ConfigError          bad or unknown configuration
     ├── InvalidRequest       a caller's parameters make no sense (length, temperature, …)
     │   ├── UnknownModel     no loaded generator by that name
+    │   ├── ImageError       an image that is not an image, truncated, a decompression bomb or too large
     │   └── QuotaExceeded    a user/guild/key is over its quota or cooling down; ``retry_after`` s
     ├── CorpusError          empty, binary, non-UTF-8 or too-short training text
     ├── CheckpointError      a model folder is corrupt, mismatched or unreadable
@@ -38,6 +39,10 @@ class UnknownModel(InvalidRequest):
         known = ", ".join(sorted(available or [])) or "none"
         super().__init__(f"unknown model {name!r} (available: {known})")
         self.name = name
+
+
+class ImageError(InvalidRequest):
+    """An image cannot be read safely: not an image, truncated, a decompression bomb or too large."""
 
 
 class QuotaExceeded(InvalidRequest):

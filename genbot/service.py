@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from genbot.config import Settings
 from genbot.engine.batching import GenerationEngine
+from genbot.engine.captions import CaptionResult, captioner_of, check_params, pick_seed, run_caption
 from genbot.engine.memory import limit_malloc_arenas
 from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry, prepare
 from genbot.engine.sampling import SamplingParams
@@ -206,6 +208,8 @@ class GenbotService:
         if len(req.prompt) > limit:
             raise InvalidRequest(f"the prompt has {len(req.prompt):,} characters; the limit is {limit:,}")
         entry = self._registry.get(req.model)
+        if entry.card is not None and entry.card.kind == "captioner":
+            raise InvalidRequest(f"model {entry.name!r} describes images: send an image to caption instead")
         params = self.params_for(entry, req).with_seed()
         assert entry.loaded is not None  # get() only returns loaded entries
         stream = self.engine.submit(entry.loaded, req.prompt, params)
@@ -241,6 +245,47 @@ class GenbotService:
             error=stats.error,
         )
         return GenerationResult(row_id, status, output, stats)
+
+    async def caption(
+        self,
+        model: str,
+        image: bytes,
+        *,
+        beam: int = 3,
+        temperature: float | None = None,
+        seed: int | None = None,
+        count: int = 3,
+        frontend: str = "cli",
+        user_id: str | None = None,
+        guild_id: str | None = None,
+        channel_id: str | None = None,
+        api_key_id: str | None = None,
+    ) -> CaptionResult:
+        """Describe an image (encoded bytes): beam search, or sampling when ``temperature`` is set; stores a row.
+
+        Raises InvalidRequest (bad parameters, a text model), UnknownModel or ImageError before anything is stored.
+        """
+        entry = self._registry.get(model)
+        loaded = captioner_of(entry)
+        check_params(beam, temperature, count, self.settings.sampling.max_temperature)
+        seed = pick_seed(temperature, seed)
+        started = time.perf_counter()
+        # Decoding the image and running the CNN + beam search is blocking torch work.
+        described, captions = await asyncio.to_thread(run_caption, loaded, image, beam, temperature, seed, count)
+        duration_ms = (time.perf_counter() - started) * 1e3
+        version = entry.card.version if entry.card else 1
+        row = NewGeneration(
+            model=entry.name, model_version=version, prompt=described, temperature=temperature or 0.0,
+            max_length=loaded.captioner.config.max_words, seed=seed, frontend=frontend, user_id=user_id,
+            guild_id=guild_id, channel_id=channel_id, api_key_id=api_key_id,
+        )  # fmt: skip
+        row_id = await repository.start_generation(self._db, row)
+        text = captions[0].text if captions else ""
+        await repository.finish_generation(self._db, row_id, text, "completed", len(text), None, duration_ms)
+        method = "beam" if temperature is None else "sample"
+        return CaptionResult(
+            row_id, entry.name, version, described, method, beam, temperature, seed, captions, duration_ms
+        )
 
     # ----- models, history, privacy ----------------------------------------------------------
 

@@ -48,6 +48,7 @@ def main() -> None:
     # Importing these modules registers their commands.
     from genbot.frontends import (  # noqa: F401
         commands_api,
+        commands_caption,
         commands_corpus,
         commands_discord,
         commands_inspect,

@@ -30,8 +30,11 @@ def resolve_model_dir(model: str) -> Path:
 @app.command()
 @friendly_errors
 def train(
-    corpus: Annotated[Path, typer.Option(help="UTF-8 text file to train on")],
+    corpus: Annotated[Path, typer.Option(help="UTF-8 text file to train on (captioner: see genbot train captioner)")],
     out: Annotated[Path, typer.Option(help="output model folder (best checkpoint + resume state)")],
+    kind: Annotated[
+        str, typer.Argument(help="charrnn, or captioner (CORPUS: captions folder or name, or synthetic)")
+    ] = "charrnn",
     from_model: Annotated[str, typer.Option("--from", help="fine-tune this model folder or plugin")] = "",
     cell: Annotated[str, typer.Option(help="rnn | lstm | gru")] = "lstm",
     layers: Annotated[int, typer.Option(help="recurrent layers")] = 2,
@@ -58,7 +61,16 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint if present")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON-lines progress and summary")] = False,
 ) -> None:
-    """Train a char-RNN on a corpus (or fine-tune one with --from)."""
+    """Train a char-RNN on a corpus (or fine-tune one with --from); ``genbot train captioner`` trains a captioner."""
+    if kind == "captioner":
+        from genbot.frontends.commands_caption import train_captioner_command
+
+        # The captioner keeps its own architecture defaults; the shared options it reads are these.
+        return train_captioner_command(
+            str(corpus), out, steps, seconds, batch, lr, threads, seed, name, eval_every, as_json
+        )
+    if kind != "charrnn":
+        raise InvalidRequest(f"unknown model kind {kind!r} (choose charrnn or captioner)")
     from genbot.training.trainer import TrainConfig
     from genbot.training.trainer import train as run_training
 
@@ -101,8 +113,13 @@ def eval_cmd(
     from genbot.training.data import read_corpus
     from genbot.training.evaluate import evaluate_text
 
+    folder = resolve_model_dir(model)
+    if _is_captioner(folder):
+        from genbot.frontends.commands_caption import eval_captioner_command
+
+        return eval_captioner_command(folder, str(corpus), threads, as_json)
     set_torch_threads(threads)
-    loaded = load_model(resolve_model_dir(model))
+    loaded = load_model(folder)
     report: dict[str, Any] = evaluate_text(loaded.model, loaded.vocab, read_corpus(corpus), iters)
     report["model"] = loaded.card.name
     if as_json:
@@ -110,6 +127,14 @@ def eval_cmd(
         return
     for key, value in report.items():
         typer.echo(f"{key:>18}: {value}")
+
+
+def _is_captioner(folder: Path) -> bool:
+    """Whether a model folder's card says it is a captioner."""
+    from genbot.models.card import ModelCard
+    from genbot.models.checkpoint import CARD_FILE
+
+    return ModelCard.read(folder / CARD_FILE).kind == "captioner"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,7 @@ commands:
   /inspect [--find FEATURE] [--layer L] [--unit U] [--kind K] [--surprise] [--gates] TEXT
                     colour TEXT by a unit's activation (or find the unit tracking FEATURE:
                     quotes, line-position, bracket-depth, comment, math, env-depth); writes PNG + HTML
+  /caption PATH     describe an image file with the captioner (beam search; sampled with /temp > 0)
   /help             this help                   /quit          leave (or Ctrl-D)
 Any other line is a prompt; "\\n" in it stands for a newline. Ctrl-C stops a generation."""
 
@@ -61,7 +62,7 @@ class Repl:
             "/use": self._use, "/models": self._models, "/temp": self._temp, "/len": self._len,
             "/topk": self._topk, "/topp": self._topp, "/seed": self._seed, "/stop": self._stop,
             "/settings": self._settings, "/history": self._history, "/help": self._help,
-            "/inspect": self._inspect,
+            "/inspect": self._inspect, "/caption": self._caption,
         }  # fmt: skip
 
     async def run(self, lines: AsyncIterator[str]) -> None:
@@ -186,6 +187,38 @@ class Repl:
             self.say(line)
         for path in paths:
             self.say(f"wrote {path}")
+
+    async def _caption(self, arg: str) -> None:
+        if not arg:
+            raise InvalidRequest("/caption needs the path of an image file")
+        path = Path(arg).expanduser()
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as e:
+            raise InvalidRequest(f"{path}: cannot read the file ({e.strerror or e})") from e
+        s = self.state
+        sampled = s.temperature if s.temperature else None  # /temp 0 (argmax) or unset: beam search
+        result = await self.service.caption(
+            _captioner_for(self.service, s.model),
+            data,
+            temperature=sampled,
+            seed=s.seed,
+            frontend="repl",
+            user_id=self.user,
+        )
+        for c in result.captions:
+            self.say(f"{c.logprob:8.3f}  {c.text}")
+        self.say(
+            f"[{result.model} v{result.version} · {result.method} · {result.image} · {result.duration_ms:,.0f} ms]"
+        )
+
+
+def _captioner_for(service: GenbotService, current: str) -> str:
+    """The current model if it is a captioner, else the first loaded captioner."""
+    captioners = [e.name for e in service.models() if e.status == "loaded" and e.card and e.card.kind == "captioner"]
+    if not captioners:
+        raise InvalidRequest("no captioner is loaded")
+    return current if current in captioners else captioners[0]
 
 
 _INSPECT_INTS = {"--layer": "layer", "--unit": "unit", "--top": "top_k"}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genbot.errors import CheckpointError
 
@@ -28,6 +28,16 @@ class Architecture(_Strict):
     embedding: int = Field(64, ge=1)
     vocab_size: int = Field(ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class Encoder(_Strict):
+    """A captioner's image encoder (``kind = "captioner"`` cards only); sizes must match the weights."""
+
+    kind: Literal["small-cnn"] = "small-cnn"
+    image_size: int = Field(64, ge=1)
+    channels: list[int] = Field(min_length=1)
+    feature: int = Field(ge=1)
+    max_words: int = Field(20, ge=1)
 
 
 class Weights(_Strict):
@@ -54,15 +64,22 @@ class ModelCard(_Strict):
 
     name: str
     description: str = ""
-    kind: Literal["charrnn"] = "charrnn"
+    kind: Literal["charrnn", "captioner"] = "charrnn"
     version: int = Field(1, ge=1)
     corpus: str = ""
     licence: str = ""
-    architecture: Architecture
+    architecture: Architecture  # a captioner's decoder
+    encoder: Encoder | None = None  # a captioner's image encoder
     weights: Weights
     sampling: SamplingDefaults = SamplingDefaults()
     metrics: dict[str, float] = {}
     training: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _captioner_has_encoder(self) -> ModelCard:
+        if (self.kind == "captioner") != (self.encoder is not None):
+            raise ValueError("a captioner card needs an [encoder] section, and only a captioner has one")
+        return self
 
     @classmethod
     def read(cls, path: Path) -> ModelCard:

@@ -98,6 +98,8 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedModel:
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a model folder")
     card = ModelCard.read(folder / CARD_FILE)
+    if card.kind != "charrnn":
+        raise CheckpointError(f"{folder}: holds a {card.kind} model, not a text model (its plugin loads it)")
     vocab = Vocab.load(folder / VOCAB_FILE)
     if len(vocab) != card.architecture.vocab_size:
         raise CheckpointError(

@@ -1,0 +1,15 @@
+"""Bundled image captioner: registers this folder with the captioner loader (CNN encoder + LSTM decoder)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from genbot.hookspecs import GeneratorSpec, hookimpl
+from genbot.models.captioner_checkpoint import load_captioner
+
+
+@hookimpl
+def register_generators(register: Callable[[GeneratorSpec | Path], None]) -> None:
+    """Offer this folder, loaded by ``load_captioner``."""
+    register(GeneratorSpec(Path(__file__).resolve().parent, loader=load_captioner))
