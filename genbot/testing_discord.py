@@ -4,8 +4,9 @@ It speaks just enough of Discord's API for genbot's bot: the gateway websocket (
 text frames: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeats, and INTERACTION_CREATE /
 MESSAGE_CREATE dispatches a test injects) and the REST routes the bot calls (login, command
 sync, interaction callbacks, webhook follow-ups and edits, channel messages, attachment
-downloads). Every REST call is recorded with its arrival time, and a route can be made to answer
-429 with ``retry_after`` once, as Discord's rate limiter does.
+downloads). Every REST call is recorded with its arrival time and the bytes of any file it
+uploaded, and a route can be made to answer 429 with ``retry_after`` once, as Discord's rate
+limiter does.
 
 Usage::
 
@@ -53,6 +54,7 @@ class RecordedCall:
     body: Any
     status: int = 200
     files: list[str] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)  # uploaded file name → its bytes
 
 
 @dataclass
@@ -388,8 +390,9 @@ class FakeDiscord:
         """Record the call, apply an injected 429, then route it."""
         at = time.monotonic()
         path = "/" + request.match_info["tail"]
-        body, files = await _read_body(request)
-        call = RecordedCall(at, request.method, path, body, files=files)
+        body, uploads = await _read_body(request)
+        files = [name for name, _ in uploads]
+        call = RecordedCall(at, request.method, path, body, files=files, uploads=dict(uploads))
         self.calls.append(call)
         limited = self._take_ratelimit(request.method, path)
         if limited is not None:
@@ -588,18 +591,17 @@ def _apply(msg: FakeMessage, body: Json, files: list[str]) -> None:
         msg.files.extend(files)
 
 
-async def _read_body(request: web.Request) -> tuple[Any, list[str]]:
-    """The JSON body (or the payload_json part of a multipart body) and any uploaded file names."""
+async def _read_body(request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:
+    """The JSON body (or the payload_json part of a multipart body) and any uploaded files (name, bytes)."""
     if request.content_type.startswith("multipart/"):
         body: Any = {}
-        files: list[str] = []
+        files: list[tuple[str, bytes]] = []
         reader = await request.multipart()
         async for part in reader:
             if part.name == "payload_json":  # type: ignore[union-attr]
                 body = json.loads(await part.text())  # type: ignore[union-attr]
             elif part.filename:  # type: ignore[union-attr]
-                files.append(part.filename)  # type: ignore[union-attr]
-                await part.read()  # type: ignore[union-attr]
+                files.append((part.filename, bytes(await part.read())))  # type: ignore[union-attr]
         return body, files
     raw = await request.read()
     return (json.loads(raw) if raw else None), []

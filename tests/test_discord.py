@@ -20,6 +20,7 @@ import torch
 from genbot.config import load_settings
 from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.discord import GenbotBot
+from genbot.frontends.discord.inspect import MAX_INSPECTIONS, InspectCommands
 from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
 from genbot.models.card import SamplingDefaults
 from genbot.models.vocab import Vocab
@@ -402,3 +403,49 @@ def test_a_fence_in_the_output_stays_inside_ours() -> None:
 
     content = render("a ``` b", "c", "-# footer")
     assert content.startswith("```c\n") and content.count("```") == 2 and content.endswith("```\n-# footer")
+
+
+# ----- /inspect ---------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+async def test_inspect_defers_then_uploads_the_png_with_a_summary(discord_env: None, corpus_text: str) -> None:
+    text = corpus_text[:600]
+    options = [opt("model", "alpha"), opt("text", text), opt("find", "line-position")]
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        sent = await fake.slash("inspect", options)
+        reply = await fake.wait_for(lambda: fake.followups(sent), timeout=30)
+        synced = fake.calls_to("PUT", r"/applications/\d+/commands$")[0].body
+    assert callbacks(fake, sent.token)[0]["type"] == 5  # deferred first: tracing takes a while
+    [upload] = fake.calls_to("POST", rf"/webhooks/\d+/{sent.token}$")
+    [(name, png)] = upload.uploads.items()
+    assert name.startswith("alpha-L") and name.endswith(".png") and png.startswith(PNG_SIGNATURE)
+    content = reply[0].content
+    assert len(content) <= 2000 and not upload.body.get("flags", 0) & 64
+    assert "units tracking line-position" in content and "showing layer" in content and "(found)" in content
+    inspect = {c["name"]: c for c in synced}["inspect"]
+    options_synced = {o["name"]: o for o in inspect["options"]}
+    assert options_synced["text"]["max_length"] == 2000 and options_synced["model"]["autocomplete"]
+    assert {c["value"] for c in options_synced["find"]["choices"]} >= {"quotes", "bracket-depth", "comment"}
+
+
+async def test_inspect_errors_are_ephemeral_and_leave_no_thinking_reply(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service) as bot:
+        bad_unit = await fake.slash("inspect", [opt("model", "alpha"), opt("text", "ROMEO: hi"), opt("unit", 999, 4)])
+        unknown = await fake.slash("inspect", [opt("model", "nope"), opt("text", "ROMEO: hi")])
+        too_long = await fake.slash("inspect", [opt("model", "alpha"), opt("text", "a" * 2001)])
+        asked = (bad_unit, unknown, too_long)
+        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in asked))
+        cog = bot.get_cog("InspectCommands")
+        assert isinstance(cog, InspectCommands)
+        for _ in range(MAX_INSPECTIONS):  # every slot taken: the next one is refused, not queued
+            await cog.slots.acquire()
+        busy = await fake.slash("inspect", [opt("model", "alpha"), opt("text", "ROMEO: hi")])
+        await fake.wait_for(lambda: ephemeral_text(fake, busy.token))
+    assert "inspections are running" in ephemeral_text(fake, busy.token)
+    assert "unit must be 0..31 for this model, got 999" in ephemeral_text(fake, bad_unit.token)
+    assert fake.calls_to("DELETE", rf"/{bad_unit.token}/messages/@original$")  # no public "thinking…" left
+    assert "unknown model 'nope'" in ephemeral_text(fake, unknown.token)
+    assert "reads at most 2,000" in ephemeral_text(fake, too_long.token)
+    assert not any(c.uploads for c in fake.calls)

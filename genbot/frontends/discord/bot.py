@@ -22,6 +22,7 @@ from genbot.config import DiscordSettings
 from genbot.errors import ConfigError, GenbotError, QuotaExceeded
 from genbot.frontends.discord.admin import AdminCommands
 from genbot.frontends.discord.commands import GenerateCommands, describe_error, stream_generation, subjects_of
+from genbot.frontends.discord.inspect import InspectCommands
 from genbot.frontends.discord.mention import answer_mention
 from genbot.service import GenbotService
 
@@ -48,6 +49,7 @@ class GenbotBot(commands.Bot):
         """Add the cogs, install the error handler and sync the commands."""
         await self.add_cog(GenerateCommands(self))
         await self.add_cog(AdminCommands(self))
+        await self.add_cog(InspectCommands(self))
         for cog in plugin_cogs(self.service):
             await self.add_cog(cog(self))
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]

@@ -130,7 +130,7 @@ class GenerateCommands(commands.Cog):
             generation = await service.generate(request)
         except BaseException:
             await admission.finish(0)
-            await _drop_thinking(interaction)  # the error handler then answers ephemerally
+            await drop_thinking(interaction)  # the error handler then answers ephemerally
             raise
         await stream_generation(self.bot, generation, InteractionPages(interaction), interaction.user.id, admission)
 
@@ -203,7 +203,7 @@ def model_embed(entry: GeneratorEntry) -> discord.Embed:
     return embed
 
 
-async def _drop_thinking(interaction: discord.Interaction) -> None:
+async def drop_thinking(interaction: discord.Interaction) -> None:
     """Delete a public "thinking…" reply that will get no text, so only the ephemeral error remains."""
     if interaction.response.is_done():
         with contextlib.suppress(discord.HTTPException):
