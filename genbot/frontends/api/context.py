@@ -12,6 +12,8 @@ from genbot.frontends.api.limits import RateLimiter
 from genbot.frontends.api.metrics import ApiMetrics
 from genbot.service import GenbotService
 
+INSPECTIONS_AT_ONCE = 2  # POST /v1/inspect: tracing and rendering are CPU-heavy
+
 
 @dataclass
 class ApiContext:
@@ -23,6 +25,7 @@ class ApiContext:
     limiter: RateLimiter
     touched: dict[int, float] = field(default_factory=dict)  # key id → monotonic time of the last last_used write
     background: set[asyncio.Task[None]] = field(default_factory=set)  # quota charges in flight (kept referenced)
+    inspections: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(INSPECTIONS_AT_ONCE))
 
     def queue_depth(self) -> float:
         """Streams queued or running across every loaded model."""
