@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genbot.config import load_settings
+from genbot.config import bundled_plugins_dir, load_settings
 from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.discord import GenbotBot
 from genbot.frontends.discord.inspect import MAX_INSPECTIONS, InspectCommands
@@ -35,6 +37,8 @@ from genbot.testing_discord import (
     FakeMessage,
     InjectedInteraction,
 )
+from genbot.training.caption_data import HELD_OUT_SEED
+from genbot.training.scenes import render_scene
 
 torch.set_num_threads(1)
 SCRIPT = "static int probe(struct device *dev)\n{\n\treturn 0;\n}\n\n"
@@ -449,3 +453,56 @@ async def test_inspect_errors_are_ephemeral_and_leave_no_thinking_reply(discord_
     assert "unknown model 'nope'" in ephemeral_text(fake, unknown.token)
     assert "reads at most 2,000" in ephemeral_text(fake, too_long.token)
     assert not any(c.uploads for c in fake.calls)
+
+
+# ----- /caption ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def with_captioner(discord_env: None, plugins_dir: Path) -> None:
+    """The bundled captioner beside alpha and beta."""
+    shutil.copytree(bundled_plugins_dir() / "captioner", plugins_dir / "captioner")
+
+
+def _caption_options(
+    attachment: dict[str, object], *more: dict[str, object]
+) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Options and resolved data of ``/caption image …``."""
+    return [opt("image", attachment["id"], ATTACHMENT), *more], {"attachments": {attachment["id"]: attachment}}
+
+
+async def test_caption_replies_with_the_top_captions_and_stores_the_row(with_captioner: None) -> None:
+    scene = io.BytesIO()
+    render_scene(HELD_OUT_SEED + 5, 64).image.save(scene, "PNG")
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        options, resolved = _caption_options(fake.attachment("scene.png", scene.getvalue(), "image/png"))
+        sent = await fake.slash("caption", options, resolved=resolved)
+        reply = await fake.wait_for(lambda: fake.followups(sent), timeout=30)
+        [row] = await service.history(user_id="300000000000000001")
+    assert callbacks(fake, sent.token)[0]["type"] == 5
+    content = reply[0].content
+    best, block, footer = content.split("\n", 1)[0], content.split("```")[1], content.rsplit("\n", 1)[-1]
+    assert best == f"**{row.output}**" and row.output and row.frontend == "discord"
+    lines = block.strip().splitlines()
+    assert len(lines) == 3 and lines[0].split(None, 1)[1] == row.output
+    logprobs = [float(line.split()[0]) for line in lines]
+    assert logprobs == sorted(logprobs, reverse=True) and all(lp < 0 for lp in logprobs)
+    assert footer.startswith("-# captioner v1 · beam 3 · <image sha256:") and "64x64>" in footer
+    assert row.channel_id == FakeDiscord.CHANNEL_ID and row.prompt.startswith("<image sha256:")
+
+
+async def test_caption_refuses_non_images_and_text_models_ephemerally(with_captioner: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        options, resolved = _caption_options(fake.attachment("notes.txt", b"not a picture at all"))
+        not_image = await fake.slash("caption", options, resolved=resolved)
+        options, resolved = _caption_options(fake.attachment("b.png", b"\x89PNG"), opt("model", "alpha"))
+        text_model = await fake.slash("caption", options, resolved=resolved)
+        inspect_captioner = await fake.slash("inspect", [opt("model", "captioner"), opt("text", "a red circle")])
+        asked = (not_image, text_model, inspect_captioner)
+        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in asked))
+        rows = await service.history()
+    assert "not an image" in ephemeral_text(fake, not_image.token)
+    assert fake.calls_to("DELETE", rf"/{not_image.token}/messages/@original$")  # no public "thinking…" left
+    assert "'alpha' generates text, not captions" in ephemeral_text(fake, text_model.token)
+    assert "'captioner' describes images" in ephemeral_text(fake, inspect_captioner.token)
+    assert rows == []  # nothing stored for refused requests

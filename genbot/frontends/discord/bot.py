@@ -21,6 +21,7 @@ from discord.ext import commands
 from genbot.config import DiscordSettings
 from genbot.errors import ConfigError, GenbotError, QuotaExceeded
 from genbot.frontends.discord.admin import AdminCommands
+from genbot.frontends.discord.caption import CaptionCommands
 from genbot.frontends.discord.commands import GenerateCommands, describe_error, stream_generation, subjects_of
 from genbot.frontends.discord.inspect import InspectCommands
 from genbot.frontends.discord.mention import answer_mention
@@ -50,6 +51,7 @@ class GenbotBot(commands.Bot):
         await self.add_cog(GenerateCommands(self))
         await self.add_cog(AdminCommands(self))
         await self.add_cog(InspectCommands(self))
+        await self.add_cog(CaptionCommands(self))
         for cog in plugin_cogs(self.service):
             await self.add_cog(cog(self))
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]

@@ -17,6 +17,7 @@ from discord.ext import commands
 from genbot.analysis.features import FEATURES
 from genbot.analysis.report import InspectReport, InspectRequest
 from genbot.errors import Busy, InvalidRequest, UnknownModel
+from genbot.frontends.discord.caption import is_captioner
 from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking
 
 if TYPE_CHECKING:
@@ -72,8 +73,7 @@ class InspectCommands(commands.Cog):
             layer: which layer, counted from 0 (default: the top one)
             find: a feature to find the best unit for
         """
-        if model not in self.bot.loaded_models():
-            raise UnknownModel(model, self.bot.loaded_models())
+        self.check_model(model)
         if len(text) > MAX_TEXT_CHARS:  # Discord enforces the option's max_length; a client might not
             raise InvalidRequest(f"the text has {len(text):,} characters; /inspect reads at most {MAX_TEXT_CHARS:,}")
         if self.slots.locked():
@@ -88,8 +88,19 @@ class InspectCommands(commands.Cog):
                 raise
         await interaction.followup.send(inspect_summary(report), file=png_file(report))
 
+    def text_models(self) -> list[str]:
+        """Loaded models that read text (captioners have no characters to colour)."""
+        return [e.name for e in self.bot.service.models() if e.status == "loaded" and not is_captioner(e)]
+
+    def check_model(self, model: str) -> None:
+        """UnknownModel, or InvalidRequest for a captioner."""
+        if model not in self.bot.loaded_models():
+            raise UnknownModel(model, self.text_models())
+        if model not in self.text_models():
+            raise InvalidRequest(f"model {model!r} describes images; /inspect looks inside text models")
+
     @inspect.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        """Loaded models whose name contains what was typed."""
-        names = [n for n in self.bot.loaded_models() if current.lower() in n.lower()]
+        """Loaded text models whose name contains what was typed."""
+        names = [n for n in self.text_models() if current.lower() in n.lower()]
         return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_MAX]]
