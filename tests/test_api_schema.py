@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,15 +25,19 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
-from genbot.config import ApiSettings
+from genbot.config import ApiSettings, bundled_plugins_dir
 from tests.api_helpers import api_server
 
 
 @pytest.fixture
 def live_url(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real server in a background thread (schemathesis calls it synchronously); yields "URL#admin key"."""
+    """A real server in a background thread (schemathesis calls it synchronously); yields "URL#admin key".
+
+    The bundled captioner is loaded beside alpha and beta, so generated uploads reach the image decoder.
+    """
     monkeypatch.setenv("GENBOT_SAMPLING__MAX_LENGTH", "200")  # keeps each generated request short
     monkeypatch.setenv("GENBOT_SAMPLING__LENGTH", "50")
+    shutil.copytree(bundled_plugins_dir() / "captioner", plugins_dir / "captioner")  # /v1/caption decodes uploads
     ready = threading.Event()
     box: dict[str, object] = {}
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genbot.config import ApiSettings
 from genbot.errors import ConfigError
-from genbot.frontends.api import admin, inspect, native, openai, ops
+from genbot.frontends.api import admin, caption, inspect, native, openai, ops
 from genbot.frontends.api.context import ApiContext
 from genbot.frontends.api.errors import install_error_handlers
 from genbot.frontends.api.limits import BodySizeLimit, RateLimiter
@@ -35,11 +35,12 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
     app = FastAPI(title="genbot", version="1", description="Char-RNN text generation: native and OpenAI-compatible.")
     ctx = ApiContext(service, settings, ApiMetrics(lambda: ctx.queue_depth()), RateLimiter(settings.rate_per_minute))
     app.state.genbot = ctx
-    for router in (native.router, inspect.router, openai.router, admin.router, ops.router):
+    for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
-                       upload_prefix=admin.UPLOAD_PREFIX)  # fmt: skip
+                       upload_prefix=admin.UPLOAD_PREFIX,
+                       path_limits={caption.CAPTION_PATH: caption.MAX_CAPTION_BODY_BYTES})  # fmt: skip
     app.add_middleware(RequestMetrics, metrics=ctx.metrics)
     return app
 

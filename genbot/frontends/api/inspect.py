@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genbot.analysis.features import FEATURES
 from genbot.analysis.report import InspectReport, InspectRequest
-from genbot.errors import Busy
+from genbot.errors import Busy, InvalidRequest
 from genbot.frontends.api.auth import CallerDep
+from genbot.frontends.api.caption import captioners
 from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented
 from genbot.frontends.api.text import Text
@@ -90,6 +91,8 @@ def _b64(data: bytes | None) -> str | None:
 @router.post("/v1/inspect", summary="A unit's activations over a text (JSON; png: true adds the picture)")
 async def inspect(body: InspectBody, ctx: Ctx, who: CallerDep) -> InspectResult:
     """Trace the text through the model; 503 with Retry-After while the inspection slots are full."""
+    if body.model in captioners(ctx):
+        raise InvalidRequest(f"model {body.model!r} describes images; inspect looks inside text models")
     if ctx.inspections.locked():
         raise Busy("inspections are running at capacity; retry shortly", BUSY_RETRY_S)
     async with ctx.inspections:

@@ -54,18 +54,32 @@ class _TooLarge(HTTPException):
 class BodySizeLimit:
     """Answer 413 for bodies over the cap: from Content-Length before reading, or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int, upload_prefix: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_upload_bytes: int,
+        upload_prefix: str,
+        path_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
         self.upload_prefix = upload_prefix
+        self.path_limits = path_limits or {}  # exact path → its own cap (e.g. image uploads)
+
+    def limit_for(self, path: str) -> int:
+        """The cap for a request path: its own, the corpus-upload cap, or the default."""
+        if path in self.path_limits:
+            return self.path_limits[path]
+        return self.max_upload_bytes if path.startswith(self.upload_prefix) else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared size, then count what is actually received."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_upload_bytes if scope["path"].startswith(self.upload_prefix) else self.max_bytes
+        limit = self.limit_for(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _too_large(limit)(scope, receive, send)
