@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from genbot.config import bundled_plugins_dir, load_settings
@@ -34,7 +34,7 @@ from genbot.service import GenbotService, GenerationRequest
 from genbot.training.bleu import corpus_bleu
 from genbot.training.caption_data import HELD_OUT_SEED, CocoCaptions, SyntheticScenes
 from genbot.training.captioner_trainer import CaptionTrainConfig, train_captioner
-from genbot.training.scenes import names_every_object, render_scene
+from genbot.training.scenes import COLOURS, names_every_object, render_scene
 
 TINY = {"image_size": 32, "channels": (16, 16), "feature": 32, "hidden": 48, "embedding": 16}
 SIZE = 32
@@ -370,6 +370,13 @@ def test_bundled_captioner_loads_through_the_registry_and_names_shape_and_colour
         scene = render_scene(HELD_OUT_SEED + 500 + i, 64)
         hits += names_every_object(caption_image(entry.loaded, png_bytes(scene.image))[0].text, scene.objects)  # type: ignore[arg-type]
     assert hits >= 18
+    for i in range(10):  # drawn larger or smaller than the model's 64 px, then resized
+        scene = render_scene(HELD_OUT_SEED + 600 + i, 40 if i % 2 else 128)
+        hits += names_every_object(caption_image(entry.loaded, png_bytes(scene.image))[0].text, scene.objects)  # type: ignore[arg-type]
+    assert hits >= 27
+    disc = Image.new("RGB", (200, 200), (245, 245, 245))
+    ImageDraw.Draw(disc).ellipse((70, 70, 130, 130), fill=COLOURS["blue"])
+    assert "blue circle" in caption_image(entry.loaded, png_bytes(disc, "JPEG"))[0].text  # type: ignore[arg-type]
     scene = render_scene(HELD_OUT_SEED + 2, 64)  # one big yellow circle
     scene.image.save(tmp_path / "scene.png")
     result = runner.invoke(app, ["caption", str(tmp_path / "scene.png"), "--json"])

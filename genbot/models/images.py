@@ -8,6 +8,7 @@ P, LA, L, I;16, …) is converted to RGB; transparency is composited on white.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 
@@ -82,6 +83,4 @@ def image_tensor(image: Image.Image, size: int) -> Tensor:
 
 def describe(data: bytes, image: Image.Image) -> str:
     """Short text standing for an image in the generations table: ``<image sha256:… WxH>``."""
-    import hashlib
-
     return f"<image sha256:{hashlib.sha256(data).hexdigest()[:16]} {image.width}x{image.height}>"

@@ -56,11 +56,19 @@ class CaptionSource(Protocol):
 
 
 class SyntheticScenes:
-    """Endless rendered scenes (see :mod:`genbot.training.scenes`)."""
+    """Endless rendered scenes (see :mod:`genbot.training.scenes`).
 
-    def __init__(self, image_size: int, train_scenes: int = SYNTHETIC_TRAIN_SEEDS) -> None:
+    Training scenes are drawn at a random size from ``render_sizes`` (default: the model's size
+    twice as often as 40, 48, 96, 128 and 160 pixels) and resized, so the model also reads the
+    soft edges resizing leaves; held-out scenes are drawn at the model's size.
+    """
+
+    def __init__(
+        self, image_size: int, train_scenes: int = SYNTHETIC_TRAIN_SEEDS, render_sizes: tuple[int, ...] | None = None
+    ) -> None:
         self.image_size = image_size
         self.train_scenes = train_scenes
+        self.render_sizes = render_sizes or (image_size, image_size, 40, 48, 96, 128, 160)
         self.name = "synthetic-scenes"
 
     def vocabulary_captions(self) -> list[str]:
@@ -69,7 +77,7 @@ class SyntheticScenes:
 
     def batch(self, rng: random.Random, size: int) -> tuple[Tensor, list[str]]:
         """Fresh scenes, one random reference caption each."""
-        scenes = [render_scene(rng.randrange(self.train_scenes), self.image_size) for _ in range(size)]
+        scenes = [render_scene(rng.randrange(self.train_scenes), rng.choice(self.render_sizes)) for _ in range(size)]
         images = torch.stack([image_tensor(s.image, self.image_size) for s in scenes])  # (B, 3, S, S)
         return images, [rng.choice(s.captions) for s in scenes]
 

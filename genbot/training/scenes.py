@@ -186,7 +186,8 @@ def names_every_object(caption: str, objects: tuple[SceneObject, ...]) -> bool:
 def write_coco_folder(folder: Path, count: int, size: int = 64, first_seed: int = 0) -> Path:
     """Render scenes ``first_seed`` .. ``first_seed + count - 1`` as PNGs + a COCO ``captions.json`` in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for i in range(count):
         scene = render_scene(first_seed + i, size)
         name = f"scene{first_seed + i:09d}.png"
