@@ -34,6 +34,7 @@ from genbot.quotas import QuotaPolicy
 from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
 from genbot.storage import api_keys as storage_keys
 from genbot.storage import corpora as storage_corpora
+from genbot.storage import quotas as storage_quotas
 from genbot.storage import versions as storage_versions
 from genbot.storage.api_keys import ApiKeyRow
 from genbot.storage.corpora import CorpusRow
@@ -348,6 +349,10 @@ class GenbotService:
         if self._quotas is None:
             self._quotas = QuotaPolicy(self._db)
         return self._quotas
+
+    async def count_request(self, scope: str, subject: str, window: int) -> int:
+        """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
+        return await storage_quotas.count_in_window(self._db, scope, subject, window)
 
     # ----- corpora and model versions --------------------------------------------------------
 

@@ -292,3 +292,21 @@ async def test_uploads_have_their_own_cap(plugins_dir: Path, corpus_text: str) -
     for response in (too_big, chunked):
         assert response.status_code == 413 and "bytes" in response.json()["error"]["message"]
     assert [x["name"] for x in listed] == ["plays"]
+
+
+async def test_rate_limit_holds_across_replicas_sharing_a_database(
+    plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genbot.storage import upgrade_database
+
+    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
+    await upgrade_database(db_url)
+    limits = ApiSettings(rate_per_minute=3)
+    async with (
+        api_server(limits) as (url_a, _),
+        api_server(limits) as (url_b, _),
+        client(url_a) as a,
+        client(url_b) as b,
+    ):
+        codes = [(await c.get("/v1/models")).status_code for c in (a, b, a, b)]
+    assert codes == [200, 200, 200, 429]

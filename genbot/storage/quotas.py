@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from genbot.storage.db import Database
-from genbot.storage.tables import Quota, UsageDaily, utcnow
+from genbot.storage.tables import Quota, RateWindow, UsageDaily, utcnow
 
 SCOPES = ("user", "guild", "key")
 
@@ -135,3 +135,23 @@ async def last_request_at(db: Database, scope: str, subject: str) -> datetime | 
 
         value = value.replace(tzinfo=UTC)
     return value
+
+
+async def count_in_window(db: Database, scope: str, subject: str, window: int) -> int:
+    """Count one request in ``window`` and return the window's total, in one atomic write."""
+    table = RateWindow.__table__
+    query = (
+        _insert(db)(RateWindow)
+        .values(scope=scope, subject=subject, window=window, requests=1)
+        .on_conflict_do_update(index_elements=["scope", "subject", "window"], set_={"requests": table.c.requests + 1})
+        .returning(table.c.requests)
+    )
+    async with db.write() as session:
+        count = int((await session.execute(query)).scalar_one())
+        if count == 1:  # a new window opened: the subject's older ones are no longer needed
+            await session.execute(
+                delete(RateWindow).where(
+                    RateWindow.scope == scope, RateWindow.subject == subject, RateWindow.window < window
+                )
+            )
+    return count

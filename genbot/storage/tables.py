@@ -296,6 +296,17 @@ class UsageDaily(Base):
     last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class RateWindow(Base):
+    """Requests of one subject in one fixed minute (minutes since the epoch): shared rate limits."""
+
+    __tablename__ = "rate_windows"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer)
+
+
 class ApiKey(Base):
     """An HTTP API key: only its sha256 is stored; the key itself is shown once, at creation."""
 

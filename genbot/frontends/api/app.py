@@ -33,7 +33,12 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
     """An app serving ``service`` (already open) with ``settings`` (default: the service's [api])."""
     settings = settings or service.settings.api
     app = FastAPI(title="genbot", version="1", description="Char-RNN text generation: native and OpenAI-compatible.")
-    ctx = ApiContext(service, settings, ApiMetrics(lambda: ctx.queue_depth()), RateLimiter(settings.rate_per_minute))
+    ctx = ApiContext(
+        service,
+        settings,
+        ApiMetrics(lambda: ctx.queue_depth()),
+        RateLimiter(settings.rate_per_minute, service.count_request),
+    )
     app.state.genbot = ctx
     for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):
         app.include_router(router)

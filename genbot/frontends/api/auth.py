@@ -39,7 +39,7 @@ async def caller(
 ) -> Caller:
     """The caller of this request, after the key check and the rate limit."""
     who = await _identify(ctx, credentials)
-    ctx.limiter.hit(who.key_id)
+    await ctx.limiter.hit(who.key_id)
     return who
 
 

@@ -1,14 +1,13 @@
 """Per-key request rate limits (fixed one-minute windows) and the request-body size cap.
 
-Rate limits are counted in-process: with several API replicas each enforces the limit on its
-own share of the traffic (put the limit per replica, or use the daily character quotas, which
-live in the database, for limits that must hold across replicas).
+Requests are counted in the database (``rate_windows``), one atomic upsert per request, so the
+limit holds across every API replica sharing the database.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,29 +17,29 @@ from genbot.frontends.api.errors import ApiError, error_response
 WINDOW_S = 60.0
 
 
+Counter = Callable[[str, str, int], Awaitable[int]]  # (scope, subject, window) -> requests so far
+
+
 class RateLimiter:
-    """Counts requests per subject in fixed windows of one minute."""
+    """Counts requests per subject in fixed one-minute windows through a shared counter."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, count: Counter, clock: Callable[[], float] = time.time) -> None:
         self.per_minute = per_minute
+        self.count = count  # GenbotService.count_request: the database's window counts
         self.clock = clock
-        self._windows: dict[str, tuple[float, int]] = {}  # subject → (window start, count)
 
-    def hit(self, subject: str) -> None:
+    async def hit(self, subject: str) -> None:
         """Count one request; raises ApiError 429 with Retry-After once the window is full."""
         if self.per_minute <= 0:
             return
         now = self.clock()
-        start, count = self._windows.get(subject, (now, 0))
-        if now - start >= WINDOW_S:
-            start, count = now, 0
-        if count >= self.per_minute:
-            retry = WINDOW_S - (now - start)
+        window = int(now // WINDOW_S)
+        if await self.count("key", subject, window) > self.per_minute:
+            retry = WINDOW_S - (now - window * WINDOW_S)
             raise ApiError(
                 429, f"rate limit of {self.per_minute} requests per minute reached", "rate_limit_exceeded",
                 retry_after=retry,
             )  # fmt: skip
-        self._windows[subject] = (start, count + 1)
 
 
 class _TooLarge(HTTPException):
