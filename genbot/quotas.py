@@ -14,7 +14,7 @@ with ``retry_after``), cap the length at ``admission.remaining_chars``, and call
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +24,13 @@ from genbot.storage.db import Database
 from genbot.storage.quotas import QuotaRow, UsageRow
 
 CONCURRENT_RETRY_S = 5.0  # a running generation's end cannot be predicted; suggest a short wait
+
+Clock = Callable[[], datetime]
+
+
+def utc_clock() -> datetime:
+    """The real time, timezone-aware, in UTC (the policy's default clock)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,10 @@ def _merge(stored: QuotaRow | None, defaults: Limits) -> Limits:
 class Admission:
     """A request let through: how many characters it may still use, and its ``finish``."""
 
-    def __init__(self, policy: QuotaPolicy, subjects: Sequence[Subject], remaining_chars: int | None) -> None:
+    def __init__(self, policy: QuotaPolicy, subjects: Sequence[Subject], remaining_chars: int | None, day: str) -> None:
         self._policy = policy
         self._subjects = list(subjects)
+        self.day = day  # the UTC day admitted on: its characters count there, even past midnight
         self.remaining_chars = remaining_chars  # None: no daily limit applies
         self._finished = False
 
@@ -87,23 +95,24 @@ class Admission:
             return
         self._finished = True
         self._policy.release(self._subjects)
-        await self._policy.record_chars(self._subjects, chars)
+        await self._policy.record_chars(self._subjects, chars, day=self.day)
 
 
 class QuotaPolicy:
     """Checks and records usage for any scope; one per process (it counts running generations)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = utc_clock) -> None:
         self._db = db
+        self._clock = clock  # every "now" of the policy comes from here, so tests can move time
         self._running: Counter[tuple[str, str]] = Counter()
 
     async def limits(self, subject: Subject) -> Limits:
         """The effective limits of one subject."""
         return _merge(await storage.get_quota(self._db, subject.scope, subject.id), subject.defaults)
 
-    async def admit(self, subjects: Sequence[Subject], now: datetime | None = None) -> Admission:
+    async def admit(self, subjects: Sequence[Subject]) -> Admission:
         """Check every subject's limits, then count the request (QuotaExceeded names the first one hit)."""
-        now = now or datetime.now(UTC)
+        now = self._clock()
         remaining: list[int] = []
         for subject in subjects:
             left = await self._check(subject, await self.limits(subject), now)
@@ -112,7 +121,7 @@ class QuotaPolicy:
         for subject in subjects:
             self._running[subject.key] += 1
             await storage.add_usage(self._db, subject.scope, subject.id, today(now), requests=1, at=now)
-        return Admission(self, subjects, min(remaining) if remaining else None)
+        return Admission(self, subjects, min(remaining) if remaining else None, today(now))
 
     async def _check(self, subject: Subject, limits: Limits, now: datetime) -> int | None:
         """Raise QuotaExceeded if ``subject`` may not start now; else its remaining characters today."""
@@ -139,9 +148,9 @@ class QuotaPolicy:
         for subject in subjects:
             self._running[subject.key] = max(0, self._running[subject.key] - 1)
 
-    async def record_chars(self, subjects: Sequence[Subject], chars: int, now: datetime | None = None) -> None:
-        """Add generated characters to each subject's usage today."""
-        day = today(now or datetime.now(UTC))
+    async def record_chars(self, subjects: Sequence[Subject], chars: int, day: str | None = None) -> None:
+        """Add generated characters to each subject's usage of ``day`` (default: today by the clock)."""
+        day = day or today(self._clock())
         for subject in subjects:
             await storage.add_usage(self._db, subject.scope, subject.id, day, chars=chars)
 
@@ -163,6 +172,6 @@ class QuotaPolicy:
             self._db, scope, subject, chars_per_day=chars_per_day, concurrent=concurrent, cooldown_s=cooldown_s
         )
 
-    async def usage(self, scope: str, subject: str, now: datetime | None = None) -> UsageRow:
-        """A subject's usage today."""
-        return await storage.usage_today(self._db, scope, subject, today(now or datetime.now(UTC)))
+    async def usage(self, scope: str, subject: str) -> UsageRow:
+        """A subject's usage today, by the policy's clock."""
+        return await storage.usage_today(self._db, scope, subject, today(self._clock()))

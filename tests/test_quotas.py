@@ -13,39 +13,73 @@ from genbot.storage import Database
 T0 = datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
 
 
+class FakeClock:
+    """A clock the test moves by hand; the policy reads every "now" from it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, offset: timedelta) -> FakeClock:
+        """Set the time to T0 + ``offset``; returns itself."""
+        self.now = T0 + offset
+        return self
+
+
 async def test_cooldown_concurrency_and_daily_characters(db_url: str) -> None:
     user = Subject("user", "u1", Limits(chars_per_day=100, concurrent=1, cooldown_s=2.0))
     async with Database.open(db_url, upgrade=True) as db:
-        policy = QuotaPolicy(db)
-        first = await policy.admit([user], now=T0)
+        clock = FakeClock(T0)
+        policy = QuotaPolicy(db, clock)
+        first = await policy.admit([user])
         assert first.remaining_chars == 100
+        clock.at(timedelta(seconds=0.5))
         with pytest.raises(QuotaExceeded, match="cooling down") as cooling:
-            await policy.admit([user], now=T0 + timedelta(seconds=0.5))
+            await policy.admit([user])
         assert cooling.value.retry_after == pytest.approx(1.5)
+        clock.at(timedelta(seconds=3))
         with pytest.raises(QuotaExceeded, match="already has 1 generation"):
-            await policy.admit([user], now=T0 + timedelta(seconds=3))
+            await policy.admit([user])
         await first.finish(70)
         await first.finish(70)  # only counted once
-        second = await policy.admit([user], now=T0 + timedelta(seconds=6))
+        clock.at(timedelta(seconds=6))
+        second = await policy.admit([user])
         assert second.remaining_chars == 30
         await second.finish(30)
+        clock.at(timedelta(seconds=9))
         with pytest.raises(QuotaExceeded, match="used its 100 characters") as spent:
-            await policy.admit([user], now=T0 + timedelta(seconds=9))
+            await policy.admit([user])
         assert spent.value.retry_after == pytest.approx(seconds_to_midnight(T0 + timedelta(seconds=9)))
-        tomorrow = await policy.admit([user], now=T0 + timedelta(hours=1, seconds=1))
+        clock.at(timedelta(hours=1, seconds=1))
+        tomorrow = await policy.admit([user])
         assert tomorrow.remaining_chars == 100  # a new UTC day
+
+
+async def test_characters_count_on_the_day_the_generation_was_admitted(db_url: str) -> None:
+    user = Subject("user", "u1", Limits(chars_per_day=100))
+    async with Database.open(db_url, upgrade=True) as db:
+        clock = FakeClock(T0 + timedelta(minutes=59))
+        policy = QuotaPolicy(db, clock)
+        admitted = await policy.admit([user])
+        clock.at(timedelta(hours=1, minutes=1))  # the generation ends after midnight
+        await admitted.finish(40)
+        assert (await policy.usage("user", "u1")).chars == 0
+        clock.at(timedelta(minutes=59))
+        assert (await policy.usage("user", "u1")).chars == 40
 
 
 async def test_a_stored_quota_overrides_the_defaults_and_zero_means_no_limit(db_url: str) -> None:
     key = Subject("key", "k1", Limits(chars_per_day=10, concurrent=1))
     async with Database.open(db_url, upgrade=True) as db:
-        policy = QuotaPolicy(db)
+        policy = QuotaPolicy(db, FakeClock(T0))
         await policy.set_quota("key", "k1", chars_per_day=0)  # concurrent stays the default (1)
-        admitted = await policy.admit([key], now=T0)
+        admitted = await policy.admit([key])
         assert admitted.remaining_chars is None
         with pytest.raises(QuotaExceeded, match="already has 1"):
-            await policy.admit([key], now=T0)
+            await policy.admit([key])
         await admitted.finish(5)
-        assert (await policy.usage("key", "k1", now=T0)).chars == 5
+        assert (await policy.usage("key", "k1")).chars == 5
         with pytest.raises(InvalidRequest, match="scope must be one of"):
             await policy.set_quota("team", "x", chars_per_day=1)
