@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -92,6 +97,51 @@ async def test_file_order_matters_and_same_content_is_detected(service: GenbotSe
         await service.add_corpus("ab", [_write(tmp_path, "new.txt", "new text\n")])
     assert [c.name for c in await service.corpora()] == ["ab", "ba"]
     assert _stored_folders(service) == ["ab", "ba"]
+
+
+async def test_parallel_adds_of_one_text_register_it_once(service: GenbotService, tmp_path: Path) -> None:
+    """Eight adds of the same content under eight names at once: one corpus, seven clear refusals."""
+    text = "parallel corpus text\n" * 200
+    files = [_write(tmp_path, f"c{i}.txt", text) for i in range(8)]
+    results = await asyncio.gather(
+        *(service.add_corpus(f"copy{i}", [f]) for i, f in enumerate(files)), return_exceptions=True
+    )
+    added = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, CorpusError)]
+    assert (len(added), len(refused)) == (1, 7), results
+    assert all("already registered as corpus" in str(e) for e in refused)
+    assert [c.name for c in await service.corpora()] == [added[0].name]
+    assert _stored_folders(service) == [added[0].name]
+
+
+async def test_parallel_adds_of_one_name_keep_the_first(service: GenbotService, tmp_path: Path) -> None:
+    """Six different texts under one name at once: one wins, its files are the stored ones."""
+    files = [_write(tmp_path, f"n{i}.txt", f"text number {i}\n" * 50) for i in range(6)]
+    results = await asyncio.gather(*(service.add_corpus("same", [f]) for f in files), return_exceptions=True)
+    added = [r for r in results if not isinstance(r, BaseException)]
+    assert len(added) == 1 and all(isinstance(r, CorpusError) for r in results if r is not added[0]), results
+    [row] = await service.corpora()
+    assert hashlib.sha256(Path(row.path).read_bytes()).hexdigest() == row.sha256 == added[0].sha256
+
+
+def test_two_processes_adding_one_text_register_it_once(plugins_dir: Path, tmp_path: Path, db_url: str) -> None:
+    """Two `genbot corpus add` processes on one database, same content, two names: one succeeds."""
+    text = "two processes, one text\n" * 2000
+    files = [_write(tmp_path, f"p{i}.txt", text) for i in range(4)]
+    env = os.environ | {"GENBOT_DATABASE_URL": db_url}
+    asyncio.run(upgrade_database(db_url))
+    procs = [_spawn_genbot(env, "corpus", "add", f"proc{i}", str(f)) for i, f in enumerate(files)]
+    outcomes = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2, 2, 2], outcomes
+    out, err = _spawn_genbot(env, "corpus", "list", "--json").communicate(timeout=120)
+    assert len(out.splitlines()) == 1, (out, err)
+
+
+def _spawn_genbot(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """Start the real ``genbot`` entry point without waiting for it."""
+    code = "from genbot.frontends.cli import main; main()"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True, stdout=PIPE, stderr=PIPE)
 
 
 @pytest.mark.parametrize("name", ["../x", "..", ".hidden", "a/b", "Upper", "", "-dash", "x" * 65, "sp ace", "é"])

@@ -10,12 +10,16 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from genbot.errors import CorpusError, NotFound
 from genbot.storage.db import Database
 from genbot.storage.tables import Corpus, CorpusKind, utcnow
+
+# Key of the transaction-scoped advisory lock that serialises corpus registrations on PostgreSQL.
+_PG_CORPUS_LOCK = 0x6762636F  # "gbco"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,16 +55,36 @@ class CorpusRow:
 
 
 async def add_corpus(db: Database, record: NewCorpus) -> CorpusRow:
-    """Record a corpus; raises CorpusError if the name is taken (the unique constraint decides)."""
+    """Record a corpus; CorpusError if the name is taken or the same content is registered already.
+
+    The content check and the insert share one serialised transaction, so two processes adding
+    the same text under two names at once register it once (the name is backed by a unique
+    constraint as well).
+    """
     fields = dataclasses.asdict(record) | {"kind": CorpusKind(record.kind).value, "created_at": utcnow()}
     row = Corpus(**fields)
     try:
         async with db.write() as session:
+            await _lock_corpora(db, session)
+            existing = await session.scalar(select(Corpus).where(Corpus.sha256 == record.sha256).limit(1))
+            if existing is not None:
+                raise duplicate_content(existing.name, record.sha256)
             session.add(row)
             await session.flush()
             return _to_record(row)
     except IntegrityError as e:
         raise CorpusError(f"a corpus named {record.name!r} already exists") from e
+
+
+def duplicate_content(name: str, sha256: str) -> CorpusError:
+    """The error for content that is already registered as corpus ``name``."""
+    return CorpusError(f"the same content is already registered as corpus {name!r} (sha256 {sha256[:12]}…)")
+
+
+async def _lock_corpora(db: Database, session: AsyncSession) -> None:
+    """Serialise corpus registrations until the transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
+    if not db.is_sqlite:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CORPUS_LOCK})
 
 
 async def get_corpus(db: Database, name: str) -> CorpusRow:

@@ -278,7 +278,7 @@ async def _refuse_duplicate(db: Database, sha256: str) -> None:
     """CorpusError naming the corpus that already holds exactly this content."""
     existing = await store.find_corpus_by_sha(db, sha256)
     if existing is not None:
-        raise CorpusError(f"the same content is already registered as corpus {existing.name!r} (sha256 {sha256[:12]}…)")
+        raise store.duplicate_content(existing.name, sha256)
 
 
 def _charset(text: str) -> str:
