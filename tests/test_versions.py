@@ -21,6 +21,7 @@ from genbot.models.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
 from genbot.storage import (
     Database,
+    activate_if,
     activate_version,
     active_version,
     get_version,
@@ -91,6 +92,26 @@ async def test_exactly_one_version_is_active(db: Database) -> None:
     with pytest.raises(IntegrityError):
         async with db.write() as session:
             await session.execute(update(ModelVersion).where(ModelVersion.version == 1).values(active=True))
+
+
+async def test_parallel_activations_leave_one_active_version_and_if_better_picks_the_best(db_url: str) -> None:
+    """Workers on two pools finishing at once: never an error, exactly one active, the lowest loss wins."""
+    async with Database.open(db_url, upgrade=True) as one, Database.open(db_url, upgrade=False) as two:
+        losses = [1.9, 1.3, 1.7, 1.1, 1.5, 1.2, 1.8, 1.4]
+        versions = [await _register(one, val_loss=loss) for loss in losses]
+
+        def better(active: Any, candidate: Any) -> bool:
+            return active is None or candidate.val_loss < active.val_loss
+
+        handles = [one, two] * 4
+        results = await asyncio.gather(
+            *(activate_if(h, "alpha", v, better) for h, v in zip(handles, versions, strict=True))
+        )
+        assert any(switched for _, switched in results)
+        assert [v.version for v in await list_versions(two, "alpha") if v.active] == [losses.index(1.1) + 1]
+        # Plain activations racing: whichever commits last is the one active version, and only one is.
+        await asyncio.gather(*(activate_version(h, "alpha", v) for h, v in zip(handles, versions, strict=True)))
+        assert sum(v.active for v in await list_versions(one, "alpha")) == 1
 
 
 # ----- policy ---------------------------------------------------------------------------------------
