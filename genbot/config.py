@@ -148,6 +148,17 @@ class ApiSettings(_Section):
     daily_chars: int = Field(
         default=0, ge=0, description="Characters per UTC day per API key unless its quota says otherwise (0 = none)."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='Host names requests may name besides loopback ones and the bind address ("*" = any).',
+    )
+    unkeyed_admin: bool = Field(
+        default=False, description="Without require_keys, callers sending no key may use the admin routes."
+    )
+    metrics_key: str = Field(default="", description="If set, GET /metrics needs 'Authorization: Bearer <it>'.")
+    bad_keys_per_minute: int = Field(
+        default=20, ge=0, description="Invalid API keys per minute per client address before 429 (0 = no limit)."
+    )
 
 
 class DiscordQuotaSettings(_Section):

@@ -34,6 +34,7 @@ from genbot.quotas import QuotaPolicy
 from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
 from genbot.storage import api_keys as storage_keys
 from genbot.storage import corpora as storage_corpora
+from genbot.storage import jobs as storage_jobs
 from genbot.storage import quotas as storage_quotas
 from genbot.storage import versions as storage_versions
 from genbot.storage.api_keys import ApiKeyRow
@@ -353,6 +354,10 @@ class GenbotService:
     async def count_request(self, scope: str, subject: str, window: int) -> int:
         """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
         return await storage_quotas.count_in_window(self._db, scope, subject, window)
+
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs per status, counted by the database (one GROUP BY: cheap enough for every metrics scrape)."""
+        return await storage_jobs.count_by_status(self._db)
 
     # ----- corpora and model versions --------------------------------------------------------
 

@@ -201,9 +201,8 @@ async def test_metrics_count_requests_and_chars(api: tuple[str, GenbotService]) 
     assert 'genbot_jobs{state="queued"} 0.0' in text
 
 
-async def test_admin_corpus_jobs_and_versions(api: tuple[str, GenbotService], corpus_text: str) -> None:
-    url, _ = api
-    async with client(url) as c:
+async def test_admin_corpus_jobs_and_versions(plugins_dir: Path, corpus_text: str) -> None:
+    async with api_server(ApiSettings(unkeyed_admin=True)) as (url, _), client(url) as c:
         up = await c.put("/v1/admin/corpora/plays?licence=public%20domain", content=corpus_text.encode())
         assert up.status_code == 201, up.text
         assert up.json()["chars"] == len(corpus_text)
@@ -277,7 +276,7 @@ async def test_stored_key_quota_overrides_the_default(plugins_dir: Path) -> None
 
 
 async def test_uploads_have_their_own_cap(plugins_dir: Path, corpus_text: str) -> None:
-    settings = ApiSettings(max_body_bytes=100, max_upload_bytes=len(corpus_text.encode()) + 10)
+    settings = ApiSettings(max_body_bytes=100, max_upload_bytes=len(corpus_text.encode()) + 10, unkeyed_admin=True)
     async with api_server(settings) as (url, _), client(url) as c:
         fits = await c.put("/v1/admin/corpora/plays", content=corpus_text.encode())
         too_big = await c.put("/v1/admin/corpora/more", content=corpus_text.encode() * 2)
@@ -310,3 +309,96 @@ async def test_rate_limit_holds_across_replicas_sharing_a_database(
     ):
         codes = [(await c.get("/v1/models")).status_code for c in (a, b, a, b)]
     assert codes == [200, 200, 200, 429]
+
+
+# ----- hosts, unkeyed admin, metrics, invalid-key floods ----------------------------------------
+
+
+async def test_foreign_host_headers_are_refused_on_every_route(plugins_dir: Path) -> None:
+    async with api_server() as (url, _), client(url) as c:
+        foreign = {"host": "attacker.example"}
+        refused = [
+            await c.get("/healthz", headers=foreign),
+            await c.get("/metrics", headers=foreign),
+            await c.get("/v1/admin/corpora", headers=foreign),
+            await c.post("/v1/generate", json={"model": "alpha", "length": 5, "stream": True}, headers=foreign),
+        ]
+        port = url.rsplit(":", 1)[1]
+        allowed = [await c.get("/healthz", headers={"host": h}) for h in ("localhost", f"127.0.0.2:{port}", "[::1]:1")]
+        rows = await _history_of(url)
+    for response in refused:
+        assert response.status_code == 400, response.text
+        assert "Host" in response.json()["error"]["message"]
+    assert [r.status_code for r in allowed] == [200, 200, 200]
+    assert rows == []  # the refused stream never started a generation
+
+
+async def _history_of(url: str) -> list:
+    """The anonymous caller's stored generations, through the API."""
+    async with client(url) as c:
+        return (await c.get("/v1/generations")).json()["generations"]
+
+
+async def test_configured_hosts_are_allowed(plugins_dir: Path) -> None:
+    async with api_server(ApiSettings(allowed_hosts=["genbot.example"])) as (url, _), client(url) as c:
+        named = await c.get("/healthz", headers={"host": "GENBOT.example:443"})
+        other = await c.get("/healthz", headers={"host": "evil.example"})
+    async with api_server(ApiSettings(allowed_hosts=["*"])) as (url, _), client(url) as c:
+        anything = await c.get("/healthz", headers={"host": "evil.example"})
+    assert (named.status_code, other.status_code, anything.status_code) == (200, 400, 200)
+
+
+async def test_unkeyed_callers_may_generate_but_not_administer_by_default(plugins_dir: Path) -> None:
+    async with api_server() as (url, service), client(url) as c:
+        generated = await c.post("/v1/generate", json={"model": "alpha", "length": 5})
+        refused = [
+            await c.get("/v1/admin/corpora"),
+            await c.put("/v1/admin/corpora/plays", content=b"some corpus text"),
+            await c.post("/v1/admin/models/alpha/activate", json={"version": 1}),
+        ]
+        corpora = await service.corpora()
+    assert generated.status_code == 200
+    for response in refused:
+        assert response.status_code == 403 and "unkeyed_admin" in response.json()["error"]["message"]
+    assert corpora == []
+
+
+async def test_metrics_count_every_job_in_sql(plugins_dir: Path) -> None:
+    from genbot.storage.tables import Job
+
+    async with api_server() as (url, service):
+        async with service.db.write() as session:  # type: ignore[union-attr]
+            queued = [Job(kind="retrain", model="alpha", args={}, max_attempts=1) for _ in range(1_200)]
+            failed = [Job(kind="retrain", model="alpha", args={}, max_attempts=1, status="failed") for _ in range(3)]
+            session.add_all(queued + failed)
+        async with client(url) as c:
+            text = (await c.get("/metrics")).text
+    assert 'genbot_jobs{state="queued"} 1200.0' in text  # was capped at the 1,000 rows a scrape read
+    assert 'genbot_jobs{state="failed"} 3.0' in text and 'genbot_jobs{state="running"} 0.0' in text
+
+
+async def test_metrics_key_guards_metrics_only(plugins_dir: Path) -> None:
+    async with (
+        api_server(ApiSettings(metrics_key="scrape-me")) as (url, _),
+        client(url) as anon,
+        client(url, "wrong") as wrong,
+        client(url, "scrape-me") as scraper,
+    ):
+        codes = [(await c.get("/metrics")).status_code for c in (anon, wrong, scraper)]
+        health = (await anon.get("/healthz")).status_code
+    assert codes == [401, 401, 200] and health == 200
+
+
+async def test_invalid_key_floods_get_429_per_address(plugins_dir: Path) -> None:
+    settings = ApiSettings(require_keys=True, bad_keys_per_minute=3, rate_per_minute=0)
+    async with api_server(settings) as (url, service):
+        _, good = await service.create_key("good")
+        async with client(url) as c:
+            codes = [(await c.get("/v1/models", headers={"Authorization": f"Bearer gb_guess{i}"})).status_code
+                     for i in range(5)]  # fmt: skip
+            limited = await c.get("/v1/models", headers={"Authorization": "Bearer gb_guess9"})
+            valid = await c.get("/v1/models", headers={"Authorization": f"Bearer {good}"})
+    assert codes == [401, 401, 401, 429, 429]
+    assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
+    assert "invalid API keys" in limited.json()["error"]["message"]
+    assert valid.status_code == 200  # a real key from the same address still works

@@ -94,7 +94,7 @@ async def test_errors_come_back_as_openai_errors(oai: tuple[openai.AsyncOpenAI, 
         await c.completions.create(model="alpha", prompt="x", max_tokens=10**7)
     with pytest.raises(openai.BadRequestError, match="role 'user'"):
         await c.chat.completions.create(model="alpha", messages=[{"role": "system", "content": "hi"}])
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError, match="n: not supported"):
         await c.completions.create(model="alpha", prompt="x", n=3)
     bad = openai.AsyncOpenAI(base_url=str(c.base_url), api_key="gb_nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
@@ -110,3 +110,55 @@ async def test_raw_stream_ends_with_done(oai: tuple[openai.AsyncOpenAI, GenbotSe
     events = parse_sse(r.text)
     assert events[-1] == ("message", "[DONE]")
     assert all(data["object"] == "text_completion" for _, data in events[:-1])
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "value"),
+    [
+        ("completions", "logprobs", 2),
+        ("completions", "best_of", 3),
+        ("completions", "suffix", "END"),
+        ("completions", "logit_bias", {"50256": -100}),
+        ("completions", "frequency_penalty", 0.5),
+        ("chat", "n", 2),
+        ("chat", "logprobs", True),
+        ("chat", "top_logprobs", 3),
+        ("chat", "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("chat", "functions", [{"name": "f", "parameters": {}}]),
+        ("chat", "response_format", {"type": "json_object"}),
+        ("chat", "presence_penalty", -1),
+    ],
+)
+async def test_unimplemented_fields_are_refused_with_400(
+    oai: tuple[openai.AsyncOpenAI, GenbotService, str], route: str, field: str, value: object
+) -> None:
+    c, service, _ = oai
+    with pytest.raises(openai.BadRequestError, match=f"{field}: not supported"):
+        if route == "completions":
+            await c.completions.create(model="alpha", prompt="x", max_tokens=5, **{field: value})  # type: ignore[arg-type]
+        else:
+            messages = [{"role": "user", "content": "x"}]
+            await c.chat.completions.create(model="alpha", messages=messages, max_tokens=5, **{field: value})  # type: ignore[arg-type]
+    assert await service.history() == []  # nothing was generated or stored
+
+
+async def test_fields_at_their_defaults_are_accepted(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, _, _ = oai
+    text = await c.completions.create(
+        model="alpha", prompt="x", max_tokens=5, n=1, best_of=1, logprobs=None, frequency_penalty=0,
+        presence_penalty=0.0, logit_bias={}, suffix=None, user="u",
+    )  # fmt: skip
+    chat = await c.chat.completions.create(
+        model="alpha", messages=[{"role": "user", "content": "x"}], max_tokens=5, n=1, logprobs=False,
+        response_format={"type": "text"}, tool_choice="none", store=False, metadata={"a": "b"},
+    )  # fmt: skip
+    assert len(text.choices[0].text) == 5 and len(chat.choices[0].message.content or "") == 5
+
+
+async def test_echo_repeats_the_prompt_streamed_or_not(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
+    c, _, _ = oai
+    whole = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=10, seed=4, echo=True)
+    stream = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=10, seed=4, echo=True, stream=True)
+    streamed = "".join([chunk.choices[0].text async for chunk in stream])
+    assert whole.choices[0].text.startswith("ROMEO:") and len(whole.choices[0].text) == 16
+    assert streamed == whole.choices[0].text

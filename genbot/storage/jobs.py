@@ -380,6 +380,14 @@ async def count_jobs(db: Database, **where: Any) -> int:
         return int(await session.scalar(query) or 0)
 
 
+async def count_by_status(db: Database) -> dict[str, int]:
+    """How many jobs are in each status, counted by the database (every status present, 0 if none)."""
+    query = select(Job.status, func.count()).group_by(Job.status)
+    async with db.read() as session:
+        counted = {str(status): int(n) for status, n in (await session.execute(query)).all()}
+    return {status.value: counted.get(status.value, 0) for status in JobStatus}
+
+
 def _status(value: str) -> JobStatus:
     """A status name, or InvalidRequest listing the valid ones."""
     try:

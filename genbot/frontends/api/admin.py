@@ -13,18 +13,22 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from genbot.errors import CorpusError
 from genbot.frontends.api.auth import AdminDep
 from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented
 from genbot.frontends.api.text import Text
-from genbot.jobs.spec import RetrainRequest
+from genbot.jobs.spec import MAX_VERSION, RetrainRequest
+from genbot.training.options import TrainingOptions
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(*COMMON, 403))
 Ctx = Annotated[ApiContext, Depends(context)]
 CORPUS_NAME = r"^[a-z0-9_-]{1,64}$"
 UPLOAD_PREFIX = "/v1/admin/corpora"
+SOURCE = r"^(active|scratch|[1-9][0-9]{0,9})$"  # ASCII digits only: "²" is a digit to str.isdigit()
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one would overflow PostgreSQL's int4 (a 500, not a 404)
 
 
 def plain(row: Any) -> dict[str, Any]:
@@ -93,23 +97,32 @@ async def get_corpus(name: Annotated[str, PathParam(max_length=64)], ctx: Ctx, w
 
 
 class RetrainBody(BaseModel):
-    """A fine-tune job, as ``genbot retrain`` takes it."""
+    """A fine-tune job, as ``genbot retrain`` takes it (strict types: ``"5"`` is not a number)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: str = Field(max_length=100)
-    corpus: str = Field(max_length=64)
-    source: str = Field("active", max_length=20, description="'active', 'scratch' or a version number.")
-    steps: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
-    seconds: float | None = Field(None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters, as `genbot train` names them.")
+    model: Text = Field(max_length=100)
+    corpus: Text = Field(max_length=64)
+    source: str = Field("active", pattern=SOURCE, max_length=20, description="'active', 'scratch' or a version number.")
+    steps: Annotated[int, Field(ge=1, le=MAX_VERSION)] | SkipJsonSchema[None] = Field(
+        None, description="Budget: optimizer steps (at most [jobs] max_steps)."
+    )
+    epochs: Annotated[float, Field(gt=0, allow_inf_nan=False)] | SkipJsonSchema[None] = Field(
+        None, description="Budget: passes over the train split (at most [jobs] max_epochs)."
+    )
+    seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | SkipJsonSchema[None] = Field(
+        None, description="Budget: training seconds (at most [jobs] max_seconds)."
+    )
+    options: TrainingOptions = Field(
+        default_factory=TrainingOptions, description="Hyperparameters, as `genbot train` names them."
+    )
 
 
 @router.post("/jobs", summary="Queue a fine-tune job", status_code=201)
 async def create_job(body: RetrainBody, ctx: Ctx, who: AdminDep) -> dict[str, Any]:
     """Check and queue a retrain; nothing is queued if it could only fail."""
-    request = RetrainRequest(**body.model_dump())
+    fields = body.model_dump(exclude={"options"}, exclude_none=True)
+    request = RetrainRequest(**fields, options=body.options.given())
     return plain(await ctx.service.jobs.retrain(request))
 
 
@@ -126,7 +139,7 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="One job with its log")
-async def get_job(job_id: Annotated[int, PathParam(ge=1, le=2**62)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
+async def get_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
     """A job and its events (404 if there is none)."""
     job = await ctx.service.jobs.get(job_id)
     events = await ctx.service.jobs.events(job_id)
@@ -134,7 +147,7 @@ async def get_job(job_id: Annotated[int, PathParam(ge=1, le=2**62)], ctx: Ctx, w
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
-async def cancel_job(job_id: Annotated[int, PathParam(ge=1, le=2**62)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
+async def cancel_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
     """Cancel a queued job now, or ask its worker to stop a running one."""
     return plain(await ctx.service.jobs.cancel(job_id))
 

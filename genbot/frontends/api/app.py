@@ -22,6 +22,7 @@ from genbot.errors import ConfigError
 from genbot.frontends.api import admin, caption, inspect, native, openai, ops
 from genbot.frontends.api.context import ApiContext
 from genbot.frontends.api.errors import install_error_handlers
+from genbot.frontends.api.guards import AllowedHosts, CleanInput
 from genbot.frontends.api.limits import BodySizeLimit, RateLimiter
 from genbot.frontends.api.metrics import ApiMetrics
 from genbot.service import GenbotService
@@ -38,16 +39,25 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
         settings,
         ApiMetrics(lambda: ctx.queue_depth()),
         RateLimiter(settings.rate_per_minute, service.count_request),
+        RateLimiter(settings.bad_keys_per_minute, service.count_request, scope="addr"),
     )
     app.state.genbot = ctx
     for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):
         app.include_router(router)
     install_error_handlers(app)
+    app.add_middleware(CleanInput)  # innermost: reads JSON bodies only after the size cap below
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_prefix=admin.UPLOAD_PREFIX,
                        path_limits={caption.CAPTION_PATH: caption.MAX_CAPTION_BODY_BYTES})  # fmt: skip
+    app.add_middleware(AllowedHosts, allowed=allowed_hosts(settings))
     app.add_middleware(RequestMetrics, metrics=ctx.metrics)
     return app
+
+
+def allowed_hosts(settings: ApiSettings) -> list[str]:
+    """Host names requests may name besides loopback: the configured ones and a specific bind address."""
+    extra = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host]
+    return [*settings.allowed_hosts, *extra]
 
 
 class RequestMetrics:

@@ -1,9 +1,10 @@
 """Bearer API keys: who is calling, whether they may, and how much.
 
 With ``[api] require_keys = false`` (allowed on loopback only) a request without a key is the
-local ``anonymous`` caller with every scope; a key that is sent is still checked. With keys
-required, every route but ``/healthz`` and ``/metrics`` needs an active key, and the admin
-routes an admin key.
+local ``anonymous`` caller, who may generate; it may use the admin routes only with ``[api]
+unkeyed_admin = true``. A key that is sent is still checked, and invalid keys are counted per
+client address (``bad_keys_per_minute``) so a key-guessing flood gets 429. With keys required,
+every route but ``/healthz`` and ``/metrics`` needs an active key, and the admin routes an admin key.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from genbot.frontends.api.context import ApiContext, context
@@ -34,33 +35,45 @@ class Caller:
 
 
 async def caller(
+    request: Request,
     ctx: Annotated[ApiContext, Depends(context)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """The caller of this request, after the key check and the rate limit."""
-    who = await _identify(ctx, credentials)
+    who = await _identify(ctx, credentials, client_address(request))
     await ctx.limiter.hit(who.key_id)
     return who
 
 
-async def admin_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:
-    """The caller, who must hold an admin key."""
-    if not who.admin:
-        raise ApiError(403, f"API key {who.name!r} is not an admin key", "permission_denied")
-    return who
+async def admin_caller(ctx: Annotated[ApiContext, Depends(context)], who: Annotated[Caller, Depends(caller)]) -> Caller:
+    """The caller, who must hold an admin key (or be the unkeyed local caller, if so configured)."""
+    if who.admin:
+        return who
+    if who.key_id == ANONYMOUS:
+        raise ApiError(
+            403, "admin routes need an admin API key (or [api] unkeyed_admin = true on loopback)", "permission_denied"
+        )
+    raise ApiError(403, f"API key {who.name!r} is not an admin key", "permission_denied")
 
 
-async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials | None, address: str) -> Caller:
     """The caller named by the Bearer key, or the anonymous local caller when keys are optional."""
     if credentials is None or not credentials.credentials:
         if ctx.settings.require_keys:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error")
-        return Caller(ANONYMOUS, ANONYMOUS, admin=True)
+        return Caller(ANONYMOUS, ANONYMOUS, admin=ctx.settings.unkeyed_admin)
     key = await ctx.service.authenticate(credentials.credentials)
     if key is None:
+        # Counted in the database, so a guesser spreading over replicas meets one limit.
+        await ctx.bad_keys.hit(address, "invalid API keys")
         raise ApiError(401, "invalid or revoked API key", "authentication_error")
     await _touch(ctx, key.id)
     return Caller(str(key.id), key.name, key.admin)
+
+
+def client_address(request: Request) -> str:
+    """The client's address (behind a proxy, uvicorn's --forwarded-allow-ips makes it the real one)."""
+    return request.client.host if request.client else "unknown"
 
 
 async def _touch(ctx: ApiContext, key_id: int) -> None:

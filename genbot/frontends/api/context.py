@@ -22,7 +22,8 @@ class ApiContext:
     service: GenbotService
     settings: ApiSettings
     metrics: ApiMetrics
-    limiter: RateLimiter
+    limiter: RateLimiter  # requests per key
+    bad_keys: RateLimiter  # invalid keys per client address
     touched: dict[int, float] = field(default_factory=dict)  # key id → monotonic time of the last last_used write
     background: set[asyncio.Task[None]] = field(default_factory=set)  # quota charges in flight (kept referenced)
     inspections: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(INSPECTIONS_AT_ONCE))

@@ -23,21 +23,24 @@ Counter = Callable[[str, str, int], Awaitable[int]]  # (scope, subject, window) 
 class RateLimiter:
     """Counts requests per subject in fixed one-minute windows through a shared counter."""
 
-    def __init__(self, per_minute: int, count: Counter, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, per_minute: int, count: Counter, clock: Callable[[], float] = time.time, *, scope: str = "key"
+    ) -> None:
         self.per_minute = per_minute
         self.count = count  # GenbotService.count_request: the database's window counts
         self.clock = clock
+        self.scope = scope  # "key": requests per API key; "addr": invalid keys per client address
 
-    async def hit(self, subject: str) -> None:
+    async def hit(self, subject: str, what: str = "requests") -> None:
         """Count one request; raises ApiError 429 with Retry-After once the window is full."""
         if self.per_minute <= 0:
             return
         now = self.clock()
         window = int(now // WINDOW_S)
-        if await self.count("key", subject, window) > self.per_minute:
+        if await self.count(self.scope, subject, window) > self.per_minute:
             retry = WINDOW_S - (now - window * WINDOW_S)
             raise ApiError(
-                429, f"rate limit of {self.per_minute} requests per minute reached", "rate_limit_exceeded",
+                429, f"rate limit of {self.per_minute} {what} per minute reached", "rate_limit_exceeded",
                 retry_after=retry,
             )  # fmt: skip
 

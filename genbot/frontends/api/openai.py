@@ -1,13 +1,16 @@
 """OpenAI-compatible routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
 
 Tokens are characters here: ``max_tokens`` is the number of characters to generate and
-``usage`` counts characters. Unsupported OpenAI fields (``n`` > 1, ``logprobs``, penalties …)
-are accepted when they ask for the default and otherwise refused with a 400 naming the field.
+``usage`` counts characters. Unsupported OpenAI fields (``n`` > 1, ``logprobs``, penalties,
+``tools`` …, see ``UNSUPPORTED``) are accepted when they ask for the default and otherwise refused
+with a 400 naming the field; other unknown fields are ignored, as OpenAI's newer ones (``store``,
+``metadata`` …) change nothing here. The official client sends only the fields a caller passes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
@@ -28,6 +31,28 @@ router = APIRouter(tags=["openai"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
 _FINISH = {"completed": "length", "cancelled": "stop", "failed": "stop"}
 MAX_STOPS = 4  # OpenAI's own limit
+# OpenAI fields genbot does not implement → the values (as JSON) that ask for what it does anyway.
+UNSUPPORTED: dict[str, frozenset[str]] = {
+    name: frozenset(["null", *defaults])
+    for name, defaults in {
+        "n": ["1"],
+        "best_of": ["1"],
+        "logprobs": ["false"],
+        "top_logprobs": ["0"],
+        "logit_bias": ["{}"],
+        "frequency_penalty": ["0", "0.0"],
+        "presence_penalty": ["0", "0.0"],
+        "suffix": ['""'],
+        "tools": ["[]"],
+        "tool_choice": ['"none"'],
+        "functions": ["[]"],
+        "function_call": ['"none"'],
+        "response_format": ['{"type": "text"}'],
+        "modalities": ['["text"]'],
+        "audio": [],
+        "prediction": [],
+    }.items()
+}
 
 
 class StreamOptions(BaseModel):
@@ -41,7 +66,8 @@ class StreamOptions(BaseModel):
 class _Sampling(BaseModel):
     """Fields completions and chat completions share."""
 
-    model_config = ConfigDict(extra="ignore")  # clients send fields genbot has no use for
+    # Clients send fields genbot has no use for; refuse_unsupported checks the ones that would matter.
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(max_length=100)
     max_tokens: int | None = Field(None, ge=1, description="Characters to generate.")
@@ -51,8 +77,14 @@ class _Sampling(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     user: str | None = Field(None, max_length=256)
+
+    def refuse_unsupported(self) -> None:
+        """Raise InvalidRequest (400) for an unimplemented field set to anything but its default."""
+        for name, value in (self.model_extra or {}).items():
+            allowed = UNSUPPORTED.get(name)
+            if allowed is not None and json.dumps(value, sort_keys=True) not in allowed:
+                raise InvalidRequest(f"{name}: not supported by genbot (send it unset or as its default)")
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""
@@ -125,11 +157,13 @@ async def models(ctx: Ctx, who: CallerDep) -> dict[str, Any]:
 )
 async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue ``prompt``; ``stream: true`` answers with ``data:`` chunks ending in ``[DONE]``."""
+    body.refuse_unsupported()
     prompt = _one_prompt(body.prompt)
     started = time.perf_counter()
     gen = await start_generation(ctx, _request(body, prompt, body.max_tokens, who.key_id), who)
     if body.stream:
-        return sse_response(_stream(gen, ctx, started, chat=False, usage=_wants_usage(body)))
+        echo = prompt if body.echo else ""
+        return sse_response(_stream(gen, ctx, started, chat=False, usage=_wants_usage(body), echo=echo))
     text = await collect(gen, ctx, started)
     result = await gen.result()
     choice = {"text": (prompt if body.echo else "") + text, "index": 0, "logprobs": None}
@@ -143,6 +177,7 @@ async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
 )
 async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue the last user message as the assistant's reply."""
+    body.refuse_unsupported()
     prompt = body.prompt()
     started = time.perf_counter()
     length = body.max_completion_tokens or body.max_tokens
@@ -185,11 +220,13 @@ def _wants_usage(body: _Sampling) -> bool:
 
 
 async def _stream(
-    gen: Generation, ctx: ApiContext, started: float, *, chat: bool, usage: bool
+    gen: Generation, ctx: ApiContext, started: float, *, chat: bool, usage: bool, echo: str = ""
 ) -> AsyncGenerator[str, None]:
     """OpenAI chunks: text deltas, a last chunk with finish_reason, the usage if asked, then ``[DONE]``."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     first = True
+    if echo:  # completions with echo: the prompt comes first, as in the non-streaming text
+        yield sse(_chunk(gen, kind, {"index": 0, "text": echo, "logprobs": None, "finish_reason": None}))
     async with contextlib.aclosing(text_chunks(gen, ctx, started)) as chunks:
         async for chunk in chunks:
             delta = {"role": "assistant", "content": chunk} if first else {"content": chunk}
