@@ -122,6 +122,16 @@ class JobsSettings(_Section):
     )
     max_attempts: int = Field(default=3, ge=1, description="Claims a job gets (crashes, lost workers) before it fails.")
     train_threads: int = Field(default=1, ge=1, description="Torch threads of each training child process.")
+    max_steps: int = Field(default=1_000_000, ge=1, le=2**31 - 1, description="Largest --steps budget a job may ask.")
+    max_epochs: float = Field(default=1000.0, gt=0.0, description="Largest --epochs budget a job may ask.")
+    max_seconds: float = Field(
+        default=7 * 86_400.0, gt=0.0, description="Largest --seconds budget a job may ask (default: a week)."
+    )
+    max_batch_chars: int = Field(
+        default=262_144,
+        ge=1,
+        description="Largest batch x block (characters per step) a job may ask; memory grows with it.",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> JobsSettings:

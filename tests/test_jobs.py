@@ -248,7 +248,9 @@ async def test_a_job_the_worker_cannot_start_is_retried_then_failed_with_the_rea
         assert await service.jobs.worker().run(once=True) == 0
         final = await service.jobs.get(job.id)
     assert final.status == JobStatus.FAILED
-    assert final.error == "gave up after 2 attempt(s); last: worker error: KeyError('corpus_path')"
+    assert final.error == (
+        "gave up after 2 attempt(s); last: worker error: InvalidRequest('job argument corpus_path is not a path: None')"
+    )
 
 
 async def test_a_jobs_log_keeps_every_eval_and_only_the_newest_step_lines(
@@ -371,12 +373,12 @@ def test_a_jobs_arguments_become_a_resumable_train_command(tmp_path: Path) -> No
     scratch = {"corpus_path": "/c/input.txt", "parent_path": None, "budget": {"steps": 9},
                "options": {"hidden": 32, "carry_state": True, "bf16": False, "weight_decay": 0.1}}  # fmt: skip
     argv = train_argv(scratch, model="alpha", out=tmp_path, threads=2)
-    assert argv == ["train", "--corpus", "/c/input.txt", "--out", str(tmp_path), "--name", "alpha", "--json",
-                    "--resume", "--threads", "2", "--steps", "9", "--hidden", "32", "--carry-state", "--no-bf16",
-                    "--weight-decay", "0.1"]  # fmt: skip
+    assert argv == ["train", "--corpus=/c/input.txt", f"--out={tmp_path}", "--name=alpha", "--json", "--resume",
+                    "--threads=2", "--steps=9", "--hidden=32", "--weight-decay=0.1", "--carry-state", "--no-bf16",
+                    "--", "charrnn"]  # fmt: skip
     tune = scratch | {"parent_path": "/m/v1", "options": {}}
     tuned = train_argv(tune, model="alpha", out=tmp_path, threads=1)
-    assert tuned[tuned.index("--from") + 1] == "/m/v1" and "--hidden" not in tuned
+    assert "--from=/m/v1" in tuned and not any(arg.startswith("--hidden") for arg in tuned)
 
 
 BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
@@ -384,14 +386,14 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"model": "nosuch", "steps": 5}, "unknown model 'nosuch' (available: alpha, beta)"),
     ({"steps": 0}, "--steps must be above 0"),
     ({"seconds": -3.0}, "--seconds must be above 0"),
-    ({"steps": 10**12}, "--steps must be above 0 and at most"),
+    ({"steps": 10**12}, "--steps must be above 0 and at most 1,000,000 ([jobs] max_steps)"),
     ({}, "give exactly one budget"),
     ({"steps": 5, "seconds": 5.0}, "give exactly one budget"),
     ({"steps": 5, "options": {"hidden": 64}}, "--hidden: a fine-tune keeps its parent's architecture"),
     ({"steps": 5, "source": "7"}, "model 'alpha' has no version 7"),
     ({"steps": 5, "source": "latest"}, "--from must be 'active', 'scratch' or a version number"),
-    ({"steps": 5, "options": {"lr": -1.0}}, "--lr must be a positive number"),
-    ({"steps": 5, "source": "scratch", "options": {"cell": "transformer"}}, "--cell must be rnn, lstm or gru"),
+    ({"steps": 5, "options": {"lr": -1.0}}, "--lr: input should be greater than 0 (got -1.0)"),
+    ({"steps": 5, "source": "scratch", "options": {"cell": "transformer"}}, "--cell: input should be 'rnn', 'lstm' or 'gru' (got 'transformer')"),
     ({"steps": 5, "max_attempts": 0}, "--max-attempts must be between 1 and 100"),
 ]
 

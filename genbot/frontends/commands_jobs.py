@@ -65,10 +65,12 @@ def run_jobs(body: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _request(model: str, corpus: str, source: str, values: dict[str, Any]) -> Any:
-    """A RetrainRequest from a command's options (only the ones given)."""
+    """A RetrainRequest from a command's options (only those given), checked before the database opens."""
     from genbot.jobs.spec import HYPERPARAMETERS, RetrainRequest
+    from genbot.training.options import TrainingOptions
 
-    options = {name: values[name] for name in HYPERPARAMETERS if values.get(name) is not None}
+    given = {name: values[name] for name in HYPERPARAMETERS if values.get(name) is not None}
+    options = TrainingOptions.parse(given).given()  # the same schema the API and schedules use
     budget = {name: values[name] for name in ("steps", "epochs", "seconds")}
     return RetrainRequest(
         model=model, corpus=corpus, source=source, options=options, max_attempts=values["max_attempts"], **budget

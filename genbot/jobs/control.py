@@ -50,7 +50,7 @@ class Jobs:
 
     async def resolve(self, request: RetrainRequest, *, schedule_id: int | None = None) -> NewJob:
         """The job row a request becomes; raises before anything is stored if it cannot run."""
-        spec.check(request)
+        options = spec.check(request, self.settings.jobs)
         corpus_path = await self._corpus_path(request.corpus)
         parent = await self._parent(request.model, request.source)
         args = {
@@ -58,7 +58,7 @@ class Jobs:
             "corpus_path": corpus_path,
             "parent_path": parent.path if parent else None,
             "budget": request.budget(),
-            "options": dict(request.options),
+            "options": options.given(),
         }
         return NewJob(
             kind=RETRAIN,

@@ -13,14 +13,24 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import genbot
+
+# The only variables a training child inherits (plus LC_*): locale, temp files, where to find
+# programs and the home folder; CUDA_VISIBLE_DEVICES so --device cuda uses the GPUs meant for it.
+_ENV_ALLOWED = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "CUDA_VISIBLE_DEVICES"})
+# Belt and braces: a name that looks like a credential is dropped even if allowed above.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 TERMINATE_GRACE_S = 5.0  # after SIGTERM, how long the child gets before SIGKILL
 _LINE_LIMIT = 1 << 20  # longest stdout/stderr line read (samples are a few hundred chars)
 _PR_SET_PDEATHSIG = 1
@@ -43,12 +53,14 @@ class TrainingProcess:
     async def start(
         cls, argv: list[str], on_event: EventHandler, on_stderr: LineHandler, *, cwd: Path | None = None
     ) -> TrainingProcess:
-        """Start ``python -m genbot <argv>`` in its own session (the worker's Ctrl-C does not reach it)."""
+        """Start ``python -I -m genbot <argv>`` in its own session (the worker's Ctrl-C does not reach it).
+
+        The child gets a scrubbed environment (``child_env``) and isolated mode (``-I``: no
+        ``PYTHON*`` variables, no current directory or user site on ``sys.path``).
+        """
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "genbot",
-            *argv,
+            *await asyncio.to_thread(child_command, argv),  # the first call probes with a subprocess
+            env=child_env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -79,6 +91,50 @@ class TrainingProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             return await self.wait()
+
+
+def child_command(argv: list[str]) -> list[str]:
+    """The training child's full command line: this interpreter, isolated, running genbot's CLI.
+
+    ``-I`` drops the current directory from ``sys.path``; an installed (or editable) genbot is still
+    found through site-packages. A genbot imported from a bare source tree is not, so then its
+    folder is put on the child's path explicitly (never by passing the parent's PYTHONPATH on).
+    """
+    if _found_in_isolation():
+        return [sys.executable, "-I", "-m", "genbot", *argv]
+    root = str(Path(genbot.__file__).resolve().parent.parent)
+    boot = f"import runpy, sys; sys.path.insert(0, {root!r}); runpy.run_module('genbot', run_name='__main__')"
+    return [sys.executable, "-I", "-c", boot, *argv]
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a training child gets: an allow-list of the parent's, never a secret.
+
+    ``genbot train`` reads no settings (everything it needs is on its command line), so no
+    ``GENBOT_*`` variable is passed on: the database URL may hold a password, and the Discord
+    token and API keys have no business in a process that runs on uploaded data.
+    """
+    source = os.environ if environ is None else environ
+    env = {}
+    for name, value in source.items():
+        allowed = name in _ENV_ALLOWED or name.startswith("LC_")
+        if allowed and not _SECRET_NAME.search(name):
+            env[name] = value
+    return env
+
+
+@functools.cache
+def _found_in_isolation() -> bool:
+    """Whether ``python -I`` finds the genbot package this process runs (checked once per process)."""
+    here = str(Path(genbot.__file__).resolve())
+    probe = "import genbot, pathlib; print(pathlib.Path(genbot.__file__).resolve())"
+    try:
+        found = subprocess.run(
+            [sys.executable, "-I", "-c", probe], env=child_env(), capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return found.returncode == 0 and found.stdout.strip() == here
 
 
 def describe_exit(returncode: int) -> str:

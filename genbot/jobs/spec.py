@@ -1,33 +1,35 @@
 """What a retrain job is asked to do, checked before anything is queued, and the trainer command it becomes.
 
-A ``RetrainRequest`` is what an admin types (``genbot retrain MODEL --corpus NAME …``) or what a
-schedule stores. ``check`` rejects nonsense up front (a bad budget, hyperparameters the trainer
-would refuse, architecture options on a fine-tune) so nothing is queued that can only fail.
-``train_argv`` turns a queued job's stored arguments into the ``genbot train`` command line the
-worker runs in a child process.
+A ``RetrainRequest`` is what an admin types (``genbot retrain MODEL --corpus NAME …``), posts to
+the API, asks Discord for, or what a schedule stores. ``check`` rejects nonsense up front (a bad
+or oversized budget, options outside the one schema ``TrainingOptions``, architecture options on
+a fine-tune, a batch too big for ``[jobs] max_batch_chars``) so nothing is queued that can only
+fail. ``train_argv`` turns a queued job's stored arguments into the ``genbot train`` command line
+the worker runs in a child process: every value is re-checked and written as ``--name=value``, and
+the list ends with ``-- charrnn``, so no value can ever be read as another option or as the
+positional argument.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genbot.config import JobsSettings
 from genbot.errors import InvalidRequest
+from genbot.training.options import ARCHITECTURE, DEFAULT_BATCH, DEFAULT_BLOCK, TrainingOptions, flag
 
 # Options passed straight to `genbot train` (CLI spelling with underscores → --dashes).
-HYPERPARAMETERS = (
-    "cell", "layers", "hidden", "emb", "dropout", "block", "batch", "lr", "warmup", "weight_decay",
-    "grad_clip", "carry_state", "bf16", "device", "eval_every", "seed", "save_dtype",
-)  # fmt: skip
-# Options that set the architecture: only meaningful when training from scratch.
-ARCHITECTURE = ("cell", "layers", "hidden", "emb")
+HYPERPARAMETERS = tuple(TrainingOptions.model_fields)
 BUDGETS = ("steps", "epochs", "seconds")
-# Upper bounds that catch typos (a budget of 10^9 steps is a mistake, not a plan).
-BUDGET_LIMITS = {"steps": 10_000_000, "epochs": 100_000.0, "seconds": 30 * 86_400.0}
-# TrainConfig field names where the CLI option is spelled differently.
-_CONFIG_NAMES = {"emb": "embedding"}
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+MAX_ATTEMPTS = 100
+# What a schedule may store besides model and corpus (RetrainRequest.to_args).
+_STORED = frozenset({"source", "steps", "epochs", "seconds", "options", "max_attempts"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,82 +42,134 @@ class RetrainRequest:
     steps: int | None = None
     epochs: float | None = None
     seconds: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # HYPERPARAMETERS that were given
+    options: Mapping[str, Any] = field(default_factory=dict)  # TrainingOptions that were given
     max_attempts: int | None = None  # None: [jobs] max_attempts
 
     def budget(self) -> dict[str, float | int]:
-        """The one budget that was given, as {name: value}."""
+        """The budget(s) that were given, as {name: value}."""
         return {name: getattr(self, name) for name in BUDGETS if getattr(self, name) is not None}
 
     def to_args(self) -> dict[str, Any]:
         """The request as plain JSON data (what a schedule stores)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k not in ("model", "corpus")}
+        data = dataclasses.asdict(self) | {"options": TrainingOptions.parse(dict(self.options)).given()}
+        return {k: v for k, v in data.items() if v is not None and k not in ("model", "corpus")}
 
     @classmethod
-    def from_args(cls, model: str, corpus: str, args: dict[str, Any]) -> RetrainRequest:
-        """The request a schedule stored with ``to_args``."""
-        return cls(model=model, corpus=corpus, **args)
+    def from_args(cls, model: str, corpus: str, args: Any) -> RetrainRequest:
+        """The request a schedule stored with ``to_args``, re-validated (the row may predate today's rules)."""
+        if not isinstance(args, dict):
+            raise InvalidRequest(f"stored job arguments must be a mapping, got {type(args).__name__}")
+        unknown = sorted(set(args) - _STORED)
+        if unknown:
+            raise InvalidRequest(f"stored job arguments have unknown field(s): {', '.join(map(str, unknown))}")
+        options = TrainingOptions.parse(args.get("options", {})).given()
+        request = cls(model=model, corpus=corpus, **(args | {"options": options}))
+        _check_types(request)
+        return request
 
 
-def parse_source(source: str) -> int | None:
+def parse_source(source: object) -> int | None:
     """``active`` / ``scratch`` → None, a version number → int; anything else is refused."""
     if source in ("active", "scratch"):
         return None
-    if source.isdigit() and int(source) >= 1:
+    # isascii: "²" and other Unicode digits pass isdigit() but are no version number.
+    if isinstance(source, str) and source.isascii() and source.isdigit() and 1 <= int(source) <= MAX_VERSION:
         return int(source)
-    raise InvalidRequest(f"--from must be 'active', 'scratch' or a version number, got {source!r}")
+    shown = repr(source) if len(repr(source)) <= 40 else repr(source)[:39] + "…"
+    raise InvalidRequest(f"--from must be 'active', 'scratch' or a version number, got {shown}")
 
 
-def check(request: RetrainRequest) -> None:
-    """Refuse a request the trainer could not run; raises InvalidRequest naming the option."""
+def check(request: RetrainRequest, limits: JobsSettings | None = None) -> TrainingOptions:
+    """Refuse a request the trainer could not run (InvalidRequest naming the option); returns its options."""
+    limits = limits or JobsSettings()
+    _check_types(request)
     parse_source(request.source)
-    _check_budget(request)
-    unknown = sorted(set(request.options) - set(HYPERPARAMETERS))
-    if unknown:
-        raise InvalidRequest(f"unknown training option(s): {', '.join(unknown)}")
-    arch = [name for name in ARCHITECTURE if name in request.options]
+    _check_budget(request, limits)
+    options = TrainingOptions.parse(dict(request.options))
+    arch = [name for name in ARCHITECTURE if name in options.given()]
     if arch and request.source != "scratch":
-        flags = ", ".join(f"--{name}" for name in arch)
+        flags = ", ".join(flag(name) for name in arch)
         raise InvalidRequest(f"{flags}: a fine-tune keeps its parent's architecture; use --from scratch to change it")
-    if request.max_attempts is not None and not 1 <= request.max_attempts <= 100:
-        raise InvalidRequest("--max-attempts must be between 1 and 100")
-    _check_hyperparameters(request)
+    if request.max_attempts is not None and not 1 <= request.max_attempts <= MAX_ATTEMPTS:
+        raise InvalidRequest(f"--max-attempts must be between 1 and {MAX_ATTEMPTS}")
+    chars = (options.batch or DEFAULT_BATCH) * (options.block or DEFAULT_BLOCK)
+    if chars > limits.max_batch_chars:
+        raise InvalidRequest(
+            f"--batch x --block is {chars:,} characters per step; at most {limits.max_batch_chars:,} "
+            "([jobs] max_batch_chars)"
+        )
+    return options
 
 
-def _check_budget(request: RetrainRequest) -> None:
-    """Exactly one positive, finite budget below its limit."""
+def _check_types(request: RetrainRequest) -> None:
+    """Budgets are numbers (an int for steps), max_attempts an int, options a mapping: never text or bools."""
+    if not isinstance(request.source, str):
+        raise InvalidRequest("--from must be 'active', 'scratch' or a version number")
+    if request.steps is not None and not _is_int(request.steps):
+        raise InvalidRequest(f"--steps must be a whole number, got {request.steps!r}")
+    for name in ("epochs", "seconds"):
+        value = getattr(request, name)
+        if value is not None and not (_is_int(value) or isinstance(value, float)):
+            raise InvalidRequest(f"--{name} must be a number, got {value!r}")
+    if request.max_attempts is not None and not _is_int(request.max_attempts):
+        raise InvalidRequest(f"--max-attempts must be a whole number, got {request.max_attempts!r}")
+    if not isinstance(request.options, Mapping):
+        raise InvalidRequest("training options must be a mapping of names to values")
+
+
+def _is_int(value: object) -> bool:
+    """An int that is not a bool (True is an int to Python, not a budget to anyone)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_budget(request: RetrainRequest, limits: JobsSettings) -> None:
+    """Exactly one positive, finite budget no bigger than its [jobs] cap."""
     budget = request.budget()
     if len(budget) != 1:
         raise InvalidRequest("give exactly one budget: --steps, --epochs or --seconds")
     (name, value), = budget.items()  # fmt: skip
-    if not 0 < value <= BUDGET_LIMITS[name]:
-        raise InvalidRequest(f"--{name} must be above 0 and at most {BUDGET_LIMITS[name]:g}, got {value}")
+    cap = {"steps": limits.max_steps, "epochs": limits.max_epochs, "seconds": limits.max_seconds}[name]
+    if not (math.isfinite(value) and 0 < value <= cap):
+        shown = f"{cap:,}" if isinstance(cap, int) else f"{cap:,g}"
+        raise InvalidRequest(f"--{name} must be above 0 and at most {shown} ([jobs] max_{name}), got {value}")
 
 
-def _check_hyperparameters(request: RetrainRequest) -> None:
-    """Let the trainer's own validation judge the options (same messages as ``genbot train``)."""
-    from genbot.training.trainer import TrainConfig  # imports torch: only when checking
+def train_argv(args: Mapping[str, Any], *, model: str, out: Path, threads: int) -> list[str]:
+    """The ``genbot train`` arguments for a job's stored ``args`` (resumable, JSON progress).
 
-    values: dict[str, Any] = {_CONFIG_NAMES.get(k, k): v for k, v in request.options.items()}
-    try:
-        config = TrainConfig(**values | request.budget())
-    except TypeError as e:
-        raise InvalidRequest(f"bad training option: {e}") from None
-    config.validate()
-    if config.device not in ("cpu", "cuda"):
-        raise InvalidRequest("--device must be cpu or cuda")
+    The stored arguments are checked again here: a row written by an older version, or edited in
+    the database, must not be able to smuggle an option in.
+    """
+    argv = ["train", _opt("corpus", _path(args.get("corpus_path"), "corpus_path")), _opt("out", str(out))]
+    argv += [_opt("name", model), "--json", "--resume", _opt("threads", int(threads))]
+    if args.get("parent_path") is not None:
+        argv.append(_opt("from", _path(args["parent_path"], "parent_path")))
+    argv += [_opt(name, value) for name, value in _stored_budget(args.get("budget", {})).items()]
+    argv += [_opt(name, value) for name, value in TrainingOptions.parse(args.get("options", {})).given().items()]
+    # Nothing after "--" is an option; the positional model kind is pinned rather than defaulted.
+    return [*argv, "--", "charrnn"]
 
 
-def train_argv(args: dict[str, Any], *, model: str, out: Path, threads: int) -> list[str]:
-    """The ``genbot train`` arguments for a job's stored ``args`` (resumable, JSON progress)."""
-    argv = ["train", "--corpus", args["corpus_path"], "--out", str(out), "--name", model]
-    argv += ["--json", "--resume", "--threads", str(threads)]
-    if args.get("parent_path"):
-        argv += ["--from", args["parent_path"]]
-    for name, value in {**args.get("budget", {}), **args.get("options", {})}.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else f"--no-{flag[2:]}")
-        else:
-            argv += [flag, str(value)]
-    return argv
+def _opt(name: str, value: str | int | float | bool) -> str:
+    """One option as a single argv word: ``--name=value``, or ``--flag`` / ``--no-flag`` for a bool."""
+    if isinstance(value, bool):
+        return flag(name) if value else "--no-" + flag(name)[2:]
+    return f"{flag(name)}={value}"
+
+
+def _path(value: Any, what: str) -> str:
+    """A stored path as text (one argv word even if it starts with dashes: ``--corpus=…`` keeps it a value)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidRequest(f"job argument {what} is not a path: {value!r}")
+    return value
+
+
+def _stored_budget(budget: Any) -> dict[str, int | float]:
+    """A job's stored budget, re-checked: known names, numbers only."""
+    if not isinstance(budget, dict) or not set(budget) <= set(BUDGETS):
+        raise InvalidRequest(f"job argument budget is malformed: {budget!r}")
+    for name, value in budget.items():
+        ok = _is_int(value) or (name != "steps" and isinstance(value, float) and math.isfinite(value))
+        if not ok:
+            raise InvalidRequest(f"job argument budget {name} is not a number: {value!r}")
+    return dict(budget)
