@@ -97,6 +97,9 @@ class EngineSettings(_Section):
         default=True,
         description="Same seed, same text alone or batched (false: a lone stream runs ~1.3x faster).",
     )
+    max_concurrent_captions: int = Field(
+        default=2, ge=1, description="Images one process captions at once; more get Busy (HTTP 503 + Retry-After)."
+    )
 
 
 class VersionsSettings(_Section):

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from genbot.config import Settings
 from genbot.engine.batching import GenerationEngine
-from genbot.engine.captions import CaptionResult, captioner_of, check_params, pick_seed, run_caption
+from genbot.engine.captions import (
+    CaptionResult,
+    CaptionSlots,
+    captioner_of,
+    check_params,
+    pick_seed,
+    run_caption,
+)
 from genbot.engine.memory import limit_malloc_arenas
 from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry, prepare
 from genbot.engine.sampling import SamplingParams
@@ -149,6 +156,7 @@ class GenbotService:
         self._version_watcher: VersionWatcher | None = None
         self._version_watch: asyncio.Task[None] | None = None
         self._quotas: QuotaPolicy | None = None
+        self._caption_slots = CaptionSlots(settings.engine.max_concurrent_captions)
 
     async def __aenter__(self) -> GenbotService:
         started = datetime.now(UTC)
@@ -265,15 +273,18 @@ class GenbotService:
     ) -> CaptionResult:
         """Describe an image (encoded bytes): beam search, or sampling when ``temperature`` is set; stores a row.
 
-        Raises InvalidRequest (bad parameters, a text model), UnknownModel or ImageError before anything is stored.
+        Raises InvalidRequest (bad parameters, a text model), UnknownModel or ImageError before anything is stored,
+        and Busy while ``[engine] max_concurrent_captions`` images are already being captioned.
         """
         entry = self._registry.get(model)
         loaded = captioner_of(entry)
         check_params(beam, temperature, count, self.settings.sampling.max_temperature)
         seed = pick_seed(temperature, seed)
         started = time.perf_counter()
-        # Decoding the image and running the CNN + beam search is blocking torch work.
-        described, captions = await asyncio.to_thread(run_caption, loaded, image, beam, temperature, seed, count)
+        # Decoding the image and running the CNN + beam search is blocking torch work; a decoded
+        # upload holds up to a few hundred MB, so only a few run at once (the rest get Busy).
+        run = self._caption_slots.run
+        described, captions = await run(run_caption, loaded, image, beam, temperature, seed, count)
         duration_ms = (time.perf_counter() - started) * 1e3
         version = entry.card.version if entry.card else 1
         row = NewGeneration(

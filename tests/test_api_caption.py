@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from genbot.config import bundled_plugins_dir
+from genbot.engine.captions import run_caption
 from genbot.frontends.api.caption import MAX_CAPTION_BODY_BYTES
 from genbot.service import GenbotService
 from genbot.training.caption_data import HELD_OUT_SEED
@@ -90,3 +94,32 @@ async def test_without_a_captioner_the_error_says_so(plugins_dir: Path) -> None:
     async with api_server() as (url, _), client(url) as c:
         response = await c.post("/v1/caption", files={"image": ("x.png", b"\x89PNG")})
     assert response.status_code == 400 and "no captioner model is loaded" in response.json()["error"]["message"]
+
+
+async def test_captions_past_the_cap_get_503_with_retry_after(
+    plugins_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(bundled_plugins_dir() / "captioner", plugins_dir / "captioner")
+    monkeypatch.setenv("GENBOT_ENGINE__MAX_CONCURRENT_CAPTIONS", "1")
+    started, release = threading.Event(), threading.Event()
+
+    def held(*args: Any) -> Any:
+        """The real caption, once the test lets the first one finish (it holds the only slot)."""
+        started.set()
+        release.wait(timeout=60)
+        return run_caption(*args)
+
+    monkeypatch.setattr("genbot.service.run_caption", held)
+    scene = png(render_scene(HELD_OUT_SEED + 10, 64).image)
+    async with api_server() as (url, service), client(url) as c:
+        first = asyncio.create_task(c.post("/v1/caption", files={"image": ("a.png", scene)}))
+        assert await asyncio.to_thread(started.wait, 30)
+        refused = await c.post("/v1/caption", files={"image": ("b.png", scene)})
+        release.set()
+        done = await first
+        again = await c.post("/v1/caption", files={"image": ("c.png", scene)})  # the slot is free again
+        rows = await service.history(api_key_id="anonymous")
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2", refused.text
+    assert "being captioned" in refused.json()["error"]["message"]
+    assert (done.status_code, again.status_code) == (200, 200)
+    assert len(rows) == 2  # the refused upload stored nothing

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 import torch
@@ -28,13 +29,13 @@ from genbot.models.captioner import Captioner, CaptionerConfig
 from genbot.models.captioner_checkpoint import caption_image, caption_tensor, load_captioner, save_captioner
 from genbot.models.card import ModelCard
 from genbot.models.checkpoint import load_model
-from genbot.models.images import MAX_SIDE, image_tensor, open_image
+from genbot.models.images import MAX_SIDE, SHRINK_MARGIN, decode_image, image_tensor, open_image
 from genbot.models.words import END, START, WordVocab, tokenize
 from genbot.service import GenbotService, GenerationRequest
 from genbot.training.bleu import corpus_bleu
 from genbot.training.caption_data import HELD_OUT_SEED, CocoCaptions, SyntheticScenes
 from genbot.training.captioner_trainer import CaptionTrainConfig, train_captioner
-from genbot.training.scenes import COLOURS, names_every_object, render_scene
+from genbot.training.scenes import COLOURS, Scene, names_every_object, render_scene
 
 TINY = {"image_size": 32, "channels": (16, 16), "feature": 32, "hidden": 48, "embedding": 16}
 SIZE = 32
@@ -46,7 +47,7 @@ class SingleObjectScenes(SyntheticScenes):
     """Synthetic scenes with one object each, captioned "a big red circle": learnable in seconds."""
 
     def batch(self, rng: random.Random, size: int) -> tuple[torch.Tensor, list[str]]:
-        scenes = []
+        scenes: list[Scene] = []
         while len(scenes) < size:
             scene = render_scene(rng.randrange(HELD_OUT_SEED), self.image_size)
             if len(scene.objects) == 1:
@@ -251,13 +252,43 @@ def test_bad_images_get_a_clear_error(data: bytes, message: str) -> None:
         open_image(data)
 
 
-@pytest.mark.parametrize("mode", ["CMYK", "RGBA", "LA", "L", "P", "1", "I;16", "I", "F"])
+@pytest.mark.parametrize("mode", ["CMYK", "RGBA", "LA", "L", "P", "1", "I;16"])
 def test_every_mode_is_converted_to_rgb(mode: str) -> None:
     image = Image.new("RGB", (20, 10), (200, 30, 30)).convert(mode) if mode != "I;16" else Image.new("I;16", (20, 10))
-    fmt = "TIFF" if mode in ("CMYK", "I;16", "I", "F") else "PNG"
-    out = open_image(png_bytes(image, fmt))
+    out = open_image(png_bytes(image, "JPEG" if mode == "CMYK" else "PNG"))
     assert out.mode == "RGB" and out.size == (20, 10)
     assert image_tensor(out, 16).shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "I;16"])
+def test_wide_in_memory_modes_are_stretched_to_8_bits(mode: str) -> None:
+    ramp = Image.linear_gradient("L").resize((40, 40)).convert("I").point(lambda v: v * 200)  # 0..51,000
+    image = ramp.convert("F") if mode == "F" else ramp if mode == "I" else _i16(ramp)
+    tensor = image_tensor(image, 16)
+    assert tensor.dtype == torch.float32 and tensor.shape == (3, 16, 16)
+    assert tensor.min().item() < 0.05 and tensor.max().item() > 0.95  # the full range, not clipped at 255
+
+
+def _i16(image: Image.Image) -> Image.Image:
+    """A mode-I image as I;16 (Pillow's convert clips to 8 bits on the way)."""
+    return Image.frombytes("I;16", image.size, np.asarray(image, dtype=np.uint16).tobytes())
+
+
+def test_formats_outside_the_documented_ones_are_refused() -> None:
+    with pytest.raises(ImageError, match="PNG, JPEG, GIF, WebP or BMP"):
+        open_image(png_bytes(Image.new("RGB", (20, 10), "red"), "TIFF"))
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("I;16", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("P", "GIF")])
+def test_large_images_are_shrunk_while_decoding_and_caption_the_same(mode: str, fmt: str) -> None:
+    scene = render_scene(HELD_OUT_SEED + 11, 64).image.resize((1600, 1200), Image.Resampling.NEAREST)
+    image = _i16(scene.convert("L").convert("I").point(lambda v: v * 257)) if mode == "I;16" else scene.convert(mode)
+    data = png_bytes(image, fmt)
+    decoded = decode_image(data, fit=SIZE)
+    assert decoded.size == (1600, 1200)  # the description keeps the upload's own size
+    assert max(decoded.image.size) <= SHRINK_MARGIN * SIZE and decoded.image.mode == "RGB"
+    full = image_tensor(open_image(data), SIZE)  # converted at full size, then resized
+    assert (image_tensor(decoded.image, SIZE) - full).abs().mean().item() < 0.02
 
 
 # ----- COCO folders, CLI, REPL, service -------------------------------------------------------------

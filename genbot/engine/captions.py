@@ -2,24 +2,31 @@
 
 The service calls :func:`run_caption` in a worker thread (decoding an image and running the CNN
 and the beam search is blocking torch work) and stores the result as a generations row whose
-prompt is :func:`genbot.models.images.describe` of the image.
+prompt is :func:`genbot.models.images.describe` of the image. A decoded upload can hold a few
+hundred MB while it is shrunk, so :class:`CaptionSlots` lets only a few run at once per process
+and refuses the rest as ``Busy`` rather than queueing them (the API answers 503 + Retry-After).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from genbot.engine.registry import GeneratorEntry
 from genbot.engine.sampling import SEED_BITS
-from genbot.errors import InvalidRequest
+from genbot.errors import Busy, InvalidRequest
 from genbot.models.captioner import Caption
 from genbot.models.captioner_checkpoint import LoadedCaptioner, caption_tensor
-from genbot.models.images import describe, image_tensor, open_image
+from genbot.models.images import decode_image, describe, image_tensor
 
 MAX_BEAM = 10  # widest beam a request may ask for
 MAX_COUNT = 10  # most sampled captions a request may ask for
+BUSY_RETRY_S = 2.0  # Retry-After for a caption refused at capacity
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,10 +78,42 @@ def pick_seed(temperature: float | None, seed: int | None) -> int | None:
     return seed if seed is not None else secrets.randbits(SEED_BITS)
 
 
+class CaptionSlots:
+    """At most ``limit`` captions run at once; one more is refused with ``Busy`` instead of waiting."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running = 0
+        self._lock = threading.Lock()  # claimed on the event loop, released in a worker thread
+
+    @property
+    def running(self) -> int:
+        """Captions holding a slot now."""
+        return self._running
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a worker thread, holding a slot until it returns; ``Busy`` if all are taken."""
+        with self._lock:
+            if self._running >= self.limit:
+                raise Busy(f"{self.limit} images are being captioned; retry shortly", BUSY_RETRY_S)
+            self._running += 1
+
+        def held() -> T:
+            try:
+                return work(*args)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        # Shielded: a caller that goes away does not free the slot while the thread still holds the image.
+        return await asyncio.shield(asyncio.to_thread(held))
+
+
 def run_caption(
     loaded: LoadedCaptioner, data: bytes, beam: int, temperature: float | None, seed: int | None, count: int
 ) -> tuple[str, list[Caption]]:
     """Decode ``data`` (ImageError if it is not a sane image) and caption it: (image description, captions)."""
-    image = open_image(data)
-    tensor = image_tensor(image, loaded.captioner.config.image_size)  # (3, S, S)
-    return describe(data, image), caption_tensor(loaded, tensor, beam, temperature, seed or 0, count)
+    size = loaded.captioner.config.image_size
+    decoded = decode_image(data, fit=size)  # shrunk while decoding: memory stays near the encoded pixels
+    tensor = image_tensor(decoded.image, size)  # (3, S, S)
+    return describe(data, decoded.size), caption_tensor(loaded, tensor, beam, temperature, seed or 0, count)
