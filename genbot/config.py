@@ -190,7 +190,12 @@ class DiscordSettings(_Section):
     edit_interval_s: float = Field(
         default=1.0, ge=0.2, description="Seconds between two edits of a streaming reply (Discord asks ~1/s)."
     )
-    admin_role: str = Field(default="", description="Role whose members may use /admin (besides Manage Server).")
+    owner_ids: list[int] = Field(
+        default_factory=list, description="Bot owners besides the application's owner or team (global /admin powers)."
+    )
+    admin_role_id: int | None = Field(
+        default=None, description="Role (by id) whose members are server admins, besides Manage Server."
+    )
     mention_trigger: bool = Field(default=False, description="Answer '@genbot prompt' messages in channels.")
     mention_model: str = Field(default="", description="Model for mention replies; empty: the first loaded one.")
     guild_ids: list[int] = Field(

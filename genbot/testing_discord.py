@@ -8,6 +8,18 @@ downloads). Every REST call is recorded with its arrival time and the bytes of a
 uploaded, and a route can be made to answer 429 with ``retry_after`` once, as Discord's rate
 limiter does.
 
+It enforces the Discord rules genbot must keep, answering as Discord does and recording a
+``Violation``: one initial response per interaction (400, code 40060), message content of at
+most 2,000 characters (400, code 50035), interaction tokens that expire 15 minutes after the
+interaction (webhook routes answer 404, code 10015; the clock is injectable, see ``FakeClock``),
+and edits of one message at least ``min_edit_interval`` apart (recorded only). Leaving the
+``async with`` raises ``AssertionError`` when violations are left that a test did not take with
+``take_violations()``, so any test breaking a rule fails. Every response carries Discord's
+rate-limit headers (``X-RateLimit-*``), counted per bucket; a bucket used up answers 429.
+
+There are two servers: ``GUILD_ID`` (with the admin role ``ADMIN_ROLE_ID``) and
+``OTHER_GUILD_ID``; the application is owned by ``OWNER_ID``, or by a team (``team``).
+
 Usage::
 
     async with FakeDiscord() as fake:       # patches discord.http.Route.BASE and the gateway URL
@@ -40,6 +52,9 @@ Json = dict[str, Any]
 Handler = Callable[[web.Request, re.Match[str], Any], Awaitable[Any]]
 
 MANAGE_GUILD = 1 << 5
+MESSAGE_LIMIT = 2000  # Discord's limit on message content
+TOKEN_LIFETIME_S = 15 * 60.0  # an interaction token's webhook works this long
+ALREADY_ACKNOWLEDGED, INVALID_FORM_BODY, UNKNOWN_WEBHOOK, UNKNOWN_MESSAGE = 40060, 50035, 10015, 10008
 MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view channel, send messages, use app commands
 SUBCOMMAND, STRING, INTEGER, BOOLEAN, USER, NUMBER, ATTACHMENT = 1, 3, 4, 5, 6, 10, 11
 
@@ -55,6 +70,47 @@ class RecordedCall:
     status: int = 200
     files: list[str] = field(default_factory=list)
     uploads: dict[str, bytes] = field(default_factory=dict)  # uploaded file name → its bytes
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A Discord rule the bot broke: which (Discord's error code, or 0 for pacing) and how."""
+
+    code: int
+    method: str
+    path: str
+    detail: str
+
+
+class FakeClock:
+    """A clock a test moves by hand (token expiry); ``FakeDiscord`` reads it as seconds."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Jump forward."""
+        self.now += seconds
+
+
+class DiscordError(Exception):
+    """An error answer in Discord's shape (status, JSON code and message)."""
+
+    def __init__(self, status: int, code: int, message: str, *, violation: bool = True) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.violation = status, code, message, violation
+
+
+@dataclass
+class Bucket:
+    """One rate-limit bucket: requests counted in the current window."""
+
+    name: str
+    window_start: float
+    used: int = 0
 
 
 @dataclass
@@ -103,8 +159,26 @@ class FakeDiscord:
     CHANNEL_ID = "100000000000000003"
     ADMIN_ROLE_ID = "100000000000000004"
     ADMIN_ROLE_NAME = "genbot-admin"
+    OTHER_GUILD_ID = "100000000000000005"  # a second server (no admin role)
+    OTHER_CHANNEL_ID = "100000000000000006"
+    OWNER_ID = "300000000000000099"  # the application's owner (and the first server's owner)
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_edit_interval: float = 1.0,
+        bucket_limit: int = 10,
+        bucket_window_s: float = 1.0,
+    ) -> None:
+        self.clock = clock  # token expiry only; arrival times are always time.monotonic()
+        self.min_edit_interval = min_edit_interval
+        self.bucket_limit, self.bucket_window_s = bucket_limit, bucket_window_s
+        self.team: list[tuple[str, str]] | None = None  # (user id, role) when a team owns the app
+        self.violations: list[Violation] = []
+        self._acknowledged: set[str] = set()  # interaction ids with an initial response
+        self._born: dict[str, float] = {}  # interaction token → when (clock) it was issued
+        self._buckets: dict[str, Bucket] = {}
         self.calls: list[RecordedCall] = []
         self.messages: dict[str, FakeMessage] = {}
         self.files: dict[str, bytes] = {}  # name → bytes served at /files/<name> (attachment URLs)
@@ -142,6 +216,14 @@ class FakeDiscord:
             await self._ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if et is None and self.violations:
+            listed = "\n".join(f"  {v.code} {v.method} {v.path}: {v.detail}" for v in self.violations)
+            raise AssertionError(f"the bot broke Discord's rules:\n{listed}")
+
+    def take_violations(self) -> list[Violation]:
+        """The violations so far (a test that provokes them on purpose takes them)."""
+        taken, self.violations = self.violations, []
+        return taken
 
     @property
     def base(self) -> str:
@@ -194,12 +276,13 @@ class FakeDiscord:
         *,
         member: Json | None = None,
         resolved: Json | None = None,
+        guild_id: str | None = None,
     ) -> InjectedInteraction:
-        """Dispatch an application command (type 2) from ``member`` (default: a plain user)."""
+        """Dispatch an application command (type 2) from ``member`` (default: a plain user) in a server."""
         data: Json = {"id": str(next(self._ids)), "name": name, "type": 1, "options": options or []}
         if resolved:
             data["resolved"] = resolved
-        return await self._interaction(2, data, member)
+        return await self._interaction(2, data, member, guild_id=guild_id or self.GUILD_ID)
 
     async def autocomplete(self, name: str, options: list[Json], *, member: Json | None = None) -> InjectedInteraction:
         """Dispatch an autocomplete request (type 4); mark the option being typed with ``"focused": True``."""
@@ -239,18 +322,21 @@ class FakeDiscord:
         }
 
     async def _interaction(
-        self, kind: int, data: Json, member: Json | None, message: Json | None = None
+        self, kind: int, data: Json, member: Json | None, message: Json | None = None, *, guild_id: str | None = None
     ) -> InjectedInteraction:
-        """Build and dispatch an INTERACTION_CREATE."""
+        """Build and dispatch an INTERACTION_CREATE (in ``guild_id``, default the first server)."""
         iid, token = str(next(self._ids)), f"itoken-{next(self._ids)}"
+        gid = guild_id or self.GUILD_ID
+        cid = self.CHANNEL_ID if gid == self.GUILD_ID else self.OTHER_CHANNEL_ID
+        self._born[token] = self.clock()
         payload: Json = {
             "id": iid,
             "application_id": self.APP_ID,
             "type": kind,
             "data": data,
-            "guild_id": self.GUILD_ID,
-            "channel_id": self.CHANNEL_ID,
-            "channel": {"id": self.CHANNEL_ID, "type": 0, "guild_id": self.GUILD_ID, "name": "general"},
+            "guild_id": gid,
+            "channel_id": cid,
+            "channel": {"id": cid, "type": 0, "guild_id": gid, "name": "general"},
             "member": member or self.member("300000000000000001", "alice"),
             "token": token,
             "version": 1,
@@ -258,7 +344,7 @@ class FakeDiscord:
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": self.GUILD_ID},
+            "authorizing_integration_owners": {"0": gid},
             "context": 0,
             "attachment_size_limit": 25 * 1024 * 1024,
         }
@@ -313,7 +399,8 @@ class FakeDiscord:
                 await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
             elif message["op"] == 2:
                 await self._dispatch("READY", self._ready())
-                await self._dispatch("GUILD_CREATE", self._guild())
+                await self._dispatch("GUILD_CREATE", self._guild(self.GUILD_ID, self.CHANNEL_ID))
+                await self._dispatch("GUILD_CREATE", self._guild(self.OTHER_GUILD_ID, self.OTHER_CHANNEL_ID))
                 self.identified.set()
         return ws
 
@@ -328,7 +415,7 @@ class FakeDiscord:
         return {
             "v": 10,
             "user": user_payload(self.APP_ID, "genbot", bot=True),
-            "guilds": [{"id": self.GUILD_ID, "unavailable": True}],
+            "guilds": [{"id": g, "unavailable": True} for g in (self.GUILD_ID, self.OTHER_GUILD_ID)],
             "session_id": "fake-session",
             "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
             "application": {"id": self.APP_ID, "flags": 0},
@@ -336,25 +423,17 @@ class FakeDiscord:
             "relationships": [],
         }
 
-    def _guild(self) -> Json:
+    def _guild(self, guild_id: str, channel_id: str) -> Json:
         role = {"hoist": False, "managed": False, "mentionable": False, "color": 0, "flags": 0}
+        everyone = {**role, "id": guild_id, "name": "@everyone", "permissions": str(MEMBER_PERMISSIONS), "position": 0}
+        admin = {**role, "id": self.ADMIN_ROLE_ID, "name": self.ADMIN_ROLE_NAME, "permissions": "0", "position": 1}
+        first = guild_id == self.GUILD_ID
         return {
-            "id": self.GUILD_ID,
-            "name": "Fake Guild",
-            "owner_id": "300000000000000099",
-            "roles": [
-                {
-                    **role,
-                    "id": self.GUILD_ID,
-                    "name": "@everyone",
-                    "permissions": str(MEMBER_PERMISSIONS),
-                    "position": 0,
-                },
-                {**role, "id": self.ADMIN_ROLE_ID, "name": self.ADMIN_ROLE_NAME, "permissions": "0", "position": 1},
-            ],
-            "channels": [
-                {"id": self.CHANNEL_ID, "type": 0, "name": "general", "position": 0, "permission_overwrites": []}
-            ],
+            "id": guild_id,
+            "name": "Fake Guild" if first else "Other Guild",
+            "owner_id": self.OWNER_ID if first else "300000000000000098",
+            "roles": [everyone, admin] if first else [everyone],
+            "channels": [{"id": channel_id, "type": 0, "name": "general", "position": 0, "permission_overwrites": []}],
             "members": [],
             "member_count": 3,
             "emojis": [],
@@ -387,31 +466,67 @@ class FakeDiscord:
         return web.Response(body=self.files[name], content_type="application/octet-stream")
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        """Record the call, apply an injected 429, then route it."""
+        """Record the call, apply rate limits (injected 429s, buckets), then route it."""
         at = time.monotonic()
         path = "/" + request.match_info["tail"]
         body, uploads = await _read_body(request)
         files = [name for name, _ in uploads]
         call = RecordedCall(at, request.method, path, body, files=files, uploads=dict(uploads))
         self.calls.append(call)
+        route = self._match(request.method, path)
+        bucket = self._bucket(request.method, path, route, at)
+        headers = self._ratelimit_headers(bucket, at)
         limited = self._take_ratelimit(request.method, path)
+        if limited is None and bucket.used > self.bucket_limit:
+            limited = float(headers["X-RateLimit-Reset-After"])
         if limited is not None:
             call.status = 429
             payload = {"message": "You are being rate limited.", "retry_after": limited, "global": False}
-            headers = {"Via": "1.1 google", "Retry-After": str(limited), "X-RateLimit-Scope": "user"}
+            headers.update({"Via": "1.1 google", "Retry-After": str(limited), "X-RateLimit-Scope": "user"})
             return _json(payload, status=429, headers=headers)
-        for method, pattern, handler in self._routes:
+        if route is None:
+            call.status = 404
+            return _json({"message": f"fake Discord: no route {request.method} {path}", "code": 0}, status=404)
+        handler, match = route
+        try:
+            result = await handler(request, match, (body, files, at))
+        except DiscordError as e:
+            call.status = e.status
+            if e.violation:
+                self.violations.append(Violation(e.code, request.method, path, e.message))
+            return _json({"message": e.message, "code": e.code}, status=e.status, headers=headers)
+        call.body = body
+        call.status = 204 if result is None else 200
+        return web.Response(status=204, headers=headers) if result is None else _json(result, headers=headers)
+
+    def _match(self, method: str, path: str) -> tuple[Handler, re.Match[str]] | None:
+        """The handler of a route and its match, or None."""
+        for m, pattern, handler in self._routes:
             match = pattern.fullmatch(path)
-            if match and method == request.method:
-                result = await handler(request, match, (body, files, at))
-                call.body = body
-                if result is None:
-                    call.status = 204
-                    return web.Response(status=204)
-                call.status = 200
-                return _json(result)
-        call.status = 404
-        return _json({"message": f"fake Discord: no route {request.method} {path}", "code": 0}, status=404)
+            if match and m == method:
+                return handler, match
+        return None
+
+    def _bucket(self, method: str, path: str, route: tuple[Handler, re.Match[str]] | None, at: float) -> Bucket:
+        """Count the request in its bucket (the route and its major parameter, as Discord groups them)."""
+        major = re.search(r"/(?:channels|webhooks/\d+|interactions/\d+)/([^/]+)", path)
+        name = f"{method} {route[1].re.pattern if route else path} {major[1] if major else ''}"
+        bucket = self._buckets.get(name)
+        if bucket is None or at - bucket.window_start >= self.bucket_window_s:
+            bucket = self._buckets[name] = Bucket(f"{abs(hash(name)):x}", at)
+        bucket.used += 1
+        return bucket
+
+    def _ratelimit_headers(self, bucket: Bucket, at: float) -> dict[str, str]:
+        """Discord's X-RateLimit-* headers for a request counted in ``bucket``."""
+        reset_after = max(0.0, bucket.window_start + self.bucket_window_s - at)
+        return {
+            "X-RateLimit-Limit": str(self.bucket_limit),
+            "X-RateLimit-Remaining": str(max(0, self.bucket_limit - bucket.used)),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": bucket.name,
+        }
 
     def _take_ratelimit(self, method: str, path: str) -> float | None:
         """The retry_after of a pending injected 429 for this call (consumed), else None."""
@@ -448,8 +563,8 @@ class FakeDiscord:
         return user_payload(self.APP_ID, "genbot", bot=True)
 
     async def _get_application(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
-        owner = user_payload("300000000000000099", "owner")
-        return {
+        owner = user_payload(self.OWNER_ID, "owner")
+        app: Json = {
             "id": self.APP_ID,
             "name": "genbot",
             "description": "",
@@ -460,6 +575,17 @@ class FakeDiscord:
             "verify_key": "0" * 64,
             "flags": 0,
         }
+        if self.team is not None:
+            app["team"] = self._team()
+        return app
+
+    def _team(self) -> Json:
+        """The team that owns the application (``self.team``: user id and role of each member)."""
+        members = [
+            {"user": user_payload(uid, f"member{i}"), "team_id": "1", "membership_state": 2, "role": role}
+            for i, (uid, role) in enumerate(self.team or [])
+        ]
+        return {"id": "1", "name": "genbot team", "icon": None, "owner_user_id": self.OWNER_ID, "members": members}
 
     async def _put_commands(self, request: web.Request, match: re.Match[str], ctx: Any) -> list[Json]:
         return [{**cmd, "id": str(next(self._ids)), "application_id": self.APP_ID, "version": "1"} for cmd in ctx[0]]
@@ -475,6 +601,10 @@ class FakeDiscord:
         body, files, _ = ctx
         kind, data = body["type"], body.get("data") or {}
         token = match["token"]
+        if match["iid"] in self._acknowledged:
+            raise DiscordError(400, ALREADY_ACKNOWLEDGED, "Interaction has already been acknowledged.")
+        _check_content(data)
+        self._acknowledged.add(match["iid"])
         info: Json = {"id": match["iid"], "type": 2}
         resource: Json = {"type": kind}
         if kind in (4, 5):
@@ -491,20 +621,35 @@ class FakeDiscord:
         self.messages[msg.id] = msg
         return msg
 
+    def _check_token(self, token: str) -> None:
+        """An interaction token's webhook lives 15 minutes (10015 Unknown Webhook afterwards)."""
+        born = self._born.get(token)
+        if born is None or self.clock() - born > TOKEN_LIFETIME_S:
+            raise DiscordError(404, UNKNOWN_WEBHOOK, "Unknown Webhook")
+
     def _webhook_target(self, match: re.Match[str]) -> FakeMessage:
         """The message a webhook route addresses (@original resolves through the token)."""
+        self._check_token(match["token"])
         mid = match["mid"]
         if mid == "@original":
             mid = self._originals.get(match["token"], "")
         if mid not in self.messages:
-            raise web.HTTPNotFound(text=json.dumps({"message": "Unknown Message", "code": 10008}))
+            raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message", violation=False)
         return self.messages[mid]
+
+    def _check_pace(self, msg: FakeMessage, at: float, path: str) -> None:
+        """Record a violation when an edit arrives closer than ``min_edit_interval`` to the last one."""
+        if msg.edits and at - msg.edits[-1] < self.min_edit_interval:
+            detail = f"edited {at - msg.edits[-1]:.3f} s after the previous edit of message {msg.id}"
+            self.violations.append(Violation(0, "PATCH", path, detail))
 
     async def _get_webhook_message(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
         return self._message_payload(self._webhook_target(match))
 
     async def _edit_webhook_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
         msg = self._webhook_target(match)
+        _check_content(ctx[0])
+        self._check_pace(msg, ctx[2], request.path)
         msg.edits.append(ctx[2])
         _apply(msg, ctx[0], ctx[1])
         return self._message_payload(msg)
@@ -515,6 +660,8 @@ class FakeDiscord:
 
     async def _post_webhook_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
         body, files, _ = ctx
+        self._check_token(match["token"])
+        _check_content(body)
         msg = self._store(FakeMessage(str(next(self._ids)), self.CHANNEL_ID, flags=body.get("flags", 0)))
         _apply(msg, body, files)
         payload = self._message_payload(msg)
@@ -523,6 +670,7 @@ class FakeDiscord:
 
     async def _post_channel_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
         body, files, _ = ctx
+        _check_content(body)
         msg = self._store(FakeMessage(str(next(self._ids)), match["cid"]))
         _apply(msg, body, files)
         body["id"] = msg.id
@@ -531,7 +679,9 @@ class FakeDiscord:
     async def _edit_channel_message(self, request: web.Request, match: re.Match[str], ctx: Any) -> Json:
         msg = self.messages.get(match["mid"])
         if msg is None:
-            raise web.HTTPNotFound(text=json.dumps({"message": "Unknown Message", "code": 10008}))
+            raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message", violation=False)
+        _check_content(ctx[0])
+        self._check_pace(msg, ctx[2], request.path)
         msg.edits.append(ctx[2])
         _apply(msg, ctx[0], ctx[1])
         return self._message_payload(msg)
@@ -577,6 +727,14 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     response = web.Response(text=json.dumps(data), status=status, headers=headers)
     response.headers["Content-Type"] = "application/json"
     return response
+
+
+def _check_content(body: Any) -> None:
+    """Discord refuses content over 2,000 characters (50035 Invalid Form Body)."""
+    content = body.get("content") if isinstance(body, dict) else None
+    if isinstance(content, str) and len(content) > MESSAGE_LIMIT:
+        message = f"Invalid Form Body: content: Must be {MESSAGE_LIMIT} or fewer in length (got {len(content)})."
+        raise DiscordError(400, INVALID_FORM_BODY, message)
 
 
 def _apply(msg: FakeMessage, body: Json, files: list[str]) -> None:

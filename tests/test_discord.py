@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,15 +25,19 @@ from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.discord import GenbotBot
 from genbot.frontends.discord.inspect import MAX_INSPECTIONS, InspectCommands
 from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
+from genbot.jobs.spec import RetrainRequest
 from genbot.models.card import SamplingDefaults
 from genbot.models.vocab import Vocab
+from genbot.quotas import Subject
 from genbot.service import GenbotService
+from genbot.storage import quotas as quota_store
 from genbot.testing import RecordingModel, ScriptedModel, loaded_model
 from genbot.testing_discord import (
     ATTACHMENT,
     INTEGER,
     STRING,
     SUBCOMMAND,
+    USER,
     FakeDiscord,
     FakeMessage,
     InjectedInteraction,
@@ -86,6 +91,16 @@ def discord_env(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENBOT_VERSIONS__POLL_SECONDS", "0.3")
     monkeypatch.setenv("GENBOT_JOBS__POLL_SECONDS", "0.2")
     monkeypatch.setenv("GENBOT_JOBS__TRAIN_THREADS", "1")
+
+
+OWNER = FakeDiscord.member(FakeDiscord.OWNER_ID, "olive")  # the application's owner, no server permissions
+ALICE_ID = "300000000000000001"
+
+
+async def synced_commands(fake: FakeDiscord, bot: GenbotBot) -> list[Any]:
+    """Sync the bot's commands (what ``genbot discord sync`` does) and return what Discord got."""
+    await bot.sync_commands()
+    return list(fake.calls_to("PUT", r"/applications/\d+/commands$")[-1].body)
 
 
 def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:
@@ -200,29 +215,129 @@ async def test_a_429_with_retry_after_is_honoured(discord_env: None) -> None:
 # ----- permissions and quotas ------------------------------------------------------------------
 
 
-async def test_admin_commands_are_refused_for_non_admins(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GENBOT_DISCORD__ADMIN_ROLE", FakeDiscord.ADMIN_ROLE_NAME)
-    cancel = [_sub("cancel", opt("job", 99, INTEGER))]
-    manager = FakeDiscord.member("300000000000000002", "bob", admin=True)
-    role_holder = FakeDiscord.member("300000000000000004", "dave", roles=[FakeDiscord.ADMIN_ROLE_ID])
+def _user_option(user_id: str, name: str) -> tuple[dict[str, object], dict[str, object]]:
+    """A USER option and the resolved data discord.py needs for it."""
+    user = {"id": user_id, "username": name, "discriminator": "0", "global_name": name, "avatar": None}
+    return opt("user", user_id, USER), {"users": {user_id: user}}
+
+
+async def _queued_job(service: GenbotService, corpus_file: Path) -> int:
+    """A retrain job queued directly (no worker runs it), so a cancel has something to change."""
+    await service.add_corpus("plays", [corpus_file])
+    return (await service.jobs.retrain(RetrainRequest(model="alpha", corpus="plays", steps=5))).id
+
+
+async def test_a_server_admin_elsewhere_cannot_change_anything_global(
+    discord_env: None, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Anyone can create a server and invite a public bot: Manage Server there must not be enough.
+    monkeypatch.setenv("GENBOT_DISCORD__ADMIN_ROLE_ID", FakeDiscord.ADMIN_ROLE_ID)
+    attacker = FakeDiscord.member("300000000000000066", "mallory", admin=True, roles=[FakeDiscord.ADMIN_ROLE_ID])
+    user_option, resolved = _user_option("300000000000000066", "mallory")
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
-        refused = await fake.slash("admin", [_sub("rollback", opt("model", "alpha"))])
-        by_permission = await fake.slash("admin", cancel, member=manager)
-        by_role = await fake.slash("admin", cancel, member=role_holder)
-        answered = (refused, by_permission, by_role)
-        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in answered))
+        job = await _queued_job(service, corpus_file)
+        attempts = {
+            "retrain": [opt("model", "alpha"), opt("corpus", "plays"), opt("steps", 5, INTEGER)],
+            "activate": [opt("model", "alpha"), opt("version", 1, INTEGER)],
+            "rollback": [opt("model", "alpha")],
+            "cancel": [opt("job", job, INTEGER)],
+            "quota-user": [user_option, opt("chars_per_day", 0, INTEGER)],
+            "quota-guild": [opt("chars_per_day", 0, INTEGER)],
+        }
+        sent = {
+            name: await fake.slash(
+                "admin", [_sub(name, *options)], member=attacker, resolved=resolved, guild_id=FakeDiscord.OTHER_GUILD_ID
+            )
+            for name, options in attempts.items()
+        }
+        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in sent.values()))
+        jobs = await service.jobs.list(limit=10)
         versions = await service.versions("alpha")
-    refusal = ephemeral_text(fake, refused.token)
-    assert refusal == f"Admin commands need Manage Server or the {FakeDiscord.ADMIN_ROLE_NAME!r} role."
-    assert [v.version for v in versions if v.active] == [1]  # nothing happened
-    for allowed in (by_permission, by_role):
-        assert "99" in ephemeral_text(fake, allowed.token) and "Admin commands need" not in ephemeral_text(
-            fake, allowed.token
+        db = service.db
+        assert db is not None
+        stored = [
+            await quota_store.get_quota(db, "user", "300000000000000066"),
+            await quota_store.get_quota(db, "guild", FakeDiscord.OTHER_GUILD_ID),
+        ]
+        owner_cancel = await fake.slash("admin", [_sub("cancel", opt("job", job, INTEGER))], member=OWNER)
+        await fake.wait_for(lambda: ephemeral_text(fake, owner_cancel.token))
+        cancelled = await service.jobs.get(job)
+    for name, interaction in sent.items():
+        [answer] = callbacks(fake, interaction.token)  # refused at once, ephemerally, nothing deferred
+        assert answer["data"]["flags"] & 64  # type: ignore[index]
+        assert ephemeral_text(fake, interaction.token) == (
+            f"Only the bot's owners can use /admin {name}: it changes genbot for every server."
         )
+    assert [(j.id, j.status) for j in jobs] == [(job, "queued")]  # no retrain queued, the job not cancelled
+    assert [v.version for v in versions if v.active] == [1]
+    assert stored == [None, None]
+    assert f"Job #{job}: cancelled" in ephemeral_text(fake, owner_cancel.token) and cancelled.status == "cancelled"
+
+
+async def test_team_developers_and_configured_owners_are_owners(
+    discord_env: None, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENBOT_DISCORD__OWNER_IDS", "[300000000000000077]")
+    developer = FakeDiscord.member("300000000000000011", "dev")
+    read_only = FakeDiscord.member("300000000000000012", "viewer")
+    configured = FakeDiscord.member("300000000000000077", "ops")
+    async with FakeDiscord() as fake:
+        fake.team = [("300000000000000011", "developer"), ("300000000000000012", "read_only")]
+        async with opened_service() as service, running_bot(fake, service):
+            job = await _queued_job(service, corpus_file)
+            cancel = [_sub("cancel", opt("job", job, INTEGER))]
+            refused = await fake.slash("admin", cancel, member=read_only)
+            await fake.wait_for(lambda: ephemeral_text(fake, refused.token))
+            by_team = await fake.slash("admin", cancel, member=developer)
+            other = [opt("chars_per_day", 500, INTEGER), opt("server", FakeDiscord.OTHER_GUILD_ID)]
+            by_config = await fake.slash("admin", [_sub("quota-guild", *other)], member=configured)
+            app_owner = await fake.slash("admin", [_sub("rollback", opt("model", "alpha"))], member=OWNER)
+            asked = (by_team, by_config, app_owner)
+            await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in asked))
+            limits = await service.quotas.limits(Subject("guild", FakeDiscord.OTHER_GUILD_ID))
+    assert "Only the bot's owners" in ephemeral_text(fake, refused.token)  # read-only team members are not
+    assert f"Job #{job}" in ephemeral_text(fake, by_team.token)
+    assert ephemeral_text(fake, by_config.token).startswith(f"Quota of server {FakeDiscord.OTHER_GUILD_ID}")
+    assert limits.chars_per_day == 500
+    assert "Only the bot's owners" in ephemeral_text(fake, app_owner.token)  # a team owns the app, not its owner
+
+
+async def test_a_server_admin_limits_a_member_in_their_server_only(
+    discord_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENBOT_DISCORD__ADMIN_ROLE_ID", FakeDiscord.ADMIN_ROLE_ID)
+    monkeypatch.setenv("GENBOT_DISCORD__QUOTAS__USER_COOLDOWN_S", "0")
+    user_option, resolved = _user_option(ALICE_ID, "alice")
+    role_holder = FakeDiscord.member("300000000000000004", "dave", roles=[FakeDiscord.ADMIN_ROLE_ID])
+    plain = FakeDiscord.member("300000000000000005", "erin")
+    limit = [_sub("quota-member", user_option, opt("chars_per_day", 20, INTEGER))]
+    generate = [opt("model", "alpha"), opt("prompt", "A"), opt("length", 100, INTEGER)]
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        refused = await fake.slash("admin", limit, member=plain, resolved=resolved)
+        elsewhere = await fake.slash(
+            "admin", limit, member=role_holder, resolved=resolved, guild_id=FakeDiscord.OTHER_GUILD_ID
+        )
+        by_role = await fake.slash("admin", limit, member=role_holder, resolved=resolved)
+        asked = (refused, elsewhere, by_role)
+        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in asked))
+        in_a = await fake.slash("generate", generate)
+        await fake.wait_for(lambda: finished(fake, in_a))
+        again_in_a = await fake.slash("generate", generate)
+        await fake.wait_for(lambda: ephemeral_text(fake, again_in_a.token))
+        in_b = await fake.slash("generate", generate, guild_id=FakeDiscord.OTHER_GUILD_ID)
+        await fake.wait_for(lambda: finished(fake, in_b))
+        rows = await service.history(user_id=ALICE_ID)
+    needed = f"/admin quota-member needs Manage Server or the <@&{FakeDiscord.ADMIN_ROLE_ID}> role in this server."
+    assert ephemeral_text(fake, refused.token) == needed
+    assert ephemeral_text(fake, elsewhere.token) == needed  # the role is server A's; it means nothing in B
+    assert ephemeral_text(fake, by_role.token).startswith(f"Quota of <@{ALICE_ID}> in this server: chars_per_day 20")
+    by_guild = {r.guild_id: r.chars for r in rows}
+    assert by_guild == {FakeDiscord.GUILD_ID: 20, FakeDiscord.OTHER_GUILD_ID: 100}  # capped in A only
+    assert "used its 20 characters for today" in ephemeral_text(fake, again_in_a.token)
 
 
 async def test_quotas_persist_across_a_bot_restart(discord_env: None) -> None:
-    admin = FakeDiscord.member("300000000000000002", "bob", admin=True)
+    admin = OWNER
     user = {"id": "300000000000000001", "username": "alice", "discriminator": "0", "global_name": "alice"}
     quota = {
         "type": SUBCOMMAND,
@@ -258,7 +373,7 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(
     discord_env: None, corpus_text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GENBOT_VERSIONS__AUTO_ACTIVATE", "always")  # v2 goes live whatever its loss
-    admin = FakeDiscord.member("300000000000000002", "bob", admin=True)
+    admin = OWNER
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
         bad = fake.attachment("notes.pdf", b"%PDF-1.4", "application/pdf")
         options, resolved = _upload("pdfs", bad)
@@ -364,7 +479,7 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
         os.kill(os.getpid(), signal.SIGTERM)  # what Ctrl-C / a service manager does; serve stops cleanly
         await asyncio.wait_for(serving, 30)
     identify = fake.calls_to("GET", r"/users/@me$")
-    assert identify and fake.calls_to("PUT", r"/applications/\d+/commands$")
+    assert identify and not fake.calls_to("PUT", r"/applications/")  # starting does not sync the commands
 
 
 def test_genbot_discord_without_a_token_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,11 +498,11 @@ async def test_commands_sync_with_descriptions_autocomplete_and_errors_after_the
     discord_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GENBOT_SAMPLING__MAX_PROMPT_CHARS", "5")
-    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service) as bot:
         typed = await fake.autocomplete("generate", [{**opt("model", "slo"), "focused": True}, opt("prompt", "")])
         too_long = await fake.slash("generate", [opt("model", "alpha"), opt("prompt", "hello world")])
         await fake.wait_for(lambda: callbacks(fake, typed.token) and ephemeral_text(fake, too_long.token))
-        synced = fake.calls_to("PUT", r"/applications/\d+/commands$")[0].body
+        synced = await synced_commands(fake, bot)
     commands = {c["name"]: c for c in synced}
     assert {"generate", "models", "history", "forget-me", "jobs", "admin"} <= set(commands)
     generate = commands["generate"]
@@ -396,6 +511,9 @@ async def test_commands_sync_with_descriptions_autocomplete_and_errors_after_the
     assert options["model"]["autocomplete"] and options["prompt"]["description"] == "text the model continues"
     admin = {o["name"] for o in commands["admin"]["options"]}
     assert {"corpus-add", "retrain", "activate", "rollback", "quota-user", "quota-guild", "cancel"} <= admin
+    assert "quota-member" in admin
+    # Hidden from members without Manage Server by default; not offered in DMs.
+    assert int(commands["admin"]["default_member_permissions"]) == 32 and commands["admin"]["dm_permission"] is False
     answer = callbacks(fake, typed.token)[0]
     assert answer["type"] == 8 and sorted(c["value"] for c in answer["data"]["choices"]) == ["slow", "slowc"]  # type: ignore[index]
     assert "the prompt has 11 characters; the limit is 5" in ephemeral_text(fake, too_long.token)
@@ -417,10 +535,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 async def test_inspect_defers_then_uploads_the_png_with_a_summary(discord_env: None, corpus_text: str) -> None:
     text = corpus_text[:600]
     options = [opt("model", "alpha"), opt("text", text), opt("find", "line-position")]
-    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service) as bot:
         sent = await fake.slash("inspect", options)
         reply = await fake.wait_for(lambda: fake.followups(sent), timeout=30)
-        synced = fake.calls_to("PUT", r"/applications/\d+/commands$")[0].body
+        synced = await synced_commands(fake, bot)
     assert callbacks(fake, sent.token)[0]["type"] == 5  # deferred first: tracing takes a while
     [upload] = fake.calls_to("POST", rf"/webhooks/\d+/{sent.token}$")
     [(name, png)] = upload.uploads.items()

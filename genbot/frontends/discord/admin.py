@@ -1,7 +1,14 @@
 """The /admin group: corpora, retraining from chat, model versions, quotas, job cancels.
 
-Only members with Manage Server, or the role named in ``[discord] admin_role``, may use it;
-everyone else gets an ephemeral refusal. A retrain keeps one channel message updated with the
+Two kinds of admin, because one bot serves many servers and anyone can create a server and
+invite it. Bot owners (the application's owner or team, or ``[discord] owner_ids``) run what
+changes genbot for every server: corpora, retrains, versions, jobs and the global user and
+server quotas. Server admins (Manage Server, or the ``[discord] admin_role_id`` role, in that
+server) may only set their members' quotas in their own server. A command is owner-only unless
+it is marked ``SERVER_ADMIN`` (fail closed); everyone else gets an ephemeral refusal. The group
+is hidden from members without Manage Server by default and does not exist in DMs.
+
+A retrain keeps one channel message updated with the
 job's progress (a channel message, not the interaction reply, because an interaction token
 expires after 15 minutes and trainings often run longer).
 """
@@ -18,7 +25,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from genbot.errors import CorpusError, GenbotError
+from genbot.errors import CorpusError, GenbotError, InvalidRequest
+from genbot.frontends.discord.commands import member_subject_id
 from genbot.jobs.spec import RetrainRequest
 from genbot.service import GenerationRequest
 
@@ -31,6 +39,8 @@ JOB_POLL_S = 2.0  # how often a retrain's status message is refreshed (well unde
 SAMPLE_CHARS = 300  # length of the sample posted from a newly trained version
 NEW_VERSION_WAIT_S = 30.0  # how long to wait for servers to pick up a newly activated version
 DEFAULT_STEPS = 500  # a retrain's budget when neither steps nor seconds is given
+WHO = "genbot_who"  # key in a command's extras: who may run it
+SERVER_ADMIN = {WHO: "server-admin"}  # extras of the commands a server admin may run in their own server
 
 
 def job_status(job: JobRow) -> str:
@@ -59,21 +69,36 @@ def _eta(p: dict[str, object]) -> str:
     return f" · ETA {float(eta):.0f} s" if isinstance(eta, int | float) else ""
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class AdminCommands(commands.GroupCog, group_name="admin"):
-    """Server admin commands: corpora, retraining, versions, quotas, jobs."""
+    """Admin commands: corpora, retraining, versions, jobs, quotas (owners; server admins: their server)."""
 
     def __init__(self, bot: GenbotBot) -> None:
         self.bot = bot
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """Refuse non-admins, ephemerally."""
-        if self.bot.is_admin(interaction):
+        """Owners may run everything; server admins only SERVER_ADMIN commands; others nothing."""
+        refusal = self.refusal(interaction)
+        if refusal is None:
             return True
-        role = self.bot.settings.admin_role
-        needed = "Manage Server" + (f" or the {role!r} role" if role else "")
-        await interaction.response.send_message(f"Admin commands need {needed}.", ephemeral=True)
+        await interaction.response.send_message(refusal, ephemeral=True)
         return False
+
+    def refusal(self, interaction: discord.Interaction) -> str | None:
+        """Why the interaction's user may not run its command, or None when they may."""
+        if self.bot.is_owner_id(interaction.user.id):
+            return None
+        command = interaction.command
+        name = command.qualified_name if command else "admin"
+        if command is not None and command.extras.get(WHO) == SERVER_ADMIN[WHO]:
+            if self.bot.is_server_admin(interaction):
+                return None
+            role_id = self.bot.settings.admin_role_id
+            needed = "Manage Server" + (f" or the <@&{role_id}> role" if role_id else "")
+            return f"/{name} needs {needed} in this server."
+        return f"Only the bot's owners can use /{name}: it changes genbot for every server."
 
     @app_commands.command(name="corpus-add")
     async def corpus_add(self, interaction: discord.Interaction, name: str, file: discord.Attachment) -> None:
@@ -192,11 +217,33 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
         concurrent: app_commands.Range[int, 0] | None = None,
         cooldown_s: app_commands.Range[float, 0.0] | None = None,
     ) -> None:
-        """Set a user's quota (0 = no limit; left out = the default)."""
+        """Set a user's quota in every server (owners; 0 = no limit; left out = the default)."""
         row = await self.bot.service.quotas.set_quota(
             "user", str(user.id), chars_per_day=chars_per_day, concurrent=concurrent, cooldown_s=cooldown_s
         )
         await interaction.response.send_message(f"Quota of {user.mention}: {_limits(row)}", ephemeral=True)
+
+    @app_commands.command(name="quota-member", extras=SERVER_ADMIN)
+    async def quota_member(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User,
+        chars_per_day: app_commands.Range[int, 0] | None = None,
+        concurrent: app_commands.Range[int, 0] | None = None,
+        cooldown_s: app_commands.Range[float, 0.0] | None = None,
+    ) -> None:
+        """Limit a member in this server only, within the global limits (0 or left out = no extra limit)."""
+        guild_id = _guild_id(interaction)
+        row = await self.bot.service.quotas.set_quota(
+            "user",
+            member_subject_id(guild_id, user.id),
+            chars_per_day=chars_per_day,
+            concurrent=concurrent,
+            cooldown_s=cooldown_s,
+        )
+        await interaction.response.send_message(
+            f"Quota of {user.mention} in this server: {_limits(row)}", ephemeral=True
+        )
 
     @app_commands.command(name="quota-guild")
     async def quota_guild(
@@ -204,20 +251,40 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
         interaction: discord.Interaction,
         chars_per_day: app_commands.Range[int, 0] | None = None,
         concurrent: app_commands.Range[int, 0] | None = None,
+        server: str | None = None,
     ) -> None:
-        """Set this server's quota (0 = no limit; left out = the default)."""
-        if interaction.guild_id is None:
-            raise GenbotError("this command only works in a server")
+        """Set a server's quota (owners; 0 = no limit; left out = the default).
+
+        Args:
+            chars_per_day: characters the whole server may generate per UTC day
+            concurrent: generations running at once in the server
+            server: the server's id (default: this one)
+        """
+        guild_id = _guild_id(interaction) if server is None else _snowflake(server)
         row = await self.bot.service.quotas.set_quota(
-            "guild", str(interaction.guild_id), chars_per_day=chars_per_day, concurrent=concurrent
+            "guild", str(guild_id), chars_per_day=chars_per_day, concurrent=concurrent
         )
-        await interaction.response.send_message(f"Quota of this server: {_limits(row)}", ephemeral=True)
+        await interaction.response.send_message(f"Quota of server {guild_id}: {_limits(row)}", ephemeral=True)
 
     @app_commands.command(name="cancel")
     async def cancel(self, interaction: discord.Interaction, job: int) -> None:
         """Cancel a queued or running job."""
         row = await self.bot.service.jobs.cancel(job)
         await interaction.response.send_message(f"Job #{row.id}: {row.status} (cancel requested).", ephemeral=True)
+
+
+def _guild_id(interaction: discord.Interaction) -> int:
+    """The server an interaction comes from (the group is guild-only; a DM is refused anyway)."""
+    if interaction.guild_id is None:
+        raise GenbotError("this command only works in a server")
+    return interaction.guild_id
+
+
+def _snowflake(text: str) -> int:
+    """A Discord id typed as text (options cannot hold 64-bit integers safely)."""
+    if not text.strip().isdigit():
+        raise InvalidRequest(f"not a server id: {text!r}")
+    return int(text.strip())
 
 
 def _limits(row: object) -> str:

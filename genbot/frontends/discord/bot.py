@@ -2,9 +2,15 @@
 
 One ``GenbotService`` (owned by the caller) serves every command. ``setup_hook`` adds the cogs
 (built-in and those plugins register through the ``register_cogs`` hook), installs the error
-handler that turns genbot's errors into ephemeral replies, and syncs the commands (to the
-configured guilds, which is instant, or globally). Background tasks (retrain status messages,
+handler that turns genbot's errors into ephemeral replies, and learns the bot's owners (the
+application's owner or team, plus ``[discord] owner_ids``). Commands are not synced at start
+(that is ``genbot discord sync``, run once after an upgrade): syncing on every start wastes a
+rate-limited call and can briefly drop commands. Background tasks (retrain status messages,
 mention replies) belong to the bot and are cancelled when it closes.
+
+Two kinds of power: bot owners act on everything shared by every server (models, versions,
+jobs, corpora, global quotas); server admins (Manage Server, or the ``admin_role_id`` role)
+only on their own server.
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ class GenbotBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping anyone
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.owner_ids: set[int] = set(self.settings.owner_ids)
 
     async def setup_hook(self) -> None:
-        """Add the cogs, install the error handler and sync the commands."""
+        """Add the cogs, install the error handler and learn the owners."""
         await self.add_cog(GenerateCommands(self))
         await self.add_cog(AdminCommands(self))
         await self.add_cog(InspectCommands(self))
@@ -55,17 +62,33 @@ class GenbotBot(commands.Bot):
         for cog in plugin_cogs(self.service):
             await self.add_cog(cog(self))
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
-        await self.sync_commands()
+        await self.load_owners()
 
-    async def sync_commands(self) -> None:
-        """Sync to the configured guilds (instant), or globally (can take an hour to show)."""
-        if not self.settings.guild_ids:
-            await self.tree.sync()
+    async def load_owners(self) -> None:
+        """Add the application's owner, or its team's admins and developers, to ``owner_ids``."""
+        try:
+            app = self.application or await self.application_info()
+        except discord.HTTPException:
+            log.warning("could not fetch the application's owners; only [discord] owner_ids are owners")
             return
+        if app.team is not None:
+            roles = (discord.TeamMemberRole.admin, discord.TeamMemberRole.developer)  # not read-only members
+            self.owner_ids.update(m.id for m in app.team.members if m.role in roles)
+        elif app.owner is not None:
+            self.owner_ids.add(app.owner.id)
+
+    async def sync_commands(self) -> list[str]:
+        """Sync to the configured guilds (instant), or globally (can take an hour to show); say where."""
+        if not self.settings.guild_ids:
+            synced = await self.tree.sync()
+            return [f"{len(synced)} commands globally"]
+        done = []
         for guild_id in self.settings.guild_ids:
             guild = discord.Object(guild_id)
             self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            done.append(f"{len(synced)} commands to server {guild_id}")
+        return done
 
     async def close(self) -> None:
         """Cancel background tasks, then disconnect."""
@@ -89,13 +112,23 @@ class GenbotBot(commands.Bot):
         """Names of the models that can serve now."""
         return [entry.name for entry in self.service.models() if entry.status == "loaded"]
 
-    def is_admin(self, interaction: discord.Interaction) -> bool:
-        """Manage Server permission, or the configured admin role."""
+    def is_owner_id(self, user_id: int) -> bool:
+        """Whether ``user_id`` is one of the bot's owners (global powers)."""
+        return user_id in self.owner_ids
+
+    def is_server_admin(self, interaction: discord.Interaction) -> bool:
+        """Manage Server, or the ``admin_role_id`` role, in the server the interaction comes from."""
+        if interaction.guild_id is None:
+            return False
         if interaction.permissions.manage_guild:
             return True
-        role = self.settings.admin_role
-        user = interaction.user
-        return bool(role) and isinstance(user, discord.Member) and any(r.name == role for r in user.roles)
+        role_id, user = self.settings.admin_role_id, interaction.user
+        # Member.roles resolves only this server's roles, so a role id from another server never counts.
+        return role_id is not None and isinstance(user, discord.Member) and user.get_role(role_id) is not None
+
+    def may_moderate(self, interaction: discord.Interaction) -> bool:
+        """An owner anywhere, or a server admin in their own server (e.g. to stop a generation)."""
+        return self.is_owner_id(interaction.user.id) or self.is_server_admin(interaction)
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Tell the user what went wrong, ephemerally; log what is not genbot's own error."""
@@ -149,6 +182,14 @@ def require_token(service_settings: Any) -> str:
     return str(token.get_secret_value().strip())
 
 
+async def sync_commands_once(service: GenbotService) -> list[str]:
+    """Log in (no gateway), sync the app commands once, log out; returns where they went."""
+    bot = GenbotBot(service)
+    async with bot:
+        await bot.login(require_token(service.settings))  # login runs setup_hook: the full tree
+        return await bot.sync_commands()
+
+
 async def run_bot(service: GenbotService, stop: asyncio.Event) -> None:
     """Run the bot until ``stop`` is set (a ``genbot serve`` loop, and ``genbot discord``)."""
     token = require_token(service.settings)
@@ -164,4 +205,4 @@ async def run_bot(service: GenbotService, stop: asyncio.Event) -> None:
             raise runner.exception()  # type: ignore[misc]
 
 
-__all__ = ["GenbotBot", "require_token", "run_bot", "stream_generation", "subjects_of"]
+__all__ = ["GenbotBot", "require_token", "run_bot", "stream_generation", "subjects_of", "sync_commands_once"]

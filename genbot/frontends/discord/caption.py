@@ -2,6 +2,8 @@
 
 The attachment is downloaded (after a size check) and handed to ``GenbotService.caption``, which
 decodes it safely and stores the request like a generation; bad images become ephemeral errors.
+A caption is charged to the same quotas as /generate (its characters, the concurrency slot and
+the cooldown), decided before the deferral so a refusal stays ephemeral.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from discord.ext import commands
 
 from genbot.engine.captions import CaptionResult
 from genbot.errors import ImageError, InvalidRequest, UnknownModel
-from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking
+from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking, subjects_of
 from genbot.models.images import MAX_BYTES
 
 if TYPE_CHECKING:
@@ -82,12 +84,19 @@ class CaptionCommands(commands.Cog):
         name = self.pick_model(model)
         if image.size > MAX_BYTES:
             raise ImageError(f"the image is {image.size:,} bytes; the limit is {MAX_BYTES:,}")
-        await interaction.response.defer(thinking=True)
+        admission = await self.bot.service.quotas.admit(
+            subjects_of(self.bot, interaction.user.id, interaction.guild_id)
+        )
+        chars = 0
         try:
+            await interaction.response.defer(thinking=True)
             result = await self._run(interaction, name, await image.read(), temperature or None, seed)
+            chars = len(result.text)
         except BaseException:
             await drop_thinking(interaction)  # the error handler then answers ephemerally
             raise
+        finally:
+            await admission.finish(chars)
         await interaction.followup.send(caption_reply(result))
 
     async def _run(

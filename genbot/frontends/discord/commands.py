@@ -27,13 +27,23 @@ EMBEDS_PER_MESSAGE = 10
 HISTORY_ROWS = 10
 
 
+def member_subject_id(guild_id: int, user_id: int) -> str:
+    """The quota subject of a user within one server ("<guild id>:<user id>", scope 'user')."""
+    return f"{guild_id}:{user_id}"
+
+
 def subjects_of(bot: GenbotBot, user_id: int, guild_id: int | None) -> list[Subject]:
-    """The quota subjects of a request: the user, and the guild when there is one."""
+    """The quota subjects of a request: the user, and in a server the server and the user there.
+
+    The last one carries only what that server's admins stored (no defaults), so a server admin
+    can narrow a member's limits in their server but never lift the global user or server limits.
+    """
     q = bot.settings.quotas
     user = Subject("user", str(user_id), Limits(q.user_chars_per_day, q.user_concurrent, q.user_cooldown_s))
     if guild_id is None:
         return [user]
-    return [user, Subject("guild", str(guild_id), Limits(q.guild_chars_per_day, q.guild_concurrent, None))]
+    guild = Subject("guild", str(guild_id), Limits(q.guild_chars_per_day, q.guild_concurrent, None))
+    return [user, guild, Subject("user", member_subject_id(guild_id, user_id))]
 
 
 def capped_length(requested: int | None, remaining: int | None, default: int) -> int | None:
@@ -67,7 +77,7 @@ async def stream_generation(
     bot: GenbotBot, generation: Generation, pages: InteractionPages, requester_id: int, admission: Admission
 ) -> GenerationResult:
     """Stream into ``pages`` with a Stop button, then record the characters against the quotas."""
-    view = StopView(generation, requester_id, bot.is_admin)
+    view = StopView(generation, requester_id, bot.may_moderate)
     lang = generation.entry.card.sampling.code_fence if generation.entry.card else None
     reply = StreamingReply(pages, prefix="", lang=lang or None, interval=bot.settings.edit_interval_s, view=view)
     try:
@@ -112,7 +122,8 @@ class GenerateCommands(commands.Cog):
             raise UnknownModel(model, self.bot.loaded_models())
         guild_id = interaction.guild_id
         # Quota refusals must be ephemeral, so they are decided before the (public) deferral.
-        admission = await service.quotas.admit(subjects_of(self.bot, interaction.user.id, guild_id))
+        wanted = length or service.settings.sampling.length  # reserved from the daily quota until it ends
+        admission = await service.quotas.admit(subjects_of(self.bot, interaction.user.id, guild_id), chars=wanted)
         try:
             await interaction.response.defer(thinking=True)
             length = capped_length(length, admission.remaining_chars, service.settings.sampling.length)

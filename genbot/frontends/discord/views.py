@@ -12,7 +12,7 @@ STOP_TIMEOUT_S = 15 * 60.0  # an interaction token lasts 15 minutes; so does the
 
 
 class StopView(discord.ui.View):
-    """One red Stop button that cancels a generation (for its requester or an admin)."""
+    """One red Stop button that cancels a generation (for its requester, a server admin or an owner)."""
 
     def __init__(self, generation: Generation, requester_id: int, is_admin: Callable[[discord.Interaction], bool]):
         super().__init__(timeout=STOP_TIMEOUT_S)
