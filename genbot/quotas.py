@@ -2,18 +2,22 @@
 
 A subject is (scope, id): a Discord user or guild, or an HTTP API key. Its limits are the stored
 quota row where one exists (a stored None falls back to the caller's default for that limit,
-a stored 0 means "no limit") else the caller's defaults. Daily usage and the time of the last
-request are stored, so they survive restarts; the count of running generations lives in this
-process only (a generation does not survive a restart either).
+a stored 0 means "no limit") else the caller's defaults. Everything is counted in the database,
+so every process sharing it enforces one limit: an admission reserves, in one transaction over
+all of its subjects, a slot (the running count) and at most what is left of today's characters,
+and stamps the cooldown; ``finish`` frees the slot and charges what was generated, giving back
+the rest. Slots belong to this process (``owner``, heartbeated by the service), so those of a
+process that died stop counting (see ``genbot.storage.quotas`` and ``genbot.storage.processes``).
 
-Use: ``admission = await policy.admit(subjects)`` before generating (raises ``QuotaExceeded``
-with ``retry_after``), cap the length at ``admission.remaining_chars``, and call
-``await admission.finish(chars)`` when the generation ends.
+Use: ``admission = await policy.admit(subjects, chars=wanted)`` before generating (raises
+``QuotaExceeded`` with ``retry_after``), cap the length at ``admission.remaining_chars``, and call
+``await admission.finish(chars)`` when the generation ends, however it ends.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,9 +25,12 @@ from datetime import UTC, datetime, timedelta
 from genbot.errors import InvalidRequest, QuotaExceeded
 from genbot.storage import quotas as storage
 from genbot.storage.db import Database
-from genbot.storage.quotas import QuotaRow, UsageRow
+from genbot.storage.quotas import QuotaRow, Refusal, SlotRequest, UsageRow
 
+log = logging.getLogger("genbot.quotas")
 CONCURRENT_RETRY_S = 5.0  # a running generation's end cannot be predicted; suggest a short wait
+RELEASE_ATTEMPTS = 4
+RELEASE_FIRST_DELAY_S = 0.25  # doubled after each failed attempt
 
 Clock = Callable[[], datetime]
 
@@ -68,6 +75,31 @@ def seconds_to_midnight(now: datetime) -> float:
     return (tomorrow - now).total_seconds()
 
 
+def _slot_request(subject: Subject, limits: Limits) -> SlotRequest:
+    """What the storage layer needs to admit one subject."""
+    return SlotRequest(
+        scope=subject.scope,
+        subject=subject.id,
+        chars_per_day=limits.chars_per_day or None,
+        concurrent=limits.concurrent or None,
+        cooldown_s=limits.cooldown_s or None,
+    )
+
+
+def _exceeded(refusal: Refusal, now: datetime) -> QuotaExceeded:
+    """The error a front end shows for a refused admission."""
+    who = f"{refusal.scope} {refusal.subject}"
+    if refusal.reason == "cooldown":
+        wait = refusal.wait_s
+        return QuotaExceeded(f"{who} is cooling down; try again in {wait:.1f} s", retry_after=wait)
+    if refusal.reason == "concurrent":
+        message = f"{who} already has {refusal.limit:.0f} generation(s) running"
+        return QuotaExceeded(message, retry_after=CONCURRENT_RETRY_S)
+    wait = seconds_to_midnight(now)
+    message = f"{who} used its {refusal.limit:,.0f} characters for today (or has them reserved by running"
+    return QuotaExceeded(f"{message} generations); resets in {wait / 3600:.1f} h", retry_after=wait)
+
+
 def _merge(stored: QuotaRow | None, defaults: Limits) -> Limits:
     """Stored values override the defaults one by one; None in the row keeps the default."""
     if stored is None:
@@ -80,79 +112,69 @@ def _merge(stored: QuotaRow | None, defaults: Limits) -> Limits:
 
 
 class Admission:
-    """A request let through: how many characters it may still use, and its ``finish``."""
+    """A request let through: the characters reserved for it, and its ``finish``."""
 
-    def __init__(self, policy: QuotaPolicy, subjects: Sequence[Subject], remaining_chars: int | None, day: str) -> None:
+    def __init__(
+        self, policy: QuotaPolicy, subjects: Sequence[Subject], reservation: storage.Reservation, day: str
+    ) -> None:
         self._policy = policy
         self._subjects = list(subjects)
+        self._slot_ids = reservation.slot_ids
         self.day = day  # the UTC day admitted on: its characters count there, even past midnight
-        self.remaining_chars = remaining_chars  # None: no daily limit applies
+        self.remaining_chars = reservation.chars  # reserved for this request; None: no daily limit applies
         self._finished = False
 
     async def finish(self, chars: int) -> None:
-        """Record the characters generated and free the concurrency slot (only once)."""
+        """Charge the characters generated, give back the rest and free the slots (only once; never raises)."""
         if self._finished:
             return
         self._finished = True
-        self._policy.release(self._subjects)
-        await self._policy.record_chars(self._subjects, chars, day=self.day)
+        keys = [s.key for s in self._subjects]
+        await self._policy.release(self._slot_ids, keys, self.day, chars)
 
 
 class QuotaPolicy:
-    """Checks and records usage for any scope; one per process (it counts running generations)."""
+    """Admits and records usage for any scope; admissions are owned by one serving process."""
 
-    def __init__(self, db: Database, clock: Clock = utc_clock) -> None:
+    def __init__(self, db: Database, owner: str | None = None, clock: Clock = utc_clock) -> None:
         self._db = db
+        self._owner = owner  # processes.id of this process; None: it may not admit (admin tools)
         self._clock = clock  # every "now" of the policy comes from here, so tests can move time
-        self._running: Counter[tuple[str, str]] = Counter()
 
     async def limits(self, subject: Subject) -> Limits:
         """The effective limits of one subject."""
         return _merge(await storage.get_quota(self._db, subject.scope, subject.id), subject.defaults)
 
-    async def admit(self, subjects: Sequence[Subject]) -> Admission:
-        """Check every subject's limits, then count the request (QuotaExceeded names the first one hit)."""
+    async def admit(self, subjects: Sequence[Subject], chars: int | None = None) -> Admission:
+        """Reserve a slot and up to ``chars`` characters (None: all that is left) for every subject, or raise.
+
+        QuotaExceeded (with ``retry_after``) names the first limit hit; nothing is counted then.
+        """
+        if self._owner is None:
+            raise RuntimeError("quota admissions need a serving process (an owner id)")
         now = self._clock()
-        remaining: list[int] = []
-        for subject in subjects:
-            left = await self._check(subject, await self.limits(subject), now)
-            if left is not None:
-                remaining.append(left)
-        for subject in subjects:
-            self._running[subject.key] += 1
-            await storage.add_usage(self._db, subject.scope, subject.id, today(now), requests=1, at=now)
-        return Admission(self, subjects, min(remaining) if remaining else None, today(now))
+        requests = [_slot_request(subject, await self.limits(subject)) for subject in subjects]
+        day = today(now)
+        outcome = await storage.reserve(self._db, requests, owner=self._owner, day=day, now=now, want=chars)
+        if isinstance(outcome, Refusal):
+            raise _exceeded(outcome, now)
+        return Admission(self, subjects, outcome, day)
 
-    async def _check(self, subject: Subject, limits: Limits, now: datetime) -> int | None:
-        """Raise QuotaExceeded if ``subject`` may not start now; else its remaining characters today."""
-        who = f"{subject.scope} {subject.id}"
-        if limits.cooldown_s:
-            last = await storage.last_request_at(self._db, subject.scope, subject.id)
-            wait = limits.cooldown_s - (now - last).total_seconds() if last else 0.0
-            if wait > 0:
-                raise QuotaExceeded(f"{who} is cooling down; try again in {wait:.1f} s", retry_after=wait)
-        if limits.concurrent and self._running[subject.key] >= limits.concurrent:
-            message = f"{who} already has {limits.concurrent} generation(s) running"
-            raise QuotaExceeded(message, retry_after=CONCURRENT_RETRY_S)
-        if not limits.chars_per_day:
-            return None
-        used = (await storage.usage_today(self._db, subject.scope, subject.id, today(now))).chars
-        if used >= limits.chars_per_day:
-            wait = seconds_to_midnight(now)
-            message = f"{who} used its {limits.chars_per_day:,} characters for today; resets in {wait / 3600:.1f} h"
-            raise QuotaExceeded(message, retry_after=wait)
-        return limits.chars_per_day - used
-
-    def release(self, subjects: Sequence[Subject]) -> None:
-        """Free the concurrency slots taken by ``admit``."""
-        for subject in subjects:
-            self._running[subject.key] = max(0, self._running[subject.key] - 1)
-
-    async def record_chars(self, subjects: Sequence[Subject], chars: int, day: str | None = None) -> None:
-        """Add generated characters to each subject's usage of ``day`` (default: today by the clock)."""
-        day = day or today(self._clock())
-        for subject in subjects:
-            await storage.add_usage(self._db, subject.scope, subject.id, day, chars=chars)
+    async def release(self, slot_ids: Sequence[int], subjects: Sequence[tuple[str, str]], day: str, chars: int) -> None:
+        """Free slots and charge ``chars`` to each subject's ``day``; retried, logged, never raised."""
+        delay = RELEASE_FIRST_DELAY_S
+        for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            try:
+                await storage.release(self._db, slot_ids, subjects, day, chars)
+                return
+            except Exception:
+                if attempt == RELEASE_ATTEMPTS:
+                    # The slots stay until this process stops; the characters go uncharged.
+                    log.exception("could not release quota slots %s (%d chars)", list(slot_ids), chars)
+                    return
+                log.warning("could not release quota slots; retrying in %.2f s", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def set_quota(
         self,

@@ -46,6 +46,7 @@ from genbot.storage import quotas as storage_quotas
 from genbot.storage import versions as storage_versions
 from genbot.storage.api_keys import ApiKeyRow
 from genbot.storage.corpora import CorpusRow
+from genbot.storage.processes import ProcessLease, reap
 from genbot.storage.schema import is_current
 from genbot.storage.versions import ModelVersionRow
 from genbot.training.corpora import add_corpus_files, remove_corpus_files
@@ -156,6 +157,7 @@ class GenbotService:
         self._version_watcher: VersionWatcher | None = None
         self._version_watch: asyncio.Task[None] | None = None
         self._quotas: QuotaPolicy | None = None
+        self.process: ProcessLease | None = None  # this serving process's heartbeated row (owner of its rows)
         self._caption_slots = CaptionSlots(settings.engine.max_concurrent_captions)
 
     async def __aenter__(self) -> GenbotService:
@@ -166,7 +168,9 @@ class GenbotService:
         await _require_current_schema(self.db)
         if not self.serving:
             return self
-        interrupted = await repository.mark_interrupted(self.db, started_before=started)
+        self.process = await self._stack.enter_async_context(ProcessLease(self.db).held())
+        # Only rows whose owner stopped heartbeating: other live processes keep theirs.
+        interrupted = await reap(self.db, datetime.now(UTC), started_before=started)
         if interrupted:
             log.warning("%d generation(s) were interrupted by an earlier stop; marked failed", interrupted)
         if self.registry is None:
@@ -224,7 +228,8 @@ class GenbotService:
         assert entry.loaded is not None  # get() only returns loaded entries
         stream = self.engine.submit(entry.loaded, req.prompt, params)
         try:
-            row_id = await repository.start_generation(self._db, _new_row(req, entry, stream.params))
+            owner = self.process.id if self.process else None
+            row_id = await repository.start_generation(self._db, _new_row(req, entry, stream.params, owner))
         except BaseException:
             stream.cancel()
             raise
@@ -241,10 +246,14 @@ class GenbotService:
                 break
             except TimeoutError:
                 output = stream.output
-                await repository.update_progress(self._db, row_id, output, len(output))
+                try:
+                    await repository.update_progress(self._db, row_id, output, len(output))
+                except Exception:  # a lost progress save costs nothing the final write won't redo
+                    log.warning("could not save the progress of generation %d", row_id, exc_info=True)
         output = stream.output
         status = _STATUS[stats.done_reason]
-        await repository.finish_generation(
+        # Never raises: a database error here must not fail the stream's caller (retried, then logged).
+        await repository.finish_generation_reliably(
             self._db,
             row_id,
             output=output,
@@ -328,7 +337,7 @@ class GenbotService:
         return await repository.list_generations(self._db, **filters)
 
     async def forget(self, user_id: str) -> int:
-        """Delete every stored prompt and output of one user; returns how many."""
+        """Delete everything stored about one user (generations, usage, quotas, slots); returns how many generations."""
         return await repository.forget_user(self._db, user_id)
 
     # ----- HTTP API keys ---------------------------------------------------------------------
@@ -359,7 +368,7 @@ class GenbotService:
     def quotas(self) -> QuotaPolicy:
         """Per-user/guild/key quotas and cooldowns (one policy per service: it counts running generations)."""
         if self._quotas is None:
-            self._quotas = QuotaPolicy(self._db)
+            self._quotas = QuotaPolicy(self._db, self.process.id if self.process else None)
         return self._quotas
 
     async def count_request(self, scope: str, subject: str, window: int) -> int:
@@ -465,7 +474,9 @@ async def _check_loads(version: ModelVersionRow) -> None:
     await asyncio.to_thread(load_model, Path(version.path))
 
 
-def _new_row(req: GenerationRequest, entry: GeneratorEntry, params: SamplingParams) -> NewGeneration:
+def _new_row(
+    req: GenerationRequest, entry: GeneratorEntry, params: SamplingParams, owner: str | None = None
+) -> NewGeneration:
     return NewGeneration(
         model=entry.name,
         model_version=entry.card.version if entry.card else None,
@@ -481,6 +492,7 @@ def _new_row(req: GenerationRequest, entry: GeneratorEntry, params: SamplingPara
         guild_id=req.guild_id,
         channel_id=req.channel_id,
         api_key_id=req.api_key_id,
+        owner=owner,
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 from genbot.errors import InvalidRequest, QuotaExceeded
 from genbot.quotas import Limits, QuotaPolicy, Subject, seconds_to_midnight
 from genbot.storage import Database
+from genbot.storage.processes import heartbeat, new_process_id
 
 T0 = datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
 
@@ -28,11 +29,18 @@ class FakeClock:
         return self
 
 
+async def serving_policy(db: Database, clock: FakeClock) -> QuotaPolicy:
+    """A policy owned by a freshly registered (heartbeated) process."""
+    owner = new_process_id()
+    await heartbeat(db, owner, clock())
+    return QuotaPolicy(db, owner, clock)
+
+
 async def test_cooldown_concurrency_and_daily_characters(db_url: str) -> None:
     user = Subject("user", "u1", Limits(chars_per_day=100, concurrent=1, cooldown_s=2.0))
     async with Database.open(db_url, upgrade=True) as db:
         clock = FakeClock(T0)
-        policy = QuotaPolicy(db, clock)
+        policy = await serving_policy(db, clock)
         first = await policy.admit([user])
         assert first.remaining_chars == 100
         clock.at(timedelta(seconds=0.5))
@@ -61,7 +69,7 @@ async def test_characters_count_on_the_day_the_generation_was_admitted(db_url: s
     user = Subject("user", "u1", Limits(chars_per_day=100))
     async with Database.open(db_url, upgrade=True) as db:
         clock = FakeClock(T0 + timedelta(minutes=59))
-        policy = QuotaPolicy(db, clock)
+        policy = await serving_policy(db, clock)
         admitted = await policy.admit([user])
         clock.at(timedelta(hours=1, minutes=1))  # the generation ends after midnight
         await admitted.finish(40)
@@ -73,7 +81,7 @@ async def test_characters_count_on_the_day_the_generation_was_admitted(db_url: s
 async def test_a_stored_quota_overrides_the_defaults_and_zero_means_no_limit(db_url: str) -> None:
     key = Subject("key", "k1", Limits(chars_per_day=10, concurrent=1))
     async with Database.open(db_url, upgrade=True) as db:
-        policy = QuotaPolicy(db, FakeClock(T0))
+        policy = await serving_policy(db, FakeClock(T0))
         await policy.set_quota("key", "k1", chars_per_day=0)  # concurrent stays the default (1)
         admitted = await policy.admit([key])
         assert admitted.remaining_chars is None

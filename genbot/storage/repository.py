@@ -8,20 +8,35 @@ sessions, lazy loading or SQLAlchemy at all. Timestamps are timezone-aware UTC.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
 
 from genbot.errors import InvalidRequest, NotFound
 from genbot.storage.db import Database
-from genbot.storage.tables import Generation, GenerationStatus, utcnow
+from genbot.storage.processes import STALE_AFTER_S, live_owners, stale_cutoff
+from genbot.storage.tables import (
+    Cooldown,
+    Generation,
+    GenerationStatus,
+    Quota,
+    QuotaSlot,
+    RateWindow,
+    UsageDaily,
+    utcnow,
+)
 
+log = logging.getLogger("genbot.storage")
 INTERRUPTED_ERROR = "interrupted: the process stopped before the generation finished"
 MAX_LIST_LIMIT = 1000
+FINAL_WRITE_ATTEMPTS = 6
+FINAL_WRITE_FIRST_DELAY_S = 0.5  # doubled after each failed attempt: 0.5 + 1 + 2 + 4 + 8 s in all
 _FINAL_STATUSES = frozenset(GenerationStatus) - {GenerationStatus.RUNNING}
 
 
@@ -44,6 +59,7 @@ class NewGeneration:
     channel_id: str | None = None
     api_key_id: str | None = None
     created_at: datetime | None = None  # None: now
+    owner: str | None = None  # the serving process writing it (see genbot.storage.processes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +129,36 @@ async def finish_generation(
     await _update_one(db, gen_id, values, only_running=False)
 
 
+async def finish_generation_reliably(
+    db: Database,
+    gen_id: int,
+    output: str,
+    status: GenerationStatus | str,
+    chars: int,
+    ttfc_ms: float | None,
+    duration_ms: float | None,
+    error: str | None = None,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> bool:
+    """``finish_generation`` that never raises: database errors are logged and retried; False if all failed."""
+    delay = FINAL_WRITE_FIRST_DELAY_S
+    for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
+        try:
+            await finish_generation(db, gen_id, output, status, chars, ttfc_ms, duration_ms, error)
+            return True
+        except Exception:
+            if attempt == FINAL_WRITE_ATTEMPTS:
+                # The row stays 'running' with its last saved progress; it is marked failed once
+                # this process stops heartbeating.
+                log.exception("could not record the end of generation %d; giving up", gen_id)
+                return False
+            log.warning("could not record the end of generation %d; retrying in %.1f s", gen_id, delay, exc_info=True)
+            await sleep(delay)
+            delay *= 2
+    return False
+
+
 async def get_generation(db: Database, gen_id: int) -> GenerationRow:
     """One generation by id; raises NotFound if there is none."""
     async with db.read() as session:
@@ -149,24 +195,49 @@ async def list_generations(
 
 
 async def forget_user(db: Database, user_id: str) -> int:
-    """Delete every generation of ``user_id``; returns how many were deleted."""
-    query = delete(Generation).where(Generation.user_id == user_id)
+    """Delete everything stored about ``user_id``, in one transaction; returns how many generations.
+
+    Besides the generations: the user's quota, daily usage, open quota slots, cooldown stamp and
+    rate windows, under scope 'user' both as ``user_id`` and as a member of any server
+    (``"<guild id>:<user id>"``, the Discord front end's per-server subject).
+    """
     async with db.write() as session:
-        result = await session.execute(query, execution_options={"synchronize_session": False})
+        result = await session.execute(
+            delete(Generation).where(Generation.user_id == user_id), execution_options={"synchronize_session": False}
+        )
+        for table in (Quota, UsageDaily, QuotaSlot, Cooldown, RateWindow):
+            await session.execute(
+                delete(table).where(_subject_is_user(table, user_id)), execution_options={"synchronize_session": False}
+            )
         return _rowcount(result)
 
 
-async def mark_interrupted(db: Database, *, started_before: datetime | None = None) -> int:
+def _subject_is_user(table: Any, user_id: str) -> ColumnElement[bool]:
+    """Rows of scope 'user' whose subject is ``user_id`` or ``"<guild id>:<user_id>"``."""
+    subject = table.subject
+    return and_(table.scope == "user", or_(subject == user_id, subject.endswith(":" + user_id, autoescape=True)))
+
+
+async def mark_interrupted(
+    db: Database,
+    *,
+    started_before: datetime | None = None,
+    now: datetime | None = None,
+    stale_after_s: float = STALE_AFTER_S,
+) -> int:
     """Turn generations left 'running' by a stopped process into 'failed'; returns the count.
 
-    Their partial output stays; ``finished_at`` stays empty, as nobody saw them stop. Call it
-    at start-up, before serving. When several processes
-    share one database, pass ``started_before`` (this process's start time) so generations that
-    other live processes are running are left alone.
+    Their partial output stays; ``finished_at`` stays empty, as nobody saw them stop. A row with
+    an owner is failed only when that process's heartbeat is older than ``stale_after_s`` (or it
+    has none), so rows other live processes are writing are left alone. A row without an owner
+    (written before owners existed) is failed if created before ``started_before`` (default: any).
     """
-    query = update(Generation).where(Generation.status == GenerationStatus.RUNNING.value)
+    cutoff = stale_cutoff(now or utcnow(), stale_after_s)
+    ownerless: ColumnElement[bool] = Generation.owner.is_(None)
     if started_before is not None:
-        query = query.where(Generation.created_at < _aware(started_before, "started_before"))
+        ownerless = and_(ownerless, Generation.created_at < _aware(started_before, "started_before"))
+    dead_owner = and_(Generation.owner.is_not(None), Generation.owner.not_in(live_owners(cutoff)))
+    query = update(Generation).where(Generation.status == GenerationStatus.RUNNING.value, or_(ownerless, dead_owner))
     query = query.values(status=GenerationStatus.FAILED.value, error=INTERRUPTED_ERROR)
     async with db.write() as session:
         result = await session.execute(query, execution_options={"synchronize_session": False})

@@ -122,6 +122,9 @@ class Generation(Base):
     guild_id: Mapped[str | None] = mapped_column(String(64))
     channel_id: Mapped[str | None] = mapped_column(String(64))
     api_key_id: Mapped[str | None] = mapped_column(String(64))
+    # The serving process writing the row (processes.id); only a row whose owner stopped
+    # heartbeating is marked failed, never one another live process is still writing.
+    owner: Mapped[str | None] = mapped_column(String(200))
 
 
 class CorpusKind(StrEnum):
@@ -294,6 +297,47 @@ class UsageDaily(Base):
     chars: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
     last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Process(Base):
+    """A serving process sharing the database; its heartbeat says it is still alive."""
+
+    __tablename__ = "processes"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # "host:pid:random"
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class QuotaSlot(Base):
+    """One admitted, unfinished request of one subject: a concurrency slot plus its reserved characters.
+
+    Owned by a process: the slots of a process that stopped heartbeating no longer count.
+    """
+
+    __tablename__ = "quota_slots"
+    __table_args__ = (
+        Index("ix_quota_slots_scope_subject", "scope", "subject"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200), index=True)  # processes.id (no FK: a reaped owner may return)
+    day: Mapped[str] = mapped_column(String(10))  # the UTC day the characters are reserved on
+    reserved: Mapped[int] = mapped_column(Integer)  # characters held back from the daily quota
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Cooldown(Base):
+    """When a subject's last request was admitted, across days (checked and stamped in one write)."""
+
+    __tablename__ = "cooldowns"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_request_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RateWindow(Base):

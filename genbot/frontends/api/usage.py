@@ -1,9 +1,10 @@
 """Daily character quotas of API keys (scope "key"), through the shared quota policy.
 
-A request is admitted before it starts (``QuotaExceeded`` → 429 with Retry-After), its length is
-capped at what the key has left today, and the characters it produced are charged when it ends —
-however it ends: completed, cancelled by a client that left, or failed. The counts live in the
-database, so several API replicas share them. Usage is recorded for keys that have a limit.
+A request is admitted before it starts (``QuotaExceeded`` → 429 with Retry-After): the admission
+reserves its length, or what the key has left today if that is less, and the request is capped
+at what was reserved. When it ends — completed, cancelled by a client that left, or failed — the
+characters it produced are charged and the rest of the reservation is given back. The counts live
+in the database, so several API replicas share one limit. Usage is recorded for keys that have a limit.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Cal
         # No limit to enforce: skip the two usage writes per request (they queue behind every
         # other write on SQLite and would sit between the request and its first character).
         return await ctx.service.generate(request)
-    admission = await ctx.service.quotas.admit([subject])
+    admission = await ctx.service.quotas.admit([subject], chars=_wanted(ctx, request))
     try:
-        gen = await ctx.service.generate(_capped(ctx, request, admission.remaining_chars))
+        gen = await ctx.service.generate(_capped(request, admission.remaining_chars))
     except BaseException:
         await admission.finish(0)  # refused before anything ran: nothing to charge
         raise
@@ -37,12 +38,18 @@ async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Cal
     return gen
 
 
-def _capped(ctx: ApiContext, request: GenerationRequest, remaining: int | None) -> GenerationRequest:
-    """``request`` with its length cut to the characters the key has left today."""
-    if remaining is None:
-        return request
+def _wanted(ctx: ApiContext, request: GenerationRequest) -> int:
+    """The characters to reserve: the length asked for, or the default length."""
     wanted = request.length if request.length is not None else ctx.service.settings.sampling.length
-    return dataclasses.replace(request, length=max(1, min(wanted, remaining)))
+    return max(1, wanted)  # a length the service refuses is refunded by finish(0)
+
+
+def _capped(request: GenerationRequest, reserved: int | None) -> GenerationRequest:
+    """``request`` with its length cut to the characters reserved for it."""
+    if reserved is None:
+        return request
+    wanted = request.length if request.length is not None else reserved
+    return dataclasses.replace(request, length=max(1, min(wanted, reserved)))
 
 
 async def _charge_when_done(gen: Generation, admission: Admission) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from genbot.frontends.discord.bot import GenbotBot
 
 MESSAGE_LIMIT = 2000
+CAPTION_RESERVE_CHARS = 500  # reserved from the daily quota while captioning (captions are short)
 
 
 def is_captioner(entry: GeneratorEntry) -> bool:
@@ -85,7 +86,8 @@ class CaptionCommands(commands.Cog):
         if image.size > MAX_BYTES:
             raise ImageError(f"the image is {image.size:,} bytes; the limit is {MAX_BYTES:,}")
         admission = await self.bot.service.quotas.admit(
-            subjects_of(self.bot, interaction.user.id, interaction.guild_id)
+            subjects_of(self.bot, interaction.user.id, interaction.guild_id),
+            chars=CAPTION_RESERVE_CHARS,
         )
         chars = 0
         try:

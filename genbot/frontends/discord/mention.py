@@ -26,7 +26,8 @@ async def answer_mention(bot: GenbotBot, message: discord.Message) -> None:
     model = bot.settings.mention_model or (models[0] if models else "")
     guild_id = message.guild.id if message.guild else None
     try:
-        admission = await bot.service.quotas.admit(subjects_of(bot, message.author.id, guild_id))
+        subjects = subjects_of(bot, message.author.id, guild_id)
+        admission = await bot.service.quotas.admit(subjects, chars=bot.service.settings.sampling.length)
     except GenbotError as e:
         await message.reply(str(e)[:2000])
         return
