@@ -5,6 +5,11 @@ threads it is given, and can be stopped at once (SIGTERM, then SIGKILL). The chi
 the worker: on Linux it gets SIGKILL when the worker dies (``PR_SET_PDEATHSIG``), so a worker
 killed with ``kill -9`` never leaves an orphan that keeps writing checkpoints while another
 worker resumes the job; elsewhere it dies at its next write to the closed stdout pipe.
+
+The child trains on uploaded text with options an admin typed, so it gets no more than it needs:
+an allow-listed environment (no Discord token, database URL, API keys or anything named like a
+secret) and Python's isolated mode (``-I``: no ``PYTHON*`` variables, no current directory on
+``sys.path``).
 """
 
 from __future__ import annotations
@@ -53,13 +58,17 @@ class TrainingProcess:
     async def start(
         cls, argv: list[str], on_event: EventHandler, on_stderr: LineHandler, *, cwd: Path | None = None
     ) -> TrainingProcess:
-        """Start ``python -I -m genbot <argv>`` in its own session (the worker's Ctrl-C does not reach it).
+        """Start ``python -I -m genbot <argv>`` (see ``spawn``); the first call probes how genbot is found."""
+        return await cls.spawn(await asyncio.to_thread(child_command, argv), on_event, on_stderr, cwd=cwd)
 
-        The child gets a scrubbed environment (``child_env``) and isolated mode (``-I``: no
-        ``PYTHON*`` variables, no current directory or user site on ``sys.path``).
-        """
+    @classmethod
+    async def spawn(
+        cls, command: list[str], on_event: EventHandler, on_stderr: LineHandler, *, cwd: Path | None = None
+    ) -> TrainingProcess:
+        """Run ``command`` as a training child: its own session (the worker's Ctrl-C does not reach it),
+        dying with the worker, and a scrubbed environment (``child_env``: no tokens, keys or passwords)."""
         proc = await asyncio.create_subprocess_exec(
-            *await asyncio.to_thread(child_command, argv),  # the first call probes with a subprocess
+            *command,
             env=child_env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
