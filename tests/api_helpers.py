@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,3 +45,17 @@ def client(url: str, key: str | None = None) -> httpx.AsyncClient:
     """An httpx client for ``url``, with a Bearer key if given."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
+
+
+def as_curl(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | str | None = None) -> str:
+    """A curl command line that repeats a request (the Authorization header left out), for failure messages."""
+    parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
+    for name, value in (headers or {}).items():
+        if name.lower() != "authorization":
+            parts += ["-H", shlex.quote(f"{name}: {value}")]
+    if body:
+        raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        text = raw.decode("utf-8", "backslashreplace")  # lone surrogates and NULs stay visible and printable
+        shown = text if len(text) <= 2000 else f"{text[:2000]}… ({len(text):,} chars)"
+        parts += ["--data-binary", shlex.quote(shown)]
+    return " ".join(parts)

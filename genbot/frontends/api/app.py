@@ -45,7 +45,8 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
     for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):
         app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(CleanInput)  # innermost: reads JSON bodies only after the size cap below
+    # Innermost: reads JSON bodies only after the size cap below.
+    app.add_middleware(CleanInput, raw_body_prefixes=(admin.UPLOAD_PREFIX, caption.CAPTION_PATH))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_prefix=admin.UPLOAD_PREFIX,
                        path_limits={caption.CAPTION_PATH: caption.MAX_CAPTION_BODY_BYTES})  # fmt: skip

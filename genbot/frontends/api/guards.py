@@ -76,8 +76,9 @@ class BadInput(ValueError):
 class CleanInput:
     """Answer 400 for NUL or invalid UTF-8 in the path or query and for hostile JSON bodies."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, raw_body_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.raw_body_prefixes = raw_body_prefixes  # routes reading their own (non-JSON, streamed) bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the URL, then (for JSON requests) the whole body, which is replayed to the app unchanged."""
@@ -89,7 +90,7 @@ class CleanInput:
         except BadInput as e:
             await error_response(400, str(e), "invalid_request_error")(scope, receive, send)
             return
-        if not _is_json(_header(scope, b"content-type")) or scope["method"] in ("GET", "HEAD"):
+        if not self.reads_json(scope):
             await self.app(scope, receive, send)
             return
         body, more = await _read_body(receive)
@@ -99,6 +100,13 @@ class CleanInput:
             await error_response(400, str(e), "invalid_request_error")(scope, receive, send)
             return
         await self.app(scope, _replay(body, more, receive), send)
+
+
+    def reads_json(self, scope: Scope) -> bool:
+        """Whether the request's body is JSON for the app (uploads are streamed to disk, never buffered here)."""
+        if scope["method"] in ("GET", "HEAD") or scope["path"].startswith(self.raw_body_prefixes):
+            return False
+        return _is_json(_header(scope, b"content-type"))
 
 
 def check_url(raw_path: bytes, query: bytes) -> None:
