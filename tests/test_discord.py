@@ -38,6 +38,7 @@ from genbot.testing_discord import (
     STRING,
     SUBCOMMAND,
     USER,
+    FakeClock,
     FakeDiscord,
     FakeMessage,
     InjectedInteraction,
@@ -624,3 +625,110 @@ async def test_caption_refuses_non_images_and_text_models_ephemerally(with_capti
     assert "'alpha' generates text, not captions" in ephemeral_text(fake, text_model.token)
     assert "'captioner' describes images" in ephemeral_text(fake, inspect_captioner.token)
     assert rows == []  # nothing stored for refused requests
+
+
+async def test_caption_is_charged_to_the_quotas(with_captioner: None) -> None:
+    scene = io.BytesIO()
+    render_scene(HELD_OUT_SEED + 5, 64).image.save(scene, "PNG")
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        options, resolved = _caption_options(fake.attachment("scene.png", scene.getvalue(), "image/png"))
+        first = await fake.slash("caption", options, resolved=resolved)
+        await fake.wait_for(lambda: fake.followups(first), timeout=30)
+        second = await fake.slash("caption", options, resolved=resolved)  # within the 3 s user cooldown
+        await fake.wait_for(lambda: ephemeral_text(fake, second.token))
+        [row] = await service.history(user_id=ALICE_ID)
+        used = await service.quotas.usage("user", ALICE_ID)
+        in_guild = await service.quotas.usage("guild", FakeDiscord.GUILD_ID)
+    assert used.chars == len(row.output) > 0 and used.requests == 1
+    assert in_guild.chars == len(row.output)
+    assert "cooling down" in ephemeral_text(fake, second.token)
+    assert callbacks(fake, second.token)[0]["type"] == 4  # refused before any public "thinking…"
+
+
+# ----- the fake enforces Discord's rules --------------------------------------------------------
+
+
+async def test_the_fake_refuses_a_second_initial_response_long_content_and_fast_edits(discord_env: None) -> None:
+    import aiohttp
+    import discord
+
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service) as bot:
+        sent = await fake.slash("history")
+        await fake.wait_for(lambda: callbacks(fake, sent.token))
+        url = f"{fake.base}/api/v10/interactions/{sent.id}/{sent.token}/callback"
+        async with aiohttp.ClientSession() as http, http.post(url, json={"type": 5}) as again:
+            status, error, headers = again.status, await again.json(), again.headers
+        channel = bot.get_partial_messageable(int(FakeDiscord.CHANNEL_ID))
+        with pytest.raises(discord.HTTPException) as too_long:
+            await channel.send("x" * 2001)
+        message = await channel.send("x" * 2000)
+        await message.edit(content="y")
+        await message.edit(content="z")  # right after the previous edit: too fast
+        violations = fake.take_violations()
+    assert status == 400 and error["code"] == 40060 and "already been acknowledged" in error["message"]
+    assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset-After", "X-RateLimit-Bucket"} <= set(
+        headers
+    )
+    assert too_long.value.status == 400 and too_long.value.code == 50035
+    assert [v.code for v in violations] == [40060, 50035, 0]
+    assert "after the previous edit" in violations[2].detail
+
+
+async def test_an_expired_interaction_token_stops_the_reply(discord_env: None) -> None:
+    clock = FakeClock()
+    async with FakeDiscord(clock=clock) as fake, opened_service() as service, running_bot(fake, service):
+        sent = await fake.slash("generate", [opt("model", "slow"), opt("prompt", "x"), opt("length", 5000, INTEGER)])
+        await fake.wait_for(lambda: (m := fake.original(sent)) and m.edits)
+        clock.advance(15 * 60 + 1)  # the token's 15 minutes are up
+        await fake.wait_for(lambda: any(c.status == 404 for c in fake.calls_to("PATCH", sent.token)))
+        row = await finished_row(service, ALICE_ID)
+        violations = fake.take_violations()
+    assert row.status == "cancelled" and len(row.output) < 5000  # the generation stopped, not run on unseen
+    assert violations and {v.code for v in violations} == {10015}
+
+
+async def finished_row(service: GenbotService, user_id: str) -> Any:
+    """The user's latest stored generation once it is no longer running."""
+    for _ in range(1000):
+        rows = await service.history(user_id=user_id)
+        if rows and rows[0].status != "running":
+            return rows[0]
+        await asyncio.sleep(0.02)
+    raise TimeoutError("the generation did not finish")
+
+
+async def test_the_rate_limit_headers_pace_the_real_client(discord_env: None) -> None:
+    fake = FakeDiscord(bucket_limit=2, bucket_window_s=0.5)
+    async with fake, opened_service() as service, running_bot(fake, service) as bot:
+        channel = bot.get_partial_messageable(int(FakeDiscord.CHANNEL_ID))
+        for i in range(5):
+            await channel.send(f"message {i}")
+    posts = fake.calls_to("POST", r"/channels/\d+/messages$")
+    assert [c.status for c in posts] == [200] * 5  # discord.py waited for the reset instead of getting 429s
+    assert posts[2].at - posts[0].at >= 0.4  # the third had to wait for the bucket's window to reset
+
+
+def test_genbot_discord_sync_registers_the_commands_once(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
+    from genbot.frontends.cli import app
+
+    monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)
+
+    async def sync(env: dict[str, str]) -> tuple[FakeDiscord, Any]:
+        async with FakeDiscord() as fake:
+            result = await asyncio.to_thread(CliRunner().invoke, app, ["discord", "sync"], env=env)
+        return fake, result
+
+    fake, result = asyncio.run(sync({}))
+    assert result.exit_code == 0, result.output
+    [put] = fake.calls_to("PUT", r"/applications/")
+    assert put.path == f"/applications/{FakeDiscord.APP_ID}/commands"
+    assert f"synced {len(put.body)} commands globally" in result.output
+    assert "admin" in {c["name"] for c in put.body} and not fake.calls_to("GET", r"/gateway")  # no gateway session
+    fake, result = asyncio.run(sync({"GENBOT_DISCORD__GUILD_IDS": f"[{FakeDiscord.GUILD_ID}]"}))
+    assert result.exit_code == 0, result.output
+    [put] = fake.calls_to("PUT", r"/applications/")
+    assert put.path == f"/applications/{FakeDiscord.APP_ID}/guilds/{FakeDiscord.GUILD_ID}/commands"
+    assert f"commands to server {FakeDiscord.GUILD_ID}" in result.output
