@@ -1,11 +1,12 @@
 """Shipped fakes for tests of genbot and of code built on it.
 
 * ``scripted_model(text)`` — a generator that always writes ``text`` (cycled), through the same
-  ``initial_state``/``forward``/``step`` API as a real model: front-end tests get known output
-  without training anything.
+  ``initial_state``/``prime``/``forward``/``step`` API as a real model: front-end tests get known
+  output without training anything.
 * ``tiny_charrnn(chars)`` — a real ``CharRNN`` with random (seeded) weights, a few KB big.
-* ``RecordingModel`` — wraps any step model and records batch sizes and thread ids, can slow
-  steps down and fail on demand.
+* ``RecordingModel`` — wraps any step model and records batch sizes, prompt reads and thread
+  ids, can slow steps down and fail on demand. Prompts go through the wrapped model's ``prime``
+  (``CharRNN.prime``, the bfloat16 path the engine uses in production), not ``forward``.
 * ``engine_chars_per_s`` — end-to-end sampling throughput through the engine, for benchmarks.
 """
 
@@ -52,6 +53,11 @@ class ScriptedModel:
         logits = self._logits_for(pos).unsqueeze(1).expand(b, t, self.vocab_size)  # (B, T, V)
         return logits, (torch.ones(1, b, 1),)
 
+    def prime(self, ids: Tensor) -> tuple[Tensor, State]:
+        """Like ``CharRNN.prime``: last-position logits (B, V) and the state after the prompt."""
+        logits, state = self.forward(ids)
+        return logits[:, -1], state
+
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """The script's next character for each stream, with certainty."""
         pos = state[0][0, :, 0].long()  # (B,)
@@ -71,22 +77,29 @@ class RecordingModel:
         self.inner = inner
         self.step_delay = step_delay  # seconds to sleep in each step (slow model)
         self.fail_steps = 0  # the next this-many steps raise RuntimeError
-        self.fail_primes = 0  # the next this-many forward calls raise RuntimeError
+        self.fail_primes = 0  # the next this-many prime calls raise RuntimeError
         self.batch_sizes: list[int] = []  # rows of every step call, in order
         self.threads: set[int] = set()  # threading.get_ident() of every call
-        self.primed: list[int] = []  # prompt length of every forward call
+        self.primed: list[int] = []  # prompt length of every prime call (how the engine reads prompts)
+        self.forwarded: list[int] = []  # sequence length of every forward call
 
     def initial_state(self, batch: int) -> State:
         """The wrapped model's zero state."""
         return cast(State, self.inner.initial_state(batch))
 
-    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """The wrapped model's forward, recorded, failing as configured."""
+    def prime(self, ids: Tensor) -> tuple[Tensor, State]:
+        """The wrapped model's ``prime`` (as the engine calls it), recorded, failing as configured."""
         self.threads.add(threading.get_ident())
         self.primed.append(ids.shape[1])
         if self.fail_primes > 0:
             self.fail_primes -= 1
             raise RuntimeError("injected priming failure")
+        return cast(tuple[Tensor, State], self.inner.prime(ids))
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """The wrapped model's forward (training, evaluation), recorded."""
+        self.threads.add(threading.get_ident())
+        self.forwarded.append(ids.shape[1])
         return cast(tuple[Tensor, State], self.inner.forward(ids, state))
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:

@@ -13,6 +13,7 @@ from genbot.engine.batching import GenerationEngine
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import Busy, InvalidRequest
+from genbot.models.charrnn import CharRNN
 from genbot.models.checkpoint import LoadedModel
 from genbot.testing import RecordingModel, loaded_model, scripted_model, tiny_charrnn
 
@@ -252,3 +253,34 @@ async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: Lo
             text = await generate(e, lm, max_length=12, seed=5)
         assert len(text) == 12
         assert set(rec.batch_sizes) == {rows}
+
+
+async def test_prompts_are_read_by_charrnn_prime_through_the_recording_fake(
+    engine: GenerationEngine, tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    real_prime, real_forward = CharRNN.prime, CharRNN.forward
+
+    def prime(self: CharRNN, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        calls.append(("prime", tuple(ids.shape)))
+        return real_prime(self, ids)
+
+    def forward(self: CharRNN, ids: torch.Tensor, state: object = None) -> tuple[torch.Tensor, object]:
+        calls.append(("forward", tuple(ids.shape)))
+        return real_forward(self, ids, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CharRNN, "prime", prime)
+    monkeypatch.setattr(CharRNN, "forward", forward)
+    lm, rec = recorded(tiny)
+    wrapped = await generate(engine, lm, "to be", seed=5, max_length=30)
+    plain = await generate(engine, tiny, "to be", seed=5, max_length=30)
+    assert calls == [("prime", (1, 5)), ("prime", (1, 5))]  # the bfloat16 prompt path, never forward
+    assert rec.primed == [5] and rec.forwarded == []
+    assert wrapped == plain  # the fake changes nothing about what the production path writes
+
+
+async def test_the_scripted_fake_reads_prompts_like_a_charrnn(engine: GenerationEngine) -> None:
+    lm = scripted_model("hello world ")
+    logits, state = lm.model.prime(torch.tensor([lm.vocab.encode("hi there").ids]))
+    assert logits.shape == (1, len(lm.vocab)) and state[0].shape == (1, 1, 1)  # like CharRNN.prime
+    assert await generate(engine, lm, "whatever", max_length=15) == "hello world hel"
