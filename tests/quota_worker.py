@@ -4,7 +4,8 @@
 waits until GO_FILE exists (so two workers start together), runs COUNT admissions at once on the
 subject ("key", "shared") and prints one JSON line: what was granted. MODE "chars" reserves 30
 characters each under a 200-character daily quota and charges all of them; MODE "concurrent"
-takes slots under a limit of 3 and keeps them (the test's other worker must see them).
+takes slots under a limit of 3 and keeps them (the test's other worker must see them); MODE
+"cooldown" asks under a one-hour cooldown.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ CONCURRENT = 3
 
 
 async def _one(policy: QuotaPolicy, subject: Subject, mode: str) -> int:
-    """One admission: the characters granted (chars) or 1 per slot taken (concurrent); 0 if refused."""
+    """One admission: the characters granted (chars) or 1 per admission (other modes); 0 if refused."""
     try:
         admission: Admission = await policy.admit([subject], chars=30)
     except QuotaExceeded:
@@ -40,7 +41,11 @@ async def _one(policy: QuotaPolicy, subject: Subject, mode: str) -> int:
 
 async def main(url: str, mode: str, count: int, go_file: Path) -> None:
     """Register, wait for the start signal, run ``count`` admissions at once, print the grants."""
-    limits = Limits(chars_per_day=DAILY) if mode == "chars" else Limits(concurrent=CONCURRENT)
+    limits = {
+        "chars": Limits(chars_per_day=DAILY),
+        "concurrent": Limits(concurrent=CONCURRENT),
+        "cooldown": Limits(cooldown_s=3600.0),
+    }[mode]
     subject = Subject("key", "shared", limits)
     async with Database.open(url) as db:
         owner = new_process_id()

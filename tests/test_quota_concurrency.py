@@ -19,7 +19,7 @@ from genbot.errors import QuotaExceeded
 from genbot.quotas import Admission, Limits, QuotaPolicy, Subject
 from genbot.storage import Database
 from genbot.storage import quotas as storage
-from genbot.storage.processes import heartbeat, new_process_id, reap
+from genbot.storage.processes import ProcessLease, heartbeat, new_process_id, reap
 from genbot.storage.tables import Process, QuotaSlot, UsageDaily
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -190,3 +190,25 @@ async def test_two_processes_share_one_concurrency_limit(db_url: str, tmp_path: 
     async with Database.open(db_url, upgrade=True):
         results = await asyncio.to_thread(_run_workers, db_url, "concurrent", tmp_path)
     assert sum(sum(r) for r in results) == 3  # neither finished: together they hold exactly the limit
+
+
+async def test_two_processes_share_one_cooldown(db_url: str, tmp_path: Path) -> None:
+    async with Database.open(db_url, upgrade=True):
+        results = await asyncio.to_thread(_run_workers, db_url, "cooldown", tmp_path)
+    assert sum(sum(r) for r in results) == 1  # 40 requests at once from two processes: one gets through
+
+
+async def test_a_held_lease_heartbeats_and_is_removed_on_exit(db_url: str) -> None:
+    clock = FakeClock()
+    async with Database.open(db_url, upgrade=True) as db:
+        async with ProcessLease(db, clock, interval_s=0.01).held() as lease:
+            clock.now = T0 + timedelta(minutes=5)
+            for _ in range(500):  # the background beat stamps the clock's new time
+                async with db.read() as session:
+                    beat = (await session.execute(select(Process.heartbeat_at).where(Process.id == lease.id))).scalar()
+                if beat == clock.now:
+                    break
+                await asyncio.sleep(0.01)
+            assert beat == clock.now
+        async with db.read() as session:
+            assert (await session.execute(select(func.count()).select_from(Process))).scalar_one() == 0
