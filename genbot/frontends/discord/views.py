@@ -14,16 +14,18 @@ STOP_TIMEOUT_S = 15 * 60.0  # an interaction token lasts 15 minutes; so does the
 class StopView(discord.ui.View):
     """One red Stop button that cancels a generation (for its requester, a server admin or an owner)."""
 
-    def __init__(self, generation: Generation, requester_id: int, is_admin: Callable[[discord.Interaction], bool]):
+    def __init__(
+        self, generation: Generation, requester_id: int, may_moderate: Callable[[discord.Interaction], bool]
+    ) -> None:
         super().__init__(timeout=STOP_TIMEOUT_S)
         self.generation = generation
         self.requester_id = requester_id
-        self.is_admin = is_admin
+        self.may_moderate = may_moderate
         self.stop_button.custom_id = f"genbot:stop:{generation.id}"
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """Only the requester (or an admin) may stop it; others get an ephemeral refusal."""
-        if interaction.user.id == self.requester_id or self.is_admin(interaction):
+        """Only the requester (or a server admin or owner) may stop it; others get an ephemeral refusal."""
+        if interaction.user.id == self.requester_id or self.may_moderate(interaction):
             return True
         await interaction.response.send_message("Only the person who asked can stop this.", ephemeral=True)
         return False
