@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-RAW_ENV = "GENBOT_RAW_ANCHOR"
+RAW_ENV = "GENBOT_BENCH_RAW_ANCHOR"  # GENBOT_BENCH_*: not settings (genbot/config.py)
 DEFAULT_RAW = Path("..") / "shared" / "anchors" / "raw_charrnn.py"  # relative to the repo root
 CORPUS_ENV = "GENBOT_BENCH_CORPUS"
 DEFAULT_CORPUS = Path("..") / "shared" / "corpora" / "shakespeare" / "input.txt"
@@ -44,7 +44,7 @@ Goal = Literal["ratio>=", "ratio<=", "value>=", "value<="]
 
 
 def raw_anchor() -> Path | None:
-    """The yardstick script: ``$GENBOT_RAW_ANCHOR``, else ``../shared/anchors/raw_charrnn.py``."""
+    """The yardstick script: ``$GENBOT_BENCH_RAW_ANCHOR``, else ``../shared/anchors/raw_charrnn.py``."""
     configured = os.environ.get(RAW_ENV)
     path = Path(configured) if configured else REPO / DEFAULT_RAW
     path = path if path.is_absolute() else (REPO / path)

@@ -48,8 +48,10 @@ PLUGINS_ENV = "GENBOT_PLUGINS"
 TOKEN_ENV = "DISCORD_TOKEN"
 DEFAULT_CONFIG_FILE = "bot.toml"
 # Environment names under the prefix that are not settings: the config path itself, and the
-# variables the test suite reads (e.g. GENBOT_TEST_DATABASE_URL).
-_NOT_SETTINGS = ("genbot_config", "genbot_test_")
+# project's own tools, which name their variables GENBOT_TEST_* (the test suite, e.g.
+# GENBOT_TEST_DATABASE_URL) or GENBOT_BENCH_* (bench/, e.g. GENBOT_BENCH_RAW_ANCHOR). Every other
+# GENBOT_* name must be a setting, so a typo fails loudly.
+_NOT_SETTINGS = ("genbot_config", "genbot_test_", "genbot_bench_")
 # Fields whose environment name is not GENBOT_<FIELD>.
 _ENV_NAMES = {"plugins_enabled": PLUGINS_ENV, "discord_token": TOKEN_ENV}
 _PATH_FIELDS = ("data_dir", "plugins_dir")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,39 @@ def test_test_suite_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch, 
     assert load_settings().database_url is None
 
 
+def _tool_env_names() -> set[str]:
+    """GENBOT_* names in bench/ and .ci/run, and those the tests read with os.environ.get (no settings)."""
+    root = Path(__file__).resolve().parent.parent
+    names = {
+        n for f in [*root.glob("bench/*.py"), root / ".ci" / "run"] for n in re.findall(r"GENBOT_\w+", f.read_text())
+    }
+    names |= {n for f in root.glob("tests/*.py") for n in re.findall(r"environ\.get\(\"(GENBOT_\w+)", f.read_text())}
+    settings = {f"GENBOT_{f.upper()}" for f in Settings.model_fields} | {"GENBOT_PLUGINS", "GENBOT_CONFIG"}
+    return {n for n in names - settings if "__" not in n}  # GENBOT_<SECTION>__<KEY>: settings too
+
+
+def test_the_tools_own_variables_use_the_reserved_prefixes_and_are_not_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tools = _tool_env_names()
+    assert {"GENBOT_TEST_DATABASE_URL", "GENBOT_BENCH_RAW_ANCHOR", "GENBOT_BENCH_CORPUS"} <= tools
+    assert all(n.startswith(("GENBOT_TEST_", "GENBOT_BENCH_")) for n in tools), sorted(tools)
+    for name in tools:
+        monkeypatch.setenv(name, "1")
+    load_settings()  # none of them is refused as an unknown setting
+
+
+def test_bench_variables_do_not_break_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENBOT_BENCH_RAW_ANCHOR", str(tmp_path / "raw.py"))
+    monkeypatch.setenv("GENBOT_BENCH_CORPUS", str(tmp_path / "input.txt"))
+    assert load_settings().engine.max_queue == 256
+    monkeypatch.setenv("GENBOT_BENCHMARK", "1")  # only the prefix itself is reserved: typos still fail
+    with pytest.raises(ConfigError, match="GENBOT_BENCHMARK"):
+        load_settings()
+
+
 def test_bad_value_names_where_it_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_toml(tmp_path, "[sampling]\ntop_p = 0\n")
     with pytest.raises(ConfigError, match=r"bot\.toml: sampling\.top_p: Input should be greater than 0"):
@@ -158,3 +193,17 @@ def test_every_field_is_described() -> None:
     for model in (Settings, SamplingSettings, EngineSettings):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name}"
+
+
+def test_ci_fails_instead_of_skipping_when_postgresql_is_unreachable(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"pg_isready": "exit 2", "pg_ctlcluster": "exit 0", "make": "echo make ran; exit 0", "sleep": "exit 0"}
+    for name, body in fakes.items():  # PostgreSQL never answers; nothing real is started or run
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = Path(__file__).resolve().parent.parent / ".ci" / "run"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "GENBOT_TEST_PG_WAIT_S": "3"}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "make ran" not in proc.stdout
+    assert "PostgreSQL at 127.0.0.1:5432 is not reachable after 3s" in proc.stderr
