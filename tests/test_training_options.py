@@ -291,3 +291,17 @@ def test_retrain_cli_refuses_a_bad_option_with_one_error_line(sqlite_jobs_env: s
         assert proc.stderr.strip().startswith(message), proc.stderr
     listed = subprocess.run([sys.executable, "-m", "genbot", "jobs", "list"], capture_output=True, text=True)
     assert listed.returncode == 0 and listed.stdout.strip() == ""
+
+
+def test_train_cli_checks_its_options_against_the_same_schema(corpus_file: Path, tmp_path: Path) -> None:
+    for extra, message in [
+        (["--warmup", "-1"], "error: --warmup: input should be greater than or equal to 0 (got -1)"),
+        (["--eval-every", "-5"], "error: --eval-every: input should be greater than or equal to 1 (got -5)"),
+        (["--weight-decay", "nan"], "error: --weight-decay: input should be a finite number"),
+        (["--seed", "-3"], "error: --seed: input should be greater than or equal to 0 (got -3)"),
+    ]:
+        argv = ["train", "--corpus", str(corpus_file), "--out", str(tmp_path / "m"), "--steps", "2", *extra]
+        proc = subprocess.run([sys.executable, "-m", "genbot", *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+        assert proc.stderr.strip().startswith(message), proc.stderr
+        assert not (tmp_path / "m").exists()

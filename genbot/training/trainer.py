@@ -27,6 +27,7 @@ from genbot.models.vocab import Vocab
 from genbot.training import evaluate
 from genbot.training.data import CorpusSplit, SequentialWindows, random_windows, read_corpus, split_corpus
 from genbot.training.finetune import extend_vocab
+from genbot.training.options import TrainingOptions
 from genbot.training.state import Counters, load_state, save_state
 
 Event = dict[str, Any]
@@ -68,26 +69,30 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject nonsensical hyperparameters with a message naming the option."""
+        TrainingOptions.parse(self.options())  # the same schema (types, ranges) a retrain job is checked against
         checks = [
-            (self.cell in ("rnn", "lstm", "gru"), "--cell must be rnn, lstm or gru"),
-            (1 <= self.layers <= 16, "--layers must be between 1 and 16"),
-            (1 <= self.hidden <= 8192, "--hidden must be between 1 and 8192"),
-            (1 <= self.embedding <= 8192, "--emb must be between 1 and 8192"),
-            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (1 <= self.block <= 100_000, "--block must be between 1 and 100000"),
-            (1 <= self.batch <= 100_000, "--batch must be between 1 and 100000"),
-            (0.0 < self.lr < 10.0 and math.isfinite(self.lr), "--lr must be a positive number below 10"),
-            (self.grad_clip > 0, "--grad-clip must be positive"),
+            (self.eval_every >= 0, "--eval-every must be 0 (automatic) or more"),
             (self.threads >= 0, "--threads must be 0 or more"),
             (0.0 < self.val_fraction < 0.5, "val fraction must be in (0, 0.5)"),
-            (self.save_dtype in ("float32", "float16", "bfloat16"), "save dtype must be float32/float16/bfloat16"),
+            (0.0 <= self.min_lr_ratio <= 1.0, "min LR ratio must be in [0, 1]"),
         ]
         budgets = [b for b in (self.steps, self.epochs, self.seconds) if b is not None]
         checks.append((len(budgets) == 1, "give exactly one budget: --steps, --epochs or --seconds"))
-        checks.append((all(b > 0 for b in budgets), "the budget must be positive"))
+        checks.append((all(b > 0 and math.isfinite(b) for b in budgets), "the budget must be positive"))
         for ok, message in checks:
             if not ok:
                 raise InvalidRequest(message)
+
+    def options(self) -> dict[str, Any]:
+        """This run's hyperparameters as ``TrainingOptions`` names them (``eval_every`` 0, automatic, left out)."""
+        values = {name: getattr(self, _CONFIG_NAMES.get(name, name)) for name in TrainingOptions.model_fields}
+        if not self.eval_every:
+            del values["eval_every"]
+        return values
+
+
+# TrainingOptions names whose TrainConfig field is spelled differently.
+_CONFIG_NAMES = {"emb": "embedding"}
 
 
 @dataclass
