@@ -97,6 +97,29 @@ async def test_alembic_command_line_path_upgrades(db_url: str) -> None:
         assert await current_revision(db.engine) == head_revision()
 
 
+async def test_0007_keeps_running_rows_ownerless_and_downgrades(db_url: str) -> None:
+    await upgrade_database(db_url, "0006")
+    async with Database.open(db_url, upgrade=False) as db, db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO generations (created_at, model, prompt, output, temperature, max_length, stop, chars,"
+                " status, frontend) VALUES (:at, 'm', 'p', 'half', 0.8, 10, '[]', 4, 'running', 'api')"
+            ),
+            {"at": datetime(2026, 11, 1, tzinfo=UTC).replace(tzinfo=None)},
+        )
+    await upgrade_database(db_url)
+    async with Database.open(db_url, upgrade=False) as db:
+        [row] = await list_generations(db)
+        assert (row.status, row.output) == (GenerationStatus.RUNNING, "half")
+        assert await mark_interrupted(db, started_before=datetime.now(UTC)) == 1  # ownerless and older: failed
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0006")
+    async with Database.open(db_url, upgrade=False) as db:
+        assert await current_revision(db.engine) == "0006"
+        async with db.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert not {"processes", "quota_slots", "cooldowns"} & set(tables)
+
+
 async def test_open_migrates_sqlite_by_default(tmp_path: Path) -> None:
     async with Database.open(default_sqlite_url(tmp_path / "fresh")) as db:
         assert await current_revision(db.engine) == head_revision()
