@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,13 +36,25 @@ def test_keys_create_list_revoke(cli: CliRunner, tmp_path: Path) -> None:
     listed = cli.invoke(app, ["keys", "list", "--json"])
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert (row["name"], row["admin"], row["prefix"], row["revoked_at"]) == ("ci", True, key[:10], None)
-    db = (tmp_path / "data" / "genbot.db").read_bytes()
-    assert key.encode() not in db  # only the hash is stored
+    _assert_only_the_hash_is_stored(tmp_path / "data" / "genbot.db", key)
     assert cli.invoke(app, ["keys", "create", "ci"]).exit_code == 2  # names are unique
     assert cli.invoke(app, ["keys", "revoke", "ci"]).exit_code == 0
     assert json.loads(cli.invoke(app, ["keys", "list", "--json"]).stdout)["revoked_at"] is not None
     missing = cli.invoke(app, ["keys", "revoke", "nobody"])
     assert missing.exit_code == 2 and "nobody" in missing.output
+
+
+def _assert_only_the_hash_is_stored(db_file: Path, key: str) -> None:
+    """The key's row holds sha256(key) and the prefix; the key itself is in neither the file nor its WAL."""
+    with contextlib.closing(sqlite3.connect(db_file)) as conn:
+        rows = conn.execute("SELECT key_hash, prefix FROM api_keys").fetchall()
+    assert rows == [(hashlib.sha256(key.encode()).hexdigest(), key[:10])]
+    files = [db_file, db_file.with_name(db_file.name + "-wal")]
+    # The secret part (past the shown prefix) must not appear in any page, committed or not.
+    leaked = [
+        f.name for f in files if f.exists() and (key.encode() in f.read_bytes() or key[10:].encode() in f.read_bytes())
+    ]
+    assert leaked == [], f"the plaintext key is in {leaked}"
 
 
 def test_api_refuses_public_address_without_keys(cli: CliRunner) -> None:
