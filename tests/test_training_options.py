@@ -156,6 +156,27 @@ def test_a_stored_schedule_is_validated_again_when_read_back() -> None:
         assert message in str(caught.value)
 
 
+async def test_a_schedule_stored_with_a_hostile_option_queues_nothing_when_due(jobs_env: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from genbot.config import load_settings
+    from genbot.service import GenbotService
+    from genbot.storage.schedules import create_schedule
+
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+    async with GenbotService(load_settings(), serving=False) as service:
+        for args in [{"steps": 5, "options": {"bf16": "--corpus=/etc/passwd"}}, {"steps": 5, "options": {"x": 1}},
+                     {"steps": 5, "corpus_path": "/etc/passwd"}, {"steps": "5 --out=/x"}]:  # fmt: skip
+            await create_schedule(service.db, model="alpha", corpus="plays", cron="0 3 * * *", job_args=args,
+                                  next_run_at=start)  # fmt: skip
+        good = RetrainRequest(model="alpha", corpus="plays", steps=5, options={"eval_every": 5})
+        await service.jobs.add_schedule(good, "0 3 * * *", now=start - timedelta(days=1))
+        queued = await service.jobs.scheduler().tick(start + timedelta(seconds=1))
+        jobs = await service.jobs.list()
+    assert [job.id for job in jobs] == queued and len(jobs) == 1
+    assert jobs[0].args["options"] == {"eval_every": 5}
+
+
 # ----- the child's command line ------------------------------------------------------------------
 
 
