@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -17,11 +17,20 @@ from genbot.service import GenbotService
 
 
 @contextlib.asynccontextmanager
-async def api_server(api: ApiSettings | None = None) -> AsyncIterator[tuple[str, GenbotService]]:
-    """An open service (settings from the environment) behind a real uvicorn server; yields (url, service)."""
+async def api_server(
+    api: ApiSettings | None = None, clock: Callable[[], float] | None = None
+) -> AsyncIterator[tuple[str, GenbotService]]:
+    """An open service (settings from the environment) behind a real uvicorn server; yields (url, service).
+
+    ``clock`` replaces the rate limiters' clock, so a test's requests share one window however slow it runs.
+    """
     settings = load_settings()
-    async with GenbotService(settings) as service, running(create_app(service, api or settings.api)) as url:
-        yield url, service
+    async with GenbotService(settings) as service:
+        app = create_app(service, api or settings.api)
+        if clock is not None:
+            app.state.genbot.limiter.clock = app.state.genbot.bad_keys.clock = clock
+        async with running(app) as url:
+            yield url, service
 
 
 def parse_sse(text: str) -> list[tuple[str, Any]]:
