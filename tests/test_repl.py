@@ -97,3 +97,14 @@ def test_config_masks_the_discord_token(plugins_dir: Path, monkeypatch: object) 
     assert proc.returncode == 0, proc.stderr
     assert "secret-token-value" not in proc.stdout
     assert json.loads(proc.stdout)["plugins_dir"] == str(plugins_dir)
+
+
+def test_a_piped_quit_lets_every_generation_before_it_finish(plugins_dir: Path) -> None:
+    script = "/len 300\n" + "".join(f"prompt {i}\n" for i in range(3)) + "/quit\n"
+    for _ in range(3):  # a few runs: /quit must never cut the last generation short
+        proc = _repl(script)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("· 300 chars ·") == 3 and "[stopped]" not in proc.stdout, proc.stdout
+    rows = [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()]
+    assert len(rows) == 9
+    assert {(r["status"], r["chars"]) for r in rows} == {("completed", 300)}
