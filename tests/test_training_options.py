@@ -164,9 +164,13 @@ async def test_a_schedule_stored_with_a_hostile_option_queues_nothing_when_due(j
     from genbot.storage.schedules import create_schedule
 
     start = datetime(2026, 11, 27, tzinfo=UTC)
+    hostile: list[dict[str, Any]] = [
+        {"steps": 5, "options": {"bf16": "--corpus=/etc/passwd"}}, {"steps": 5, "options": {"x": 1}},
+        {"steps": 5, "corpus_path": "/etc/passwd"}, {"steps": "5 --out=/x"},
+    ]  # fmt: skip
     async with GenbotService(load_settings(), serving=False) as service:
-        for args in [{"steps": 5, "options": {"bf16": "--corpus=/etc/passwd"}}, {"steps": 5, "options": {"x": 1}},
-                     {"steps": 5, "corpus_path": "/etc/passwd"}, {"steps": "5 --out=/x"}]:  # fmt: skip
+        assert service.db is not None
+        for args in hostile:
             await create_schedule(service.db, model="alpha", corpus="plays", cron="0 3 * * *", job_args=args,
                                   next_run_at=start)  # fmt: skip
         good = RetrainRequest(model="alpha", corpus="plays", steps=5, options={"eval_every": 5})
