@@ -101,7 +101,6 @@ class CleanInput:
             return
         await self.app(scope, _replay(body, more, receive), send)
 
-
     def reads_json(self, scope: Scope) -> bool:
         """Whether the request's body is JSON for the app (uploads are streamed to disk, never buffered here)."""
         if scope["method"] in ("GET", "HEAD") or scope["path"].startswith(self.raw_body_prefixes):
