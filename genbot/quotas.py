@@ -141,6 +141,11 @@ class QuotaPolicy:
         self._owner = owner  # processes.id of this process; None: it may not admit (admin tools)
         self._clock = clock  # every "now" of the policy comes from here, so tests can move time
 
+    @property
+    def owner(self) -> str | None:
+        """The process id that owns this policy's slots."""
+        return self._owner
+
     async def limits(self, subject: Subject) -> Limits:
         """The effective limits of one subject."""
         return _merge(await storage.get_quota(self._db, subject.scope, subject.id), subject.defaults)

@@ -125,13 +125,13 @@ async def test_slots_of_a_process_that_stopped_heartbeating_do_not_count(db_url:
         with pytest.raises(QuotaExceeded, match="already has 1"):
             await alive.admit([key])  # the first process may still be running
         clock.now = T0 + timedelta(seconds=61)
-        await heartbeat(db, alive._owner or "", clock())  # the live one keeps beating, the dead one does not
+        await heartbeat(db, alive.owner or "", clock())  # the live one keeps beating, the dead one does not
         assert await alive.admit([key]) is not None
         await reap(db, clock())
         async with db.read() as session:
             owners = set((await session.scalars(select(QuotaSlot.owner))).all())
             processes = (await session.execute(select(func.count()).select_from(Process))).scalar_one()
-        assert owners == {alive._owner} and processes == 1
+        assert owners == {alive.owner} and processes == 1
 
 
 async def test_count_in_window_under_gather_counts_every_request_once(db_url: str) -> None:

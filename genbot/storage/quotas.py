@@ -187,30 +187,51 @@ async def reserve(
     try:
         async with db.write() as session:
             if not db.is_sqlite:
-                for r in ordered:  # one fixed order: two admissions never wait on each other in a cycle
-                    await session.execute(
-                        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
-                        {"ns": _PG_QUOTA_LOCK, "key": f"{r.scope}:{r.subject}"},
-                    )
-            slots: list[tuple[int, int]] = []
-            granted = want
-            for r in ordered:
-                if r.cooldown_s and not await _stamp_cooldown(db, session, r, now):
-                    raise _Refused(await _cooling_down(session, r, now))
-                slot = await _take_slot(session, r, owner, day, now, granted, cutoff)
-                if slot is None:
-                    raise _Refused(await _why_full(session, r, owner, day, cutoff))
-                slots.append(slot)
-                if r.chars_per_day:
-                    granted = slot[1]  # later subjects reserve at most what the earlier ones allowed
-            limited = any(r.chars_per_day for r in ordered)
-            if limited and granted is not None:
-                await _trim(session, [slot_id for slot_id, reserved in slots if reserved > granted], granted)
+                await _lock_subjects(session, ordered)
+            slot_ids, granted = await _reserve_each(db, session, ordered, owner, day, now, want, cutoff)
             for r in ordered:
                 await session.execute(_usage_upsert(db, r.scope, r.subject, day, chars=0, requests=1, at=now))
     except _Refused as refused:
         return refused.refusal
-    return Reservation(slot_ids=tuple(slot_id for slot_id, _ in slots), chars=granted if limited else None)
+    return Reservation(slot_ids=slot_ids, chars=granted)
+
+
+async def _lock_subjects(session: AsyncSession, ordered: Sequence[SlotRequest]) -> None:
+    """PostgreSQL: hold each subject's advisory lock until commit, so counting and inserting is atomic."""
+    for r in ordered:  # one fixed order: two admissions never wait on each other in a cycle
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+            {"ns": _PG_QUOTA_LOCK, "key": f"{r.scope}:{r.subject}"},
+        )
+
+
+async def _reserve_each(
+    db: Database,
+    session: AsyncSession,
+    ordered: Sequence[SlotRequest],
+    owner: str,
+    day: str,
+    now: datetime,
+    want: int | None,
+    cutoff: datetime,
+) -> tuple[tuple[int, ...], int | None]:
+    """Stamp cooldowns and take one slot per subject (raising _Refused); the slot ids and characters reserved."""
+    slots: list[tuple[int, int]] = []
+    granted = want
+    for r in ordered:
+        if r.cooldown_s and not await _stamp_cooldown(db, session, r, now):
+            raise _Refused(await _cooling_down(session, r, now))
+        slot = await _take_slot(session, r, owner, day, now, granted, cutoff)
+        if slot is None:
+            raise _Refused(await _why_full(session, r, owner, day, cutoff))
+        slots.append(slot)
+        if r.chars_per_day:
+            granted = slot[1]  # later subjects reserve at most what the earlier ones allowed
+    if not any(r.chars_per_day for r in ordered):
+        return tuple(slot_id for slot_id, _ in slots), None
+    assert granted is not None
+    await _trim(session, [slot_id for slot_id, reserved in slots if reserved > granted], granted)
+    return tuple(slot_id for slot_id, _ in slots), granted
 
 
 async def release(
