@@ -393,7 +393,10 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"steps": 5, "source": "7"}, "model 'alpha' has no version 7"),
     ({"steps": 5, "source": "latest"}, "--from must be 'active', 'scratch' or a version number"),
     ({"steps": 5, "options": {"lr": -1.0}}, "--lr: input should be greater than 0 (got -1.0)"),
-    ({"steps": 5, "source": "scratch", "options": {"cell": "transformer"}}, "--cell: input should be 'rnn', 'lstm' or 'gru' (got 'transformer')"),
+    (
+        {"steps": 5, "source": "scratch", "options": {"cell": "transformer"}},
+        "--cell: input should be 'rnn', 'lstm' or 'gru' (got 'transformer')",
+    ),
     ({"steps": 5, "max_attempts": 0}, "--max-attempts must be between 1 and 100"),
 ]
 
