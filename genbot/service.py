@@ -31,7 +31,7 @@ from genbot.engine.captions import (
     run_caption,
 )
 from genbot.engine.memory import limit_malloc_arenas
-from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry, prepare
+from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
@@ -317,7 +317,7 @@ class GenbotService:
 
     def add_model_folder(self, folder: Path) -> GeneratorEntry:
         """Serve a model folder that is not a bundled plugin (``genbot sample ./my-model``)."""
-        loaded = prepare(load_model(folder))
+        loaded = self._registry.prepare(load_model(folder))
         if loaded.card.name in self._registry.names():
             return self._registry.replace(loaded.card.name, loaded)
         self._registry.add(GeneratorEntry.ok(loaded, f"folder:{folder}"))

@@ -2,20 +2,27 @@
 
 Each loaded model gets a runner whose worker thread owns that model's batch: every step advances
 all of its active streams by one character with ONE batched ``model.step`` call. Streams join and
-leave only at step boundaries — a new stream is primed alone through ``model.forward`` (its whole
-prompt in one call) and its state is concatenated into the batch along dim 1; finished and
-cancelled streams are dropped with ``index_select``.
+leave only at step boundaries; finished and cancelled streams are dropped with ``index_select``.
+
+Batched prefill: new streams are read together. Every stream waiting to be read is fed, in one
+batched call of the model's fused prompt reader (``read``), the next chunk of its own prompt;
+a stream whose prompt ends samples its first character and its state is concatenated into the
+batch along dim 1. Chunks are sized by time (``CHUNK_S``) and, while streams are running,
+alternate with decode steps so that reading never takes more than half the time: a running
+stream waits at most one chunk, and keeps at least half its rate while others are admitted.
+Models without ``read`` (fakes, custom step models) are primed one stream at a time.
 
 Why a thread per model (not a pool, not the event loop): a model's streams advance in lock-step,
 so its work is sequential anyway; the thread owns the batch state without locks; different models
 still overlap because torch releases the GIL inside its kernels. A runner's thread exits as soon
 as the model has nothing to do, so a replaced model version is not kept alive by an idle thread.
 
-Why priming is one stream at a time and a lone stream is padded to two rows: a seeded stream must
-give the same text alone or in a batch. Priming alone makes the primed state independent of who
-else joins; and BLAS switches to a matrix-vector kernel (with a different summation order) for a
-one-row matmul, so the batch never runs with fewer than two rows. Whether rows of two and of 64
-agree exactly is then up to the model's ``step`` being batch-invariant for batch ≥ 2.
+Why a lone stream may be padded to two rows: a seeded stream must give the same text alone or in
+a batch. BLAS switches to a matrix-vector kernel (with a different summation order) for a one-row
+matmul, so on a path whose one-row result differs (``ServingPaths.step_rows``/``prime_rows`` = 2,
+found by a check when the model is loaded) a lone row runs padded with a copy. FBGEMM's float16
+kernels give the same row alone (rows = 1) and need no padding. A prompt read in chunks, in a
+batch of any size, gives the same state as read alone in one call (the same check covers it).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ State = tuple[Tensor, ...]
 # lone stream to two rows makes its text identical to the same request in a batch of any size.
 MIN_ROWS = 2
 WAKE_INTERVAL_S = 0.005  # consumers get chunks at most this often (plus on the first and last char)
+CHUNK_S = 0.02  # a prompt-reading chunk takes about this long while streams are running
+IDLE_CHUNK_S = 0.1  # ... and while none are (a new arrival waits for at most one chunk)
 
 
 class StepModel(Protocol):
@@ -148,7 +157,7 @@ class GenerationEngine:
     def _retire(self, runner: _ModelRunner) -> bool:
         """Unregister an idle runner (True), or keep it when work arrived meanwhile (False)."""
         with self._lock:
-            if runner.pending or runner.rows_count:
+            if runner.pending or runner.rows_count or runner.reading_count:
                 return False
             if self._runners.get(id(runner.loaded)) is runner:
                 del self._runners[id(runner.loaded)]
@@ -177,7 +186,14 @@ class _ModelRunner:
         self.rows_count = 0  # active streams, written by the worker only
         self.step_s = 0.005  # moving average of one step, for Busy.retry_after
         self.thread = threading.Thread(target=self._run, name=f"genbot-model-{loaded.card.name}", daemon=True)
-        self._batch = _Batch(min_rows=engine.min_rows)
+        paths = getattr(loaded.model, "serving_paths", None)
+        self.min_rows = engine.min_rows if paths is None or engine.min_rows == 1 else paths.step_rows
+        self._batch = _Batch(min_rows=self.min_rows)
+        self.reads_batched = callable(getattr(loaded.model, "read", None))
+        self.reading: list[_Reading] = []  # streams whose prompt is being read (worker only)
+        self.reading_count = 0  # len(reading), read by _retire under the engine lock
+        self.read_char_s = 0.0005  # moving estimate of one chunk character for one row
+        self.decode_owed = 0.0  # seconds of decoding owed to running streams after a chunk
 
     def admit_or_raise(self, stream: Stream) -> None:
         """Queue ``stream`` (caller holds the engine lock) or raise ``Busy``."""
@@ -209,7 +225,9 @@ class _ModelRunner:
                 try:
                     if not self._boundary():
                         return
-                    if self._batch.rows:
+                    if self.reading and (not self._batch.rows or self.decode_owed <= 0):
+                        self._read_chunk()
+                    elif self._batch.rows:
                         self._step()
                 except Exception as e:  # a broken model fails its streams, never the thread
                     self._drain("error", f"{type(e).__name__}: {e}")
@@ -221,20 +239,31 @@ class _ModelRunner:
             return False
         if self.cancels:
             self._apply_cancels()
-        if self.pending and len(self._batch.rows) < self.engine.max_streams:
+        if self.pending and len(self._batch.rows) + len(self.reading) < self.engine.max_streams:
             self._admit()
-        return bool(self._batch.rows) or not self.engine._retire(self)
+        return bool(self._batch.rows or self.reading) or not self.engine._retire(self)
 
     def _take_pending(self, n: int) -> list[Stream]:
         with self.engine._lock:
             return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
 
     def _admit(self) -> None:
+        taken = self._take_pending(self.engine.max_streams - len(self._batch.rows) - len(self.reading))
+        if self.reads_batched:
+            now = time.perf_counter_ns()
+            for stream in taken:
+                stream._times.admitted = now
+                self.reading.append(_Reading(stream))
+            self.reading_count = len(self.reading)
+            return
         joins = []
-        for stream in self._take_pending(self.engine.max_streams - len(self._batch.rows)):
+        for stream in taken:
             joined = self._prime(stream)
             if joined is not None:
                 joins.append(joined)
+        self._join(joins)
+
+    def _join(self, joins: list[tuple[Stream, State, Tensor]]) -> None:
         if not joins:
             return
         try:
@@ -280,6 +309,78 @@ class _ModelRunner:
         self.engine._notify()
         return stream, state, first
 
+    def _read_chunk(self) -> None:
+        """Feed every stream being read the next chunk of its prompt, in one batched call.
+
+        The chunk is as long as the shortest remaining prompt allows, and no longer than what
+        fits in CHUNK_S (IDLE_CHUNK_S when nothing runs) at the measured cost per character.
+        """
+        group = self.reading
+        t0 = time.perf_counter()
+        budget = CHUNK_S if self._batch.rows else IDLE_CHUNK_S
+        room = min(len(r.stream.prime_ids) - r.pos for r in group)
+        length = max(1, min(room, int(budget / (self.read_char_s * len(group)))))
+        model = cast(_ReadingModel, self.model)
+        try:
+            device = self._batch.device or self.model.initial_state(1)[0].device
+            self._batch.device = device
+            ids = torch.tensor([r.stream.prime_ids[r.pos : r.pos + length] for r in group], device=device)  # (B, T)
+            fresh = model.initial_state(1)
+            parts = [r.state or fresh for r in group]  # torch.cat promotes a zero state to the others' dtype
+            state = tuple(torch.cat(layer, dim=1) for layer in zip(*parts, strict=True))  # (L, B, H)
+            hidden, state = model.read(ids, state)  # (B, H), state in the reader's dtype
+        except Exception as e:
+            self._fail_reading(group, f"priming failed: {type(e).__name__}: {e}")
+            return
+        done: list[int] = []
+        for i, r in enumerate(group):
+            r.pos += length
+            r.state = tuple(t[:, i : i + 1] for t in state)
+            if r.pos >= len(r.stream.prime_ids):
+                done.append(i)
+        if done:
+            self._first_chars([group[i] for i in done], hidden[done] if len(done) < len(group) else hidden, model)
+            gone = set(done)
+            self.reading = [r for i, r in enumerate(group) if i not in gone]
+            self.reading_count = len(self.reading)
+        elapsed = time.perf_counter() - t0
+        self.read_char_s += 0.3 * (elapsed / (length * len(group)) - self.read_char_s)
+        self.decode_owed = elapsed if self._batch.rows else 0.0
+
+    def _first_chars(self, finished: list[_Reading], hidden: Tensor, model: _ReadingModel) -> None:
+        """Sample the first character of streams whose prompt was just read; join them to the batch."""
+        device = hidden.device
+        streams = [r.stream for r in finished]
+        try:
+            state = tuple(
+                torch.cat(layer, dim=1) for layer in zip(*(cast(State, r.state) for r in finished), strict=True)
+            )
+            last, state = model.read_end(hidden, state)  # (n, V), serving state
+            primed = time.perf_counter_ns()
+            sampler = BatchSampler([s.params for s in streams], self.vocab_size, device)
+            first = sampler(last, _uniforms([s._decode.draw for s in streams], device))  # (n,)
+            chars = self.vocab.decode(first.tolist())
+        except Exception as e:
+            self._fail_reading(finished, f"priming failed: {type(e).__name__}: {e}")
+            return
+        now = time.perf_counter_ns()
+        joins = []
+        for i, (stream, ch) in enumerate(zip(streams, chars, strict=True)):
+            stream._times.primed, stream._times.first_char = primed, now
+            if stream._decode.push(ch):
+                self._finish(stream, stream._decode.reason or "length")
+            else:
+                joins.append((stream, tuple(t[:, i : i + 1] for t in state), first[i : i + 1]))
+        self.engine._notify()
+        self._join(joins)
+
+    def _fail_reading(self, group: list[_Reading], error: str) -> None:
+        gone = {id(r) for r in group}
+        self.reading = [r for r in self.reading if id(r) not in gone]
+        self.reading_count = len(self.reading)
+        for r in group:
+            self._finish(r.stream, "error", error)
+
     def _step(self) -> None:
         """One character for every active stream: one batched step, one sample, one tolist()."""
         b = self._batch
@@ -296,6 +397,7 @@ class _ModelRunner:
         if done:
             self._remove(done, None)
         self.step_s += 0.05 * (now - t0 - self.step_s)
+        self.decode_owed -= now - t0
 
     def _apply_cancels(self) -> None:
         with self.engine._lock:
@@ -305,6 +407,12 @@ class _ModelRunner:
                 self.pending.remove(s)
         for s in queued:
             self._finish(s, "cancelled")
+        reading = [r for r in self.reading if r.stream in cancels]
+        if reading:
+            self.reading = [r for r in self.reading if r.stream not in cancels]
+            self.reading_count = len(self.reading)
+            for r in reading:
+                self._finish(r.stream, "cancelled")
         rows = [i for i, s in enumerate(self._batch.rows) if s in cancels]
         if rows:
             self._remove(rows, "cancelled")
@@ -324,15 +432,37 @@ class _ModelRunner:
                 queued = list(self.pending)
                 self.pending.clear()
         # No tensor ops here: after a failed step the state may be bad.
-        gone, self._batch = self._batch.rows, _Batch(self._batch.device, self.engine.min_rows)
-        self.rows_count = 0
-        for s in gone + queued:
+        gone, self._batch = self._batch.rows, _Batch(self._batch.device, self.min_rows)
+        reading, self.reading = [r.stream for r in self.reading], []
+        self.rows_count = self.reading_count = 0
+        for s in gone + reading + queued:
             self._finish(s, reason, error)
 
     def _finish(self, stream: Stream, reason: DoneReason, error: str | None = None) -> None:
         with self.engine._lock:
             self.admitted -= 1
         stream._finish(reason, error)
+
+
+class _ReadingModel(Protocol):
+    """A model that reads prompts in batched chunks (``CharRNN.read``/``read_end``)."""
+
+    def initial_state(self, batch: int) -> State: ...
+
+    def read(self, ids: Tensor, state: State) -> tuple[Tensor, State]: ...
+
+    def read_end(self, h: Tensor, state: State) -> tuple[Tensor, State]: ...
+
+
+class _Reading:
+    """A stream whose prompt is being read: how far, and the state so far (None: not started)."""
+
+    __slots__ = ("pos", "state", "stream")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.pos = 0
+        self.state: State | None = None
 
 
 def _uniforms(draws: list[Callable[[int], int]], device: torch.device | None) -> Tensor:

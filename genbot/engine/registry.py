@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from genbot.config import Settings
+from genbot.engine.paths import PathTuner
 from genbot.errors import GenbotError, UnknownModel
 from genbot.models.card import ModelCard
 from genbot.models.checkpoint import CARD_FILE, LoadedModel, load_model
@@ -54,7 +55,8 @@ class GeneratorEntry:
 class ModelRegistry:
     """Generators by name; safe to read from the event loop while another thread swaps models."""
 
-    def __init__(self, entries: Iterable[GeneratorEntry] = ()) -> None:
+    def __init__(self, entries: Iterable[GeneratorEntry] = (), tuner: PathTuner | None = None) -> None:
+        self.tuner = tuner or PathTuner()  # chooses each loaded model's serving paths
         self._entries: dict[str, GeneratorEntry] = {}
         self._lock = threading.Lock()
         for entry in entries:
@@ -83,7 +85,7 @@ class ModelRegistry:
 
     def replace(self, name: str, loaded: LoadedModel) -> GeneratorEntry:
         """Make ``loaded`` the active model of ``name`` (also revives a failed entry); returns the new entry."""
-        prepare(loaded)
+        self.prepare(loaded)
         with self._lock:
             current = self._entries.get(name)
             if current is None:
@@ -91,6 +93,10 @@ class ModelRegistry:
             entry = dataclasses.replace(current, card=loaded.card, loaded=loaded, status="loaded", error=None)
             self._entries[name] = entry
         return entry
+
+    def prepare(self, loaded: LoadedModel) -> LoadedModel:
+        """``prepare`` with this registry's path choices (forced paths, data_dir cache)."""
+        return prepare(loaded, self.tuner)
 
     def list(self) -> builtins.list[GeneratorEntry]:
         """Every entry, loaded and failed, sorted by name."""
@@ -100,20 +106,26 @@ class ModelRegistry:
 def build_registry(settings: Settings, plugins: LoadedPlugins | None = None) -> ModelRegistry:
     """Load every generator the enabled plugins offer (blocking: call it off the event loop)."""
     plugins = plugins if plugins is not None else load_plugins(settings)
-    registry = ModelRegistry()
+    registry = ModelRegistry(tuner=tuner_for(settings))
     for offer in collect_generators(plugins):
-        registry.add(load_generator(offer))
+        registry.add(load_generator(offer, registry.tuner))
     # After collecting: a plugin whose register_generators raised is recorded as it runs.
     for failure in plugins.failures:
         registry.add(GeneratorEntry.failed(failure.name, failure.source, failure.error))
     return registry
 
 
-def load_generator(offer: OfferedGenerator) -> GeneratorEntry:
+def tuner_for(settings: Settings) -> PathTuner:
+    """The path tuner ``[engine]`` asks for, caching its measurements in ``data_dir``."""
+    e = settings.engine
+    return PathTuner(e.prime_path, e.step_path, e.batch_invariant, settings.data_dir)
+
+
+def load_generator(offer: OfferedGenerator, tuner: PathTuner | None = None) -> GeneratorEntry:
     """Load one offered generator; any failure becomes a failed entry with the reason."""
     folder = offer.spec.folder
     try:
-        loaded = prepare((offer.spec.loader or load_model)(folder))
+        loaded = prepare((offer.spec.loader or load_model)(folder), tuner)
     except Exception as e:  # CheckpointError for bad files; a custom loader may raise anything
         reason = describe_error(e)
         log.warning("generator in %s (%s) skipped: %s", folder, offer.source, reason)
@@ -122,12 +134,13 @@ def load_generator(offer: OfferedGenerator) -> GeneratorEntry:
     return GeneratorEntry.ok(loaded, offer.source)
 
 
-def prepare(loaded: LoadedModel) -> LoadedModel:
-    """Put a model in serving shape: on the CPU, eval mode, no gradients."""
+def prepare(loaded: LoadedModel, tuner: PathTuner | None = None) -> LoadedModel:
+    """Put a model in serving shape: on the CPU, eval mode, no gradients, measured serving paths."""
     model = loaded.model.to(torch.device("cpu")).eval().requires_grad_(False)
     with torch.inference_mode():
-        # Build the step and priming caches now, not inside the first request's latency.
         model.share_step_weights()
+        model.use_paths((tuner or PathTuner()).choose(model))
+        # Build the step and priming caches now, not inside the first request's latency.
         _, state = model.prime(torch.zeros(1, 1, dtype=torch.long))
         model.step(torch.zeros(2, dtype=torch.long), tuple(s.expand(-1, 2, -1).contiguous() for s in state))
     return loaded

@@ -8,6 +8,14 @@ Two ways to run the same weights:
   functions, which on a CPU is several times faster per character than calling the fused
   module on a length-1 sequence. The engine's decode loop uses this.
 
+Serving reads prompts with ``read``/``read_end`` (``prime`` is both at once) and decodes with
+``step``, each through one of several numeric paths (``ServingPaths``): float32; a bfloat16
+copy of the weights (fast only where the CPU has bf16 instructions); or FBGEMM's packed float16
+weights with float32 arithmetic (half the bytes of float32 on any x86-64 CPU, and each row's
+result does not depend on how many rows are in the batch, one row included). Which path is
+fastest depends on the machine, so ``genbot.engine.paths`` measures them when a model is loaded;
+an unmeasured model uses float32.
+
 State is a tuple of tensors shaped (layers, batch, hidden): ``(h, c)`` for LSTM, ``(h,)``
 otherwise — the same layout ``nn.LSTM`` returns, so a primed state joins a running batch as is.
 """
@@ -15,8 +23,8 @@ otherwise — the same layout ``nn.LSTM`` returns, so a primed state joins a run
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Literal, cast
 
 import torch
 import torch.nn as nn
@@ -25,7 +33,43 @@ from torch import Tensor
 Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
+PrimePath = Literal["fp32", "bf16", "fp16"]
+StepPath = Literal["fp32", "fp16"]
+PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16")
+STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16")
+
 _FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass(frozen=True)
+class ServingPaths:
+    """How a served model reads prompts and steps streams, and why (see ``genbot.engine.paths``).
+
+    ``*_rows`` is the fewest rows a call must have for each row's result to equal the same row
+    inside any larger batch: 1 when even a lone row agrees, 2 when BLAS's one-row kernel rounds
+    differently (the engine then pads a lone row with a copy).
+    """
+
+    prime: PrimePath = "fp32"
+    step: StepPath = "fp32"
+    prime_rows: int = 2
+    step_rows: int = 2
+    reason: str = "default: not measured"
+    measured: dict[str, float] = field(default_factory=dict)  # candidate -> measured ms
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON (``genbot models --json``, the on-disk cache, bench output)."""
+        return asdict(self)
+
+
+def fp16_available() -> bool:
+    """Whether torch has FBGEMM's float16 packed linear (x86-64 CPU builds)."""
+    try:
+        packed = torch.ops.quantized.linear_prepack_fp16(torch.zeros(1, 1), None)
+        torch.ops.quantized.linear_dynamic_fp16(torch.zeros(1, 1), packed)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -68,6 +112,18 @@ class CharRNN(nn.Module):
         self._params: list[nn.Parameter] | None = None
         self._step_cache: _StepWeights | None = None
         self._twin: tuple[tuple[tuple[int, int], ...], CharRNN] | None = None
+        self._fp16: _Fp16Weights | None = None
+        self.serving_paths = ServingPaths()
+
+    def use_paths(self, paths: ServingPaths, keep_caches: bool = False) -> None:
+        """Serve through ``paths`` from now on (caches of other paths are dropped unless kept)."""
+        self.serving_paths = paths
+        if keep_caches:
+            return
+        if paths.prime != "bf16":
+            self._twin = None
+        if paths.prime != "fp16" and paths.step != "fp16":
+            self._fp16 = None
 
     def initial_state(self, batch: int) -> State:
         """Zero state for ``batch`` streams."""
@@ -87,21 +143,53 @@ class CharRNN(nn.Module):
     def prime(self, ids: Tensor) -> tuple[Tensor, State]:
         """Read prompts ids (B, T) from a fresh state: last-position logits (B, V) and the state.
 
-        On a CPU this runs the fused kernel on a bfloat16 copy of the weights. Reading one prompt
-        is a chain of matrix-vector products bound by memory traffic, and halving the bytes makes
-        it about 4x faster (25 ms → 6 ms for 200 chars through a 2x384 LSTM on one core) while the
-        bundled Shakespeare model's val loss is unchanged to four decimals (1.46661 vs 1.46660).
+        The same computation as ``read`` from a zero state followed by ``read_end``, so a prompt
+        read alone gives exactly what it gives when read in a batch, in chunks, by the engine.
         """
-        twin = self._prime_twin()
-        x = twin.emb(ids)  # (B, T, E)
-        h, state = twin.rnn(x)  # (B, T, H)
-        logits = twin.head(h[:, -1])  # (B, V)
+        h, state = self.read(ids, self.initial_state(ids.shape[0]))
+        return self.read_end(h, state)
+
+    def read(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        """Feed prompt chunks ids (B, T) from ``state``: last hidden output (B, H) and the new state.
+
+        Runs the fused kernel of the serving prime path; the state comes back in that path's
+        dtype and can be fed to the next chunk as is (``read_end`` turns it into a serving state).
+        A lone row is padded to ``serving_paths.prime_rows`` so it rounds like a batched row.
+        """
+        n = ids.shape[0]
+        pad = self.serving_paths.prime_rows - n
+        if pad > 0:
+            ids = torch.cat([ids, ids[:1].expand(pad, -1)])
+            state = tuple(torch.cat([s, s[:, :1].expand(-1, pad, -1)], dim=1) for s in state)
+        path = self.serving_paths.prime
+        if path == "fp16" and self.head.weight.device.type == "cpu":
+            out, new_state = self._fp16_weights().read(self.emb(ids), state)
+        else:
+            model = self._prime_twin() if path == "bf16" else self
+            dtype = model.head.weight.dtype
+            x = model.emb(ids)  # (B, T, E)
+            rnn_state = _to_module_state(tuple(s.to(dtype) for s in state), self.config.cell)
+            out, module_state = model.rnn(x, rnn_state)  # (B, T, H)
+            new_state = _from_module_state(module_state)
+        if pad > 0:
+            return out[:n, -1], tuple(s[:, :n] for s in new_state)
+        return out[:, -1], new_state
+
+    def read_end(self, h: Tensor, state: State) -> tuple[Tensor, State]:
+        """Logits (B, V) from ``read``'s last hidden output, and its state in the serving dtype."""
         dtype = self.head.weight.dtype
-        return logits.to(dtype), tuple(s.to(dtype) for s in _from_module_state(state))
+        n = h.shape[0]
+        path = self.serving_paths.prime
+        if path == "fp16" and self.head.weight.device.type == "cpu":
+            logits = self._fp16_weights().head(h.to(dtype))
+        else:
+            pad = self.serving_paths.prime_rows - n
+            rows = torch.cat([h, h[:1].expand(pad, -1)]) if pad > 0 else h
+            head = self._prime_twin().head if path == "bf16" else self.head
+            logits = head(rows.to(head.weight.dtype))[:n]
+        return logits.to(dtype), tuple(s.to(dtype) for s in state)
 
     def _prime_twin(self) -> CharRNN:
-        if self.head.weight.device.type != "cpu":
-            return self
         key = self._weights_key()
         if self._twin is None or self._twin[0] != key:
             twin = CharRNN(self.config).eval()
@@ -119,27 +207,39 @@ class CharRNN(nn.Module):
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """Advance every stream by one character: ids (B,) → logits (B, V) and the next state.
 
-        Uses pre-transposed weights and ``addmm``: each row's result is then bit-identical whatever
-        the batch size, so a seeded stream samples the same text alone or batched with others.
+        Layer 0's input product is a lookup in a precomputed (vocab, gates) table of
+        ``embedding @ W_ih^T + bias``. The rest are matrix products whose per-row results do not
+        depend on the batch size (for at least ``serving_paths.step_rows`` rows), so a seeded
+        stream samples the same text alone or batched with others: float32 ``addmm`` on
+        pre-transposed weights, or FBGEMM's packed float16 weights on the fp16 path.
         """
+        if self.serving_paths.step == "fp16" and self.head.weight.device.type == "cpu":
+            return self._fp16_weights().step(ids, state, self.config.cell)
         w = self._step_weights()
-        x = self.emb(ids)  # (B, E)
+        x = w.table.index_select(0, ids)  # (B, G): layer 0's input gates, biases included
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         for layer in range(self.config.layers):
             wi, wh, bi, bh = w.layers[layer]
+            gi = x if layer == 0 else torch.addmm(bi, x, wi)  # (B, G)
             if self.config.cell == "lstm":
-                h, c = _lstm_step(x, state[0][layer], state[1][layer], wi, wh, bi)
+                h, c = _lstm_gates(gi.addmm(state[0][layer], wh), state[1][layer])
                 cs.append(c)
             elif self.config.cell == "gru":
-                h = _gru_step(x, state[0][layer], wi, wh, bi, bh)
+                h = _gru_gates(gi, torch.addmm(bh, state[0][layer], wh), state[0][layer])
             else:
-                h = torch.tanh(torch.addmm(bi, x, wi).addmm_(state[0][layer], wh))  # (B, H)
+                h = torch.tanh(gi.addmm(state[0][layer], wh))  # (B, H)
             hs.append(h)
             x = h
         logits = torch.addmm(w.head_b, x, w.head_w)  # (B, V)
         new_state = (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)
         return logits, new_state
+
+    def _fp16_weights(self) -> _Fp16Weights:
+        key = self._weights_key()
+        if self._fp16 is None or self._fp16.key != key:
+            self._fp16 = _Fp16Weights.build(self, key)
+        return self._fp16
 
     def share_step_weights(self) -> None:
         """For serving: make the big matrices views of ``step``'s transposed copies (one copy, not two).
@@ -184,6 +284,7 @@ class _StepWeights:
     layers: list[tuple[Tensor, Tensor, Tensor, Tensor]]
     head_w: Tensor  # (H, V)
     head_b: Tensor  # (V,)
+    table: Tensor  # (vocab, G): embedding @ W_ih0^T + layer 0's input bias, one row per character
 
     @classmethod
     def build(cls, model: CharRNN, key: tuple[tuple[int, int], ...]) -> _StepWeights:
@@ -194,21 +295,99 @@ class _StepWeights:
                 # GRU keeps the hidden bias apart: it sits inside the reset gate's product.
                 bias = b_ih if model.config.cell == "gru" else b_ih + b_hh
                 layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), bias.clone(), b_hh.clone()))
-            return cls(key, layers, model.head.weight.t().contiguous(), model.head.bias.clone())
+            table = _input_table(model)
+            return cls(key, layers, model.head.weight.t().contiguous(), model.head.bias.clone(), table)
 
 
-def _lstm_step(x: Tensor, h: Tensor, c: Tensor, wi: Tensor, wh: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    gates = torch.addmm(b, x, wi).addmm_(h, wh)  # (B, 4H): input, forget, cell, output
+def _input_table(model: CharRNN) -> Tensor:
+    """Layer 0's input gates for every character (vocab, G), its input bias (and, but for GRU, hh bias) in."""
+    w_ih, _, b_ih, b_hh = model._layer_weights(0)
+    bias = b_ih if model.config.cell == "gru" else b_ih + b_hh
+    return torch.addmm(bias, model.emb.weight, w_ih.t()).contiguous()
+
+
+class _Fp16Weights:
+    """FBGEMM-packed float16 copies of the weights: the fused prompt reader's and ``step``'s."""
+
+    def __init__(self, model: CharRNN, key: tuple[tuple[int, int], ...]) -> None:
+        pack = torch.ops.quantized.linear_prepack_fp16
+        c = model.config
+        self.key = key
+        self.layers = c.layers
+        self.table = _input_table(model)
+        self.cell_params: list[object] = []  # per layer, for torch.quantized_lstm/gru
+        self.step_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
+        self.head_pack = pack(model.head.weight.detach(), model.head.bias.detach())
+        with torch.no_grad():
+            for layer in range(c.layers):
+                w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model._layer_weights(layer))
+                if c.cell != "rnn":
+                    self.cell_params.append(
+                        torch.ops.quantized.make_quantized_cell_params_fp16(pack(w_ih, b_ih), pack(w_hh, b_hh))
+                    )
+                if c.cell == "gru":  # the hidden product keeps its own bias (inside the reset gate)
+                    self.step_packs.append((pack(w_ih, b_ih) if layer else None, pack(w_hh, b_hh)))
+                elif layer == 0:  # the input product (and both biases) is the table lookup
+                    self.step_packs.append((None, pack(w_hh, None)))
+                else:  # one product of [x, h] with [W_ih, W_hh]: one call instead of two
+                    self.step_packs.append((None, pack(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)))
+
+    @classmethod
+    def build(cls, model: CharRNN, key: tuple[tuple[int, int], ...]) -> _Fp16Weights:
+        return cls(model, key)
+
+    def head(self, h: Tensor) -> Tensor:
+        return cast(Tensor, torch.ops.quantized.linear_dynamic_fp16(h, self.head_pack))
+
+    def read(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The fused float16 kernel over embedded prompts x (B, T, E) from ``state``."""
+        if not self.cell_params:
+            raise RuntimeError("no fused float16 kernel for the plain RNN cell")
+        state = tuple(s.float().contiguous() for s in state)
+        if len(state) == 2:  # LSTM
+            out, h, c = torch.quantized_lstm(
+                x, state, self.cell_params, True, self.layers, 0.0, False, False, True,
+                dtype=torch.float16, use_dynamic=True,
+            )  # fmt: skip
+            return out, (h, c)
+        out, h = torch.quantized_gru(x, state[0], self.cell_params, True, self.layers, 0.0, False, False, True)
+        return out, (h,)
+
+    def step(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
+        lin = torch.ops.quantized.linear_dynamic_fp16
+        x = self.table.index_select(0, ids)  # (B, G)
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        for layer, (p_in, p_h) in enumerate(self.step_packs):
+            h_prev = state[0][layer]
+            if cell == "gru":
+                gi = x if p_in is None else lin(x, p_in)
+                h = _gru_gates(gi, lin(h_prev, p_h), h_prev)
+            else:
+                gates = x + lin(h_prev, p_h) if layer == 0 else lin(torch.cat([x, h_prev], dim=1), p_h)
+                if cell == "lstm":
+                    h, c = _lstm_gates(gates, state[1][layer])
+                    cs.append(c)
+                else:
+                    h = torch.tanh(gates)
+            hs.append(h)
+            x = h
+        logits = lin(x, self.head_pack)
+        return logits, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
+
+
+def _lstm_gates(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """LSTM update from the summed gate pre-activations (B, 4H): input, forget, cell, output."""
     # One sigmoid over all four gates (the cell gate's share is discarded) beats three small calls.
     i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
-    g = torch.tanh(gates[:, 2 * h.shape[1] : 3 * h.shape[1]])
+    hidden = c.shape[1]
+    g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
     c = torch.addcmul(f * c, i, g)  # (B, H)
     return o * torch.tanh(c), c
 
 
-def _gru_step(x: Tensor, h: Tensor, wi: Tensor, wh: Tensor, bi: Tensor, bh: Tensor) -> Tensor:
-    gi = torch.addmm(bi, x, wi)  # (B, 3H): reset, update, new
-    gh = torch.addmm(bh, h, wh)  # (B, 3H)
+def _gru_gates(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """GRU update from the input and hidden products (B, 3H) each: reset, update, new."""
     ir, iz, inn = gi.chunk(3, dim=1)
     hr, hz, hn = gh.chunk(3, dim=1)
     r = torch.sigmoid(ir + hr)

@@ -1,0 +1,291 @@
+"""Choose each served model's numeric paths by measuring them on the machine it runs on.
+
+A path is how a model reads prompts (``prime``: float32, a bfloat16 copy, FBGEMM float16) and how
+it steps streams (``step``: float32 ``addmm``, FBGEMM float16). Which is fastest depends on the
+CPU: bfloat16 matrix products are several times faster than float32 where the CPU has bf16
+instructions (AVX-512 BF16, AMX) and several times slower where it has not; FBGEMM's float16
+weights halve the bytes read on any x86-64 CPU. So nothing is assumed: at load, each candidate
+is timed for a few milliseconds (a lone stream and a batch) and checked for batch invariance
+(does a row's result depend on how many rows are in the batch?), and the fastest is kept.
+
+* In exact mode (``[engine] batch_invariant = true``) only paths whose rows agree alone and in
+  any batch are candidates; each path records how many rows a call needs for that (1, or 2
+  where BLAS's one-row kernel rounds differently and the engine pads a lone row).
+* A path other than float32 must beat it by ``MARGIN`` to be chosen: timings on a shared
+  machine are noisy, and float32 is the reference.
+* Choices are cached per process and in ``data_dir/engine-paths.json``, keyed by the CPU
+  (capability and model name), the torch version, the thread count and the model's shape.
+* ``[engine] prime_path`` / ``step_path`` force a path (``auto`` measures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from genbot.models.charrnn import (
+    PRIME_PATHS,
+    STEP_PATHS,
+    CharRNN,
+    PrimePath,
+    ServingPaths,
+    StepPath,
+    fp16_available,
+)
+
+log = logging.getLogger("genbot.engine")
+
+CACHE_FILE = "engine-paths.json"
+MARGIN = 0.9  # a non-float32 path must take at most this share of float32's time
+PROBE_CHARS = 16  # prompt characters per timed read
+PROBE_STEPS = 8  # steps per timed step run
+PROBE_BATCH = 8  # the batched half of every measurement
+REPEATS = 3  # interleaved timings per candidate; the minimum counts
+_CHECK_ROWS = 3  # rows of the batch-invariance check
+
+Forced = Literal["auto", "fp32", "bf16", "fp16"]
+_process_cache: dict[str, ServingPaths] = {}
+_lock = threading.Lock()
+
+
+def cpu_id() -> str:
+    """What the choice depends on: torch's CPU capability and the CPU model name."""
+    name = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{torch.backends.cpu.get_cpu_capability()} {name}".strip()
+
+
+@dataclass(frozen=True)
+class PathTuner:
+    """Chooses (and caches) the serving paths of the models one registry loads."""
+
+    prime: Forced = "auto"
+    step: Forced = "auto"
+    batch_invariant: bool = True
+    cache_dir: Path | None = None  # data_dir; None: cache in this process only
+
+    def key(self, model: CharRNN) -> str:
+        """Cache key: CPU, torch, threads, exactness and the model's shape."""
+        c = model.config
+        shape = f"{c.cell} {c.layers}x{c.hidden} emb {c.embedding} vocab {c.vocab_size}"
+        device = model.head.weight.device.type
+        return (
+            f"{cpu_id()} | torch {torch.__version__} | {device} | threads {torch.get_num_threads()} | {shape}"
+            f" | invariant {self.batch_invariant} | prime {self.prime} | step {self.step}"
+        )
+
+    def choose(self, model: CharRNN) -> ServingPaths:
+        """The model's paths: cached for this key, else measured (and cached)."""
+        key = self.key(model)
+        with _lock:
+            cached = _process_cache.get(key) or self._from_disk(key)
+            if cached is None:
+                cached = measure(model, self.prime, self.step, self.batch_invariant)
+                self._to_disk(key, cached)
+            _process_cache[key] = cached
+        return cached
+
+    def _file(self) -> Path | None:
+        return self.cache_dir / CACHE_FILE if self.cache_dir is not None else None
+
+    def _from_disk(self, key: str) -> ServingPaths | None:
+        path = self._file()
+        if path is None or not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8")).get(key)
+            if record is None:
+                return None
+            paths = ServingPaths(**record)
+        except (OSError, ValueError, TypeError) as e:
+            log.warning("ignoring unreadable %s: %s", path.name, e)
+            return None
+        if paths.prime not in PRIME_PATHS or paths.step not in STEP_PATHS:
+            return None
+        return ServingPaths(**{**paths.to_dict(), "reason": f"{paths.reason} (cached)"})  # type: ignore[arg-type]
+
+    def _to_disk(self, key: str, paths: ServingPaths) -> None:
+        path = self._file()
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            data = data if isinstance(data, dict) else {}
+            data[key] = paths.to_dict()
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            tmp.replace(path)
+        except (OSError, ValueError) as e:
+            log.warning("could not write %s: %s", path.name, e)
+
+
+def prime_candidates(model: CharRNN) -> list[PrimePath]:
+    """Prompt readers this model can use here."""
+    out: list[PrimePath] = ["fp32", "bf16"]
+    if model.head.weight.device.type == "cpu" and model.config.cell != "rnn" and fp16_available():
+        out.append("fp16")
+    return out
+
+
+def step_candidates(model: CharRNN) -> list[StepPath]:
+    """Step kernels this model can use here."""
+    out: list[StepPath] = ["fp32"]
+    if model.head.weight.device.type == "cpu" and fp16_available():
+        out.append("fp16")
+    return out
+
+
+def measure(
+    model: CharRNN, prime: Forced = "auto", step: Forced = "auto", batch_invariant: bool = True
+) -> ServingPaths:
+    """Time and check every candidate path of ``model``; the fastest acceptable ones."""
+    before = model.serving_paths
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            prime_path, prime_rows, prime_why, prime_ms = _pick(
+                "prime", prime_candidates(model), prime, batch_invariant,
+                lambda p: _prime_rows(model, p), lambda p, b, r: _time_read(model, p, b, r),
+            )  # fmt: skip
+            step_path, step_rows, step_why, step_ms = _pick(
+                "step", step_candidates(model), step, batch_invariant,
+                lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r),
+            )  # fmt: skip
+    finally:
+        model.use_paths(before)
+    took = (time.perf_counter() - t0) * 1000
+    reason = f"{prime_why}; {step_why}; measured in {took:.0f} ms on {torch.backends.cpu.get_cpu_capability()}"
+    measured = {f"prime_{k}": v for k, v in prime_ms.items()} | {f"step_{k}": v for k, v in step_ms.items()}
+    return ServingPaths(prime_path, step_path, prime_rows, step_rows, reason, measured)  # type: ignore[arg-type]
+
+
+def _pick(
+    what: str,
+    candidates: Sequence[str],
+    forced: Forced,
+    batch_invariant: bool,
+    rows_of: Callable[[str], int],
+    time_of: Callable[[str, int, int], float],
+) -> tuple[str, int, str, dict[str, float]]:
+    """(path, rows, why, timings) for one of prime/step."""
+    if forced != "auto":
+        if forced not in candidates:
+            log.warning("[engine] %s_path = %r is not available here; using fp32", what, forced)
+            return "fp32", max(1, rows_of("fp32")), f"{what} fp32 ({forced} forced but unavailable)", {}
+        forced_rows = rows_of(forced)
+        note = "" if forced_rows else ", not batch-invariant"
+        return forced, max(1, forced_rows), f"{what} {forced} (forced{note})", {}
+    rows = {p: rows_of(p) for p in candidates}
+    usable = [p for p in candidates if rows[p] or not batch_invariant]
+    if "fp32" not in usable:
+        usable.insert(0, "fp32")  # the reference is always a candidate
+    timings: dict[str, list[float]] = {p: [] for p in usable}
+    for _ in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
+        for p in usable:
+            for b in (1, PROBE_BATCH):
+                timings[p].append(time_of(p, b, max(1, rows[p]) if batch_invariant else 1))
+    # score: the product of the lone and batched times (each the minimum of its repeats)
+    score = {p: min(t[0::2]) * min(t[1::2]) for p, t in timings.items()}
+    best = min(usable, key=lambda p: score[p] / (1.0 if p == "fp32" else MARGIN**2))
+    ms = {p: round(min(t[0::2]) * 1000, 3) for p, t in timings.items()} | {
+        f"{p}_x{PROBE_BATCH}": round(min(t[1::2]) * 1000, 3) for p, t in timings.items()
+    }
+    skipped = [p for p in candidates if p not in usable]
+    why = f"{what} {best}: fastest of {', '.join(usable)}"
+    if skipped:
+        why += f" ({', '.join(skipped)} not batch-invariant here)"
+    return best, max(1, rows[best]), why, ms
+
+
+def _paths(model: CharRNN, prime: str = "fp32", step: str = "fp32", rows: int = 2) -> ServingPaths:
+    return ServingPaths(prime=prime, step=step, prime_rows=rows, step_rows=rows)  # type: ignore[arg-type]
+
+
+def _probe_ids(model: CharRNN, batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(model.config.vocab_size, (batch, length), generator=gen).to(model.head.weight.device)
+
+
+def _prime_rows(model: CharRNN, path: str) -> int:
+    """1 or 2 if a prompt read with that many rows equals the same prompt in a batch, read in chunks; else 0."""
+    ids = _probe_ids(model, _CHECK_ROWS, 9)
+    for rows in (1, 2):
+        try:
+            model.use_paths(keep_caches=True, paths=_paths(model, prime=path, rows=rows))
+            _, state = model.read(ids[:, :4], model.initial_state(_CHECK_ROWS))
+            logits, state = model.read_end(*model.read(ids[:, 4:], state))
+            if all(_same(model.prime(ids[i : i + 1]), logits, state, i) for i in range(_CHECK_ROWS)):
+                return rows
+        except RuntimeError as e:
+            log.warning("prime path %s failed its check: %s", path, e)
+            return 0
+    return 0
+
+
+def _step_rows(model: CharRNN, path: str) -> int:
+    """1 or 2 if stepping that many rows equals the same row in a batch; else 0."""
+    gen = torch.Generator().manual_seed(1)
+    state = tuple(
+        torch.randn(s.shape, generator=gen).to(s) * 0.5 for s in model.initial_state(_CHECK_ROWS)
+    )  # fmt: skip
+    ids = _probe_ids(model, 1, _CHECK_ROWS)[0]
+    for rows in (1, 2):
+        try:
+            model.use_paths(keep_caches=True, paths=_paths(model, step=path, rows=rows))
+            batched = model.step(ids, state)
+
+            def alone(i: int, rows: int = rows) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+                return model.step(ids[i : i + 1].repeat(rows), tuple(s[:, i : i + 1].repeat(1, rows, 1) for s in state))
+
+            if all(_same(alone(i), *batched, i) for i in range(_CHECK_ROWS)):
+                return rows
+        except RuntimeError as e:
+            log.warning("step path %s failed its check: %s", path, e)
+            return 0
+    return 0
+
+
+def _same(
+    alone: tuple[torch.Tensor, tuple[torch.Tensor, ...]], logits: torch.Tensor, state: tuple[torch.Tensor, ...], i: int
+) -> bool:
+    a_logits, a_state = alone
+    return torch.equal(a_logits[:1], logits[i : i + 1]) and all(
+        torch.equal(a[:, :1], b[:, i : i + 1]) for a, b in zip(a_state, state, strict=True)
+    )
+
+
+def _time_read(model: CharRNN, path: str, batch: int, rows: int) -> float:
+    model.use_paths(keep_caches=True, paths=_paths(model, prime=path, rows=rows))
+    ids = _probe_ids(model, batch, PROBE_CHARS)
+    zero = model.initial_state(batch)
+    model.read(ids[:, :2], zero)  # first call builds the path's weights
+    t0 = time.perf_counter()
+    model.read_end(*model.read(ids, zero))
+    return time.perf_counter() - t0
+
+
+def _time_step(model: CharRNN, path: str, batch: int, rows: int) -> float:
+    model.use_paths(keep_caches=True, paths=_paths(model, step=path))
+    ids = _probe_ids(model, 1, max(batch, rows))[0]  # a lone row runs padded to the rows it needs
+    state = model.initial_state(max(batch, rows))
+    model.step(ids, state)  # first call builds the path's weights
+    t0 = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        _, state = model.step(ids, state)
+    return time.perf_counter() - t0
