@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,3 +287,175 @@ async def test_the_scripted_fake_reads_prompts_like_a_charrnn(engine: Generation
     logits, state = lm.model.prime(torch.tensor([lm.vocab.encode("hi there").ids]))
     assert logits.shape == (1, len(lm.vocab)) and state[0].shape == (1, 1, 1)  # like CharRNN.prime
     assert await generate(engine, lm, "whatever", max_length=15) == "hello world hel"
+
+
+def _engine_paths() -> list[tuple[str, str]]:
+    from genbot.models.charrnn import fp16_available
+
+    return [("fp32", "fp32"), ("fp16", "fp16")] if fp16_available() else [("fp32", "fp32")]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize(("prime", "step"), _engine_paths())
+async def test_batched_chunked_prefill_gives_each_seed_the_text_it_gets_alone(
+    cell: str, prime: str, step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genbot.engine import batching
+    from genbot.engine.paths import measure
+
+    lm = tiny_charrnn(CHARS, cell=cell, seed=11)  # type: ignore[arg-type]
+    with torch.inference_mode():
+        lm.model.use_paths(measure(lm.model, prime, step))  # type: ignore[arg-type]
+    reads: list[tuple[int, int]] = []
+    real_read = CharRNN.read
+
+    def read(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        reads.append((ids.shape[0], ids.shape[1]))
+        return real_read(self, ids, state)  # type: ignore[return-value]
+
+    monkeypatch.setattr(CharRNN, "read", read)
+    probes = [("to be or not " * (1 + s % 4))[: 3 + 5 * s] for s in range(12)]
+    params = [SamplingParams(seed=s, max_length=40, temperature=[0.7, 1.0, 1.3][s % 3]) for s in range(12)]
+    async with GenerationEngine(max_streams_per_model=64, max_queue=64) as e:
+        alone = [await generate(e, lm, p, **vars(q)) for p, q in zip(probes, params, strict=True)]
+    assert all(b == 1 for b, _ in reads)  # one at a time: each prompt read alone, in one call
+    reads.clear()
+    # Now 1-character chunks, read in batches while another stream is running.
+    monkeypatch.setattr(batching, "CHUNK_S", 1e-9)
+    monkeypatch.setattr(batching, "IDLE_CHUNK_S", 1e-9)
+    async with GenerationEngine(max_streams_per_model=64, max_queue=64) as e:
+        running = e.submit(lm, "xyz", SamplingParams(seed=500, max_length=2000))
+        await anext(running)
+        batched = [e.submit(lm, p, q) for p, q in zip(probes, params, strict=True)]
+        results = await asyncio.gather(*(collect(s) for s in batched))
+        running.cancel()
+        await running.result()
+    assert [text for text, _, _ in results] == alone
+    assert max(b for b, _ in reads) > 1 and max(t for _, t in reads) == 1  # batched, in 1-char chunks
+    assert len(running.output) > 60  # the running stream kept stepping while the prompts were read
+
+
+async def test_a_stream_running_keeps_stepping_between_chunks_of_a_long_prompt(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genbot.engine import batching
+
+    order: list[str] = []
+    real_read, real_step = CharRNN.read, CharRNN.step
+
+    def read(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        order.append("r")
+        return real_read(self, ids, state)  # type: ignore[return-value]
+
+    def step(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        order.append("s")
+        return real_step(self, ids, state)  # type: ignore[return-value]
+
+    monkeypatch.setattr(CharRNN, "read", read)
+    monkeypatch.setattr(CharRNN, "step", step)
+    monkeypatch.setattr(batching, "CHUNK_S", 1e-9)  # one character per chunk
+    async with GenerationEngine(max_streams_per_model=8, max_queue=8) as e:
+        running = e.submit(tiny, "a", SamplingParams(seed=1, max_length=5000))
+        await anext(running)
+        order.clear()
+        await collect(e.submit(tiny, "the quick brown fox " * 5, SamplingParams(seed=2, max_length=3)))
+        running.cancel()
+    reading = "".join(order)
+    reading = reading[: reading.rindex("r") + 1]
+    assert reading.count("r") == 100 and "rr" not in reading  # a decode step after every chunk
+
+
+async def test_cancelling_a_stream_while_its_prompt_is_read(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genbot.engine import batching
+
+    monkeypatch.setattr(batching, "IDLE_CHUNK_S", 1e-9)
+    async with GenerationEngine(max_streams_per_model=8, max_queue=8) as e:
+        s = e.submit(tiny, "a long prompt " * 50, SamplingParams(seed=3, max_length=10))
+        s.cancel()
+        stats = await s.result()
+    assert stats.done_reason == "cancelled" and e.queued_or_running(tiny) == 0
+
+
+async def test_a_failing_batched_read_fails_its_streams_and_the_engine_goes_on(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_read = CharRNN.read
+    fail = [1]
+
+    def read(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if fail[0]:
+            fail[0] -= 1
+            raise RuntimeError("injected read failure")
+        return real_read(self, ids, state)  # type: ignore[return-value]
+
+    monkeypatch.setattr(CharRNN, "read", read)
+    async with GenerationEngine(max_streams_per_model=8, max_queue=8) as e:
+        failed = e.submit(tiny, "the ", SamplingParams(seed=1, max_length=5))
+        stats = await failed.result()
+        assert stats.done_reason == "error" and "injected read failure" in (stats.error or "")
+        assert len(await generate(e, tiny, "the ", seed=1, max_length=5)) == 5
+
+
+def test_prepare_measures_paths_once_and_caches_them_in_data_dir(tmp_path: Path) -> None:
+    from genbot.engine import paths
+    from genbot.engine.registry import GeneratorEntry, prepare
+
+    tuner = paths.PathTuner(cache_dir=tmp_path)
+    paths._process_cache.clear()
+    lm = prepare(tiny_charrnn(CHARS, seed=1), tuner)
+    chosen = lm.model.serving_paths
+    assert chosen.prime in paths.prime_candidates(lm.model) and chosen.step in paths.step_candidates(lm.model)
+    assert "fastest of" in chosen.reason and chosen.measured  # measured, with the timings kept
+    cached = json.loads((tmp_path / paths.CACHE_FILE).read_text())
+    assert list(cached) == [tuner.key(lm.model)]
+    key = next(iter(cached))
+    assert torch.backends.cpu.get_cpu_capability() in key and torch.__version__ in key and "lstm 2x32" in key
+    paths._process_cache.clear()  # a new process: the choice comes from data_dir, not a new measurement
+    again = prepare(tiny_charrnn(CHARS, seed=2), tuner).model.serving_paths
+    assert again.reason.endswith("(cached)") and (again.prime, again.step) == (chosen.prime, chosen.step)
+    described = GeneratorEntry.ok(lm, "test").serving_paths()
+    assert described is not None and described["prime"] == chosen.prime and described["step"] == chosen.step
+
+
+def test_engine_settings_force_a_path(tmp_path: Path) -> None:
+    from genbot.config import EngineSettings, Settings
+    from genbot.engine.registry import prepare, tuner_for
+
+    settings = Settings(data_dir=tmp_path, engine=EngineSettings(prime_path="bf16", step_path="fp32"))
+    forced = prepare(tiny_charrnn(CHARS, seed=1), tuner_for(settings)).model.serving_paths
+    assert (forced.prime, forced.step) == ("bf16", "fp32") and "forced" in forced.reason
+    with pytest.raises(ValueError):
+        EngineSettings(prime_path="int4")  # type: ignore[arg-type]
+
+
+def test_exact_mode_never_picks_a_path_whose_rows_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genbot.engine import paths
+
+    monkeypatch.setattr(paths, "_prime_rows", lambda model, path: 2 if path == "fp32" else 0)
+    monkeypatch.setattr(paths, "_step_rows", lambda model, path: 2 if path == "fp32" else 0)
+    model = tiny_charrnn(CHARS, seed=1).model
+    with torch.inference_mode():
+        exact = paths.measure(model, batch_invariant=True)
+        loose = paths.measure(model, batch_invariant=False)
+    assert (exact.prime, exact.step) == ("fp32", "fp32") and "not batch-invariant" in exact.reason
+    assert set(loose.measured) >= {"prime_fp32", "prime_bf16", "step_fp32"}  # every path was timed
+
+
+async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genbot.models.charrnn import ServingPaths, fp16_available
+
+    if not fp16_available():
+        pytest.skip("no FBGEMM float16 kernels in this torch build")
+    lm = tiny_charrnn(CHARS, seed=4)
+    lm.model.use_paths(ServingPaths(prime="fp16", step="fp16", prime_rows=1, step_rows=1))
+    sizes: list[int] = []
+    real_step = CharRNN.step
+
+    def step(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        sizes.append(len(ids))
+        return real_step(self, ids, state)  # type: ignore[return-value]
+
+    monkeypatch.setattr(CharRNN, "step", step)
+    async with GenerationEngine(max_streams_per_model=4, max_queue=0) as e:
+        assert len(await generate(e, lm, max_length=8, seed=1)) == 8
+    assert set(sizes) == {1}

@@ -176,3 +176,44 @@ def test_shared_step_weights_keep_every_result() -> None:
     assert torch.equal(step_before, step_after)
     torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)
     assert model.rnn.weight_hh_l0.data_ptr() == model._step_weights().layers[0][1].data_ptr()
+
+
+def _paths_cases() -> list[tuple[str, str, str]]:
+    from genbot.models.charrnn import fp16_available
+
+    cases = [(cell, "fp32", "fp32") for cell in ("rnn", "lstm", "gru")]
+    cases += [(cell, "bf16", "fp32") for cell in ("lstm", "gru")]
+    if fp16_available():
+        cases += [("lstm", "fp16", "fp16"), ("gru", "fp16", "fp16"), ("rnn", "fp32", "fp16")]
+    return cases
+
+
+@pytest.mark.parametrize(("cell", "prime", "step"), _paths_cases())
+def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cell: str, prime: str, step: str) -> None:
+    from genbot.engine.paths import measure
+
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(30, cell, 2, 32, 12)).eval().requires_grad_(False)  # type: ignore[arg-type]
+    model.share_step_weights()
+    with torch.inference_mode():
+        paths = measure(model, prime, step)  # type: ignore[arg-type]
+        assert (paths.prime, paths.step) == (prime, step) and "forced" in paths.reason
+        exact = "prime " + prime + " (forced)" in paths.reason  # the load-time check found it batch-invariant
+        model.use_paths(paths)
+        ids = torch.randint(30, (5, 17))
+        full, _ = model(ids)
+        _, state = model.read(ids[:, :6], model.initial_state(5))
+        _, state = model.read(ids[:, 6:7], state)
+        logits, state = model.read_end(*model.read(ids[:, 7:], state))
+        for i in range(5 if exact else 0):
+            alone_logits, alone_state = model.prime(ids[i : i + 1])
+            assert torch.equal(alone_logits, logits[i : i + 1])
+            assert all(torch.equal(a, b[:, i : i + 1]) for a, b in zip(alone_state, state, strict=True))
+        assert exact or prime == "bf16"  # float32 and FBGEMM float16 always are
+        tol = 0.05 if prime == "bf16" else 1e-3
+        torch.testing.assert_close(logits, full[:, -1], atol=tol, rtol=tol)
+        # stepping on from the primed state follows the full forward closely on every step path
+        nxt = torch.randint(30, (5,))
+        stepped, _ = model.step(nxt, state)
+        longer, _ = model(torch.cat([ids, nxt[:, None]], dim=1))
+        torch.testing.assert_close(stepped, longer[:, -1], atol=tol, rtol=tol)

@@ -51,7 +51,7 @@ PROBE_CHARS = 16  # prompt characters per timed read
 PROBE_STEPS = 8  # steps per timed step run
 PROBE_BATCH = 8  # the batched half of every measurement
 REPEATS = 3  # interleaved timings per candidate; the minimum counts
-_CHECK_ROWS = 3  # rows of the batch-invariance check
+_CHECK_ROWS = 5  # rows of the batch-invariance check
 
 Forced = Literal["auto", "fp32", "bf16", "fp16"]
 _process_cache: dict[str, ServingPaths] = {}
@@ -224,12 +224,13 @@ def _probe_ids(model: CharRNN, batch: int, length: int, seed: int = 0) -> torch.
 
 def _prime_rows(model: CharRNN, path: str) -> int:
     """1 or 2 if a prompt read with that many rows equals the same prompt in a batch, read in chunks; else 0."""
-    ids = _probe_ids(model, _CHECK_ROWS, 9)
+    ids = _probe_ids(model, _CHECK_ROWS, 11)
     for rows in (1, 2):
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, prime=path, rows=rows))
             _, state = model.read(ids[:, :4], model.initial_state(_CHECK_ROWS))
-            logits, state = model.read_end(*model.read(ids[:, 4:], state))
+            _, state = model.read(ids[:, 4:5], state)  # a one-character chunk too
+            logits, state = model.read_end(*model.read(ids[:, 5:], state))
             if all(_same(model.prime(ids[i : i + 1]), logits, state, i) for i in range(_CHECK_ROWS)):
                 return rows
         except RuntimeError as e:

@@ -46,6 +46,11 @@ class GeneratorEntry:
         """A loaded entry named after its card."""
         return cls(loaded.card.name, loaded.card, loaded, source, "loaded")
 
+    def serving_paths(self) -> dict[str, object] | None:
+        """How the loaded model reads prompts and steps streams, and why (None: not a tuned model)."""
+        paths = getattr(self.loaded.model, "serving_paths", None) if self.loaded is not None else None
+        return paths.to_dict() if paths is not None else None
+
     @classmethod
     def failed(cls, name: str, source: str, error: str, card: ModelCard | None = None) -> GeneratorEntry:
         """A failed entry that records why."""

@@ -169,7 +169,7 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             continue
         card = entry.card
         if as_json:
-            emit_json(card.model_dump(mode="json"))
+            emit_json(card.model_dump(mode="json") | {"serving_paths": entry.serving_paths()})
             continue
         a = card.architecture
         typer.echo(

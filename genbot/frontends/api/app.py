@@ -37,7 +37,9 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
     ctx = ApiContext(
         service,
         settings,
-        ApiMetrics(lambda: ctx.queue_depth()),
+        ApiMetrics(
+            lambda: ctx.queue_depth(), lambda: {e.name: p for e in service.models() if (p := e.serving_paths())}
+        ),
         RateLimiter(settings.rate_per_minute, service.count_request),
         RateLimiter(settings.bad_keys_per_minute, service.count_request, scope="addr"),
     )

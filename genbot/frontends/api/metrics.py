@@ -13,7 +13,9 @@ TTFC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 class ApiMetrics:
     """Requests, characters, streams, queue depth, time to first char and jobs, for ``/metrics``."""
 
-    def __init__(self, queue_depth: Callable[[], float]) -> None:
+    def __init__(
+        self, queue_depth: Callable[[], float], paths: Callable[[], dict[str, dict[str, object]]] | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -34,7 +36,16 @@ class ApiMetrics:
             registry=r,
         )
         self.jobs = Gauge("genbot_jobs", "Background jobs by state", ["state"], registry=r)
+        self._paths = paths
+        self.engine_path = Gauge(
+            "genbot_engine_path", "1 for the prime/step path each model serves through", ["model", "prime", "step"],
+            registry=r,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         """The exposition text of every metric."""
+        if self._paths is not None:
+            self.engine_path.clear()
+            for model, p in self._paths().items():
+                self.engine_path.labels(model, str(p.get("prime")), str(p.get("step"))).set(1)
         return generate_latest(self.registry)
