@@ -56,12 +56,16 @@ def raw_missing_note() -> str:
     return f"raw yardstick not found (set {RAW_ENV} or add {DEFAULT_RAW} next to the repo): ratios skipped"
 
 
-def run_raw(args: Sequence[str], timeout: float = 3600.0) -> dict[str, Any] | None:
-    """Run the yardstick with ``args`` in a fresh process; its JSON object, or None on failure."""
+def run_raw(args: Sequence[str], timeout: float = 3600.0, device: str = "cpu") -> dict[str, Any] | None:
+    """Run the yardstick with ``args`` on ``device`` in a fresh process; its JSON object, or None on failure.
+
+    The device is always passed: the yardstick picks CUDA when present, genbot serves on the CPU.
+    """
     raw = raw_anchor()
     if raw is None:
         return None
-    return run_json_child([sys.executable, str(raw), *args], timeout)
+    extra = [] if "--device" in args else ["--device", device]
+    return run_json_child([sys.executable, str(raw), *args, *extra], timeout)
 
 
 def run_json_child(cmd: Sequence[str], timeout: float = 3600.0, cwd: Path = REPO) -> dict[str, Any] | None:
@@ -315,6 +319,8 @@ def environment(threads: int | None = None) -> dict[str, Any]:
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -323,6 +329,27 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "loadavg_1m": round(load[0], 2),
         "commit": _git_commit(),
     }
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's bf16/AMX/AVX flags that decide which numeric path is fast (Linux; else empty)."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return []
+    for line in info.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "f16c", "avx512_vnni")
+            return [f for f in line.split(":", 1)[1].split() if f in wanted]
+    return []
+
+
+def paths_note(name: str, model: Any) -> str:
+    """One line naming the serving paths a loaded model chose, and why."""
+    paths = getattr(model, "serving_paths", None)
+    if paths is None:
+        return f"{name}: no serving paths (not a CharRNN)"
+    p = paths
+    return f"{name}: prime {p.prime} (rows {p.prime_rows}), step {p.step} (rows {p.step_rows}): {p.reason}"
 
 
 def load_warning(threads: int) -> str | None:

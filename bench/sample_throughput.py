@@ -5,9 +5,16 @@ What it measures, for an LSTM 2x256 (vocab 65) and for the bundled shakespeare m
 * aggregate chars/s through ``GenerationEngine`` at 1, 8 and 64 concurrent streams (wall time
   from the first submit to the last result, every chunk read by an asyncio consumer, priming
   included) vs ``raw_charrnn.py sample`` (a bare decode loop, best of nn.LSTM and nn.LSTMCell);
-* time to first character after a 200-char prompt, one stream at a time (the engine's
-  submit → first char, 50 trials: median and p95);
+* time to first character after a 200-char prompt, one stream at a time, as the client sees it
+  (submit → first chunk received by the consumer), interleaved trial by trial with a bare
+  float32 ``forward`` of the same prompt + sampling (the raw column); median and p95;
+* 64 clients arriving at once with 64 different 200-char prompts: p50/p95 time to first char
+  vs one bare float32 batched ``forward`` of the same 64 prompts;
+* the rate of 8 running streams while those 64 are admitted, vs their rate just before;
 * single-stream chars/s of every bundled model present.
+
+The CPU capability, its bf16/AMX flags and the serving paths each model chose at load (and why)
+are printed with the figures.
 
 Why 1 thread: serving processes run torch with one thread per model worker. Why the engine and
 not the bare model: the engine's batching, sampler, stop strings and hand-off to asyncio are what
@@ -30,8 +37,10 @@ import benchlib as bl
 NAME = "sample_throughput"
 SMALL = {"cell": "lstm", "layers": 2, "hidden": 256, "embedding": 64, "vocab_size": 65}
 SHAKESPEARE = {"cell": "lstm", "layers": 2, "hidden": 384, "embedding": 64, "vocab_size": 65}
-TARGETS = {1: 0.9, 64: 0.7}  # genbot / raw at that many streams; other counts are reported only
-TTFC_TARGET_MS = 5.0
+TARGETS = {1: 1.5, 64: 0.9}  # genbot / raw at that many streams; other counts are reported only
+TTFC_TARGET = 1.0  # time to first char / bare float32 forward of the prompt
+ARRIVAL_TARGET = 3.0  # p95 time to first char of 64 arriving clients / bare batched forward of their prompts
+ADMISSION_TARGET = 0.5  # running streams' rate while 64 are admitted / their rate before
 SINGLE_STREAM_TARGET = 2000.0
 
 
@@ -77,40 +86,96 @@ async def _consume(stream: Any) -> int:
     return n
 
 
-async def ttfc_ms(loaded: Any, prompt: str, trials: int) -> list[float]:
-    """Submit → first character (ms) for ``trials`` one-at-a-time streams primed with ``prompt``."""
+async def _first_chunk_ms(engine: Any, loaded: Any, prompt: str, seed: int, length: int = 1) -> float:
+    """Submit → first chunk received by the consumer (ms), as a client measures it."""
+    from genbot.engine.sampling import SamplingParams
+
+    t0 = time.perf_counter()
+    stream = engine.submit(loaded, prompt, SamplingParams(max_length=length, seed=seed))
+    async for _ in stream:
+        break
+    ms = (time.perf_counter() - t0) * 1000
+    stream.cancel()
+    await stream.result()
+    return ms
+
+
+def bare_forward_ms(loaded: Any, prompts: list[str]) -> float:
+    """One plain float32 ``model(prompts)`` + softmax + multinomial (ms): the raw column."""
+    import torch
+
+    ids = torch.tensor([loaded.vocab.encode(p).ids for p in prompts])  # (B, T)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        logits, _ = loaded.model(ids, loaded.model.initial_state(len(prompts)))  # (B, T, V)
+        torch.multinomial(torch.softmax(logits[:, -1] / 0.8, -1), 1)
+        return (time.perf_counter() - t0) * 1000
+
+
+async def ttfc_pairs(loaded: Any, prompt: str, trials: int) -> tuple[list[float], list[float]]:
+    """(genbot, raw) ms per trial, interleaved: client-side time to first char, bare forward."""
+    from genbot.engine.batching import GenerationEngine
+
+    ours, raw = [], []
+    async with GenerationEngine(4, max_queue=4, torch_threads=1) as engine:
+        for i in range(trials + 2):  # two warm-up trials
+            g = await _first_chunk_ms(engine, loaded, prompt, i)
+            r = bare_forward_ms(loaded, [prompt])
+            if i >= 2:
+                ours.append(g)
+                raw.append(r)
+    return ours, raw
+
+
+def arrival_prompts(n: int) -> list[str]:
+    """``n`` different 200-character prompts (rotations of the bench passage)."""
+    text = bl.PROMPT_200 * 2
+    return [text[i % 200 : i % 200 + 200] for i in range(n)]
+
+
+async def arrival_ttfc(loaded: Any, n: int) -> list[float]:
+    """Client-side time to first char of ``n`` clients submitting at once."""
+    from genbot.engine.batching import GenerationEngine
+
+    async with GenerationEngine(max(n, 1), n, 1) as engine:
+        prompts = arrival_prompts(n)
+        return list(await asyncio.gather(*(_first_chunk_ms(engine, loaded, p, i) for i, p in enumerate(prompts))))
+
+
+async def admission_rates(loaded: Any, running: int, arriving: int, window_s: float = 0.5) -> tuple[float, float]:
+    """chars/s of ``running`` streams just before, and while ``arriving`` new clients are admitted."""
     from genbot.engine.batching import GenerationEngine
     from genbot.engine.sampling import SamplingParams
 
-    out: list[float] = []
-    async with GenerationEngine(4, max_queue=4, torch_threads=1) as engine:
-        for i in range(trials + 2):  # two warm-up trials
-            stats = await engine.submit(loaded, prompt, SamplingParams(max_length=1, seed=i)).result()
-            if i >= 2:
-                out.append(stats.first_char_duration / 1e6)
-    return out
-
-
-def bare_prime_ms(loaded: Any, prompt: str, trials: int) -> list[float]:
-    """Plain ``model(prompt)`` + softmax in ms at 1 thread: the floor under any time to first char."""
-    import torch
-
-    torch.set_num_threads(1)
-    ids = torch.tensor([loaded.vocab.encode(prompt).ids])  # (1, T)
-    model, out = loaded.model, []
-    with torch.inference_mode():
-        for i in range(trials + 2):  # two warm-up trials
-            t0 = time.perf_counter()
-            logits, _ = model(ids, model.initial_state(1))  # (1, T, V)
-            torch.multinomial(torch.softmax(logits[:, -1] / 0.8, -1), 1)
-            if i >= 2:
-                out.append((time.perf_counter() - t0) * 1000)
-    return out
+    async with GenerationEngine(running + arriving, arriving, 1) as engine:
+        streams = [engine.submit(loaded, "\n", SamplingParams(max_length=100_000, seed=i)) for i in range(running)]
+        for s in streams:
+            await anext(s)
+        await asyncio.sleep(0.2)
+        before0, t0 = sum(len(s.output) for s in streams), time.perf_counter()
+        await asyncio.sleep(window_s)
+        before = (sum(len(s.output) for s in streams) - before0) / (time.perf_counter() - t0)
+        during0, t1 = sum(len(s.output) for s in streams), time.perf_counter()
+        prompts = arrival_prompts(arriving)
+        await asyncio.gather(*(_first_chunk_ms(engine, loaded, p, 1000 + i) for i, p in enumerate(prompts)))
+        during = (sum(len(s.output) for s in streams) - during0) / (time.perf_counter() - t1)
+        for s in streams:
+            s.cancel()
+    return before, during
 
 
 def raw_rates(model: bl.BenchModel, streams: list[int], steps: int) -> dict[int, float]:
     """The yardstick's chars/s per stream count for the same architecture, 1 thread."""
-    args = ["sample", *model.raw_args(), "--streams", ",".join(map(str, streams)), "--steps", str(steps)]
+    args = [
+        "sample",
+        *model.raw_args(),
+        "--streams",
+        ",".join(map(str, streams)),
+        "--steps",
+        str(steps),
+        "--device",
+        "cpu",
+    ]
     out = bl.run_raw([*args, "--threads", "1"])
     return {b: float(out[f"streams_{b}_chars_per_s"]) for b in streams} if out else {}
 
@@ -147,19 +212,37 @@ def rate_rows(model: Loaded, runs: dict[str, dict[int, list[float]]]) -> list[bl
     return rows
 
 
-def ttfc_rows(model: Loaded, trials: int) -> tuple[list[bl.Row], list[float]]:
-    """Median (held to the target) and p95 time to first char after a 200-char prompt.
-
-    The raw column is the bare model's forward over the same prompt (no engine), as a floor.
-    """
+def ttfc_rows(model: Loaded, trials: int, arrivals: int, repeats: int) -> tuple[list[bl.Row], dict[str, Any]]:
+    """Time to first char: one client (vs a bare forward), 64 arriving (vs a batched one), admission."""
     encoded = len(model.loaded.vocab.encode(bl.PROMPT_200).ids)
-    times = asyncio.run(ttfc_ms(model.loaded, bl.PROMPT_200, trials))
-    floor = bare_prime_ms(model.loaded, bl.PROMPT_200, trials)
-    label = f"time to first char, 200-char prompt ({encoded} known), {model.info.name} (raw: bare forward)"
-    return [
-        bl.Row(f"{label}, median of {trials}", bl.median(times), bl.median(floor), "ms", "value<=", TTFC_TARGET_MS),
-        bl.Row(f"{label}, p95", bl.percentile(times, 95), bl.percentile(floor, 95), "ms"),
-    ], times
+    times, floor = asyncio.run(ttfc_pairs(model.loaded, bl.PROMPT_200, trials))
+    label = f"time to first char (client side), 200-char prompt ({encoded} known), {model.info.name}"
+    raw_label = "(raw: bare fp32 forward + sample)"
+    arrival: list[float] = []
+    batched_raw: list[float] = []
+    before: list[float] = []
+    during: list[float] = []
+    for _ in range(repeats):  # interleaved
+        batched_raw.append(bare_forward_ms(model.loaded, arrival_prompts(arrivals)))
+        arrival += asyncio.run(arrival_ttfc(model.loaded, arrivals))
+        b, d = asyncio.run(admission_rates(model.loaded, 8, arrivals))
+        before.append(b)
+        during.append(d)
+    p95 = [bl.percentile(arrival, 95)]
+    many = f"{arrivals} clients arriving at once, time to first char"
+    rows = [
+        bl.Row(f"{label}, median of {trials} {raw_label}", bl.median(times), bl.median(floor), "ms", "ratio<=",
+               TTFC_TARGET),
+        bl.Row(f"{label}, p95 {raw_label}", bl.percentile(times, 95), bl.percentile(floor, 95), "ms"),
+        bl.Row(f"{many} p50 (raw: bare batched fp32 forward of the {arrivals} prompts)",
+               bl.percentile(arrival, 50), bl.median(batched_raw), "ms"),
+        bl.Row(f"{many} p95 (raw: same)",
+               p95[0], bl.median(batched_raw), "ms", "ratio<=", ARRIVAL_TARGET),
+        bl.Row(f"8 running streams while {arrivals} are admitted (raw: the same 8 just before)",
+               bl.median(during), bl.median(before), "chars/s", "ratio>=", ADMISSION_TARGET),
+    ]  # fmt: skip
+    return rows, {"ttfc_ms": times, "raw_ttfc_ms": floor, "arrival_ms": arrival, "batched_raw_ms": batched_raw,
+                  "admission_before": before, "admission_during": during}  # fmt: skip
 
 
 def bundled_rows(plugins_dir: Path, length: int) -> tuple[list[bl.Row], list[str]]:
@@ -196,6 +279,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per side (median reported)")
     p.add_argument("--trials", type=int, default=50, help="time-to-first-char trials")
     p.add_argument("--streams", default="1,8,64", help="stream counts to measure")
+    p.add_argument("--arrivals", type=int, default=64, help="clients arriving at once in the admission figures")
+    p.add_argument("--skip-rates", action="store_true", help="only the time-to-first-char and admission figures")
     p.add_argument("--quick", action="store_true", help="smoke test: 60 chars, 1 repeat, 10 trials")
     a = p.parse_args()
     if a.quick:
@@ -216,14 +301,22 @@ def main() -> None:
         small = load(bl.bench_model(None, "lstm-2x256", SMALL, Path(tmp)))
         shakes = load(bl.bench_model(folder, "shakespeare", SHAKESPEARE, Path(tmp)))
         notes += ["LSTM 2x256: random weights (speed does not depend on them)", f"shakespeare: {shakes.info.note}"]
-        runs = {m.info.name: compare(m, streams, a.length, a.repeats, with_raw) for m in (small, shakes)}
-        rows = rate_rows(small, runs[small.info.name]) + rate_rows(shakes, runs[shakes.info.name])
-        latency_rows, times = ttfc_rows(shakes, a.trials)
-        single_rows, single_notes = bundled_rows(a.plugins_dir, a.length)
+        notes += [bl.paths_note(m.info.name, m.loaded.model) for m in (small, shakes)]
+        env = bl.environment(1)
+        notes.append(f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}")
+        runs: dict[str, Any] = {}
+        rows: list[bl.Row] = []
+        if not a.skip_rates:
+            runs = {m.info.name: compare(m, streams, a.length, a.repeats, with_raw) for m in (small, shakes)}
+            rows = rate_rows(small, runs[small.info.name]) + rate_rows(shakes, runs[shakes.info.name])
+        latency_rows, latency = ttfc_rows(shakes, a.trials, a.arrivals, a.repeats)
+        single_rows, single_notes = ([], []) if a.skip_rates else bundled_rows(a.plugins_dir, a.length)
     if a.quick:
         notes.append("--quick: short streams and few trials; smoke test only, figures not representative")
-    payload = {"length": a.length, "repeats": a.repeats, "runs": runs, "ttfc_ms": [round(t, 3) for t in times]}
-    bl.report(NAME, rows + latency_rows + single_rows, payload | {"env": bl.environment(1)}, notes + single_notes)
+    paths = {m.info.name: m.loaded.model.serving_paths.to_dict() for m in (small, shakes)}
+    latency = {k: [round(t, 3) for t in v] for k, v in latency.items()}
+    payload = {"length": a.length, "repeats": a.repeats, "runs": runs, "paths": paths, **latency}
+    bl.report(NAME, rows + latency_rows + single_rows, payload | {"env": env}, notes + single_notes)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ Batched prefill: new streams are read together. Every stream waiting to be read 
 batched call of the model's fused prompt reader (``read``), the next chunk of its own prompt;
 a stream whose prompt ends samples its first character and its state is concatenated into the
 batch along dim 1. Chunks are sized by time (``CHUNK_S``) and, while streams are running,
-alternate with decode steps so that reading never takes more than half the time: a running
-stream waits at most one chunk, and keeps at least half its rate while others are admitted.
+alternate with decode steps so that reading takes at most ``READ_SHARE`` of the time: a running
+stream waits at most one chunk, and keeps more than half its rate while others are admitted.
 Models without ``read`` (fakes, custom step models) are primed one stream at a time.
 
 Why a thread per model (not a pool, not the event loop): a model's streams advance in lock-step,
@@ -51,6 +51,7 @@ MIN_ROWS = 2
 WAKE_INTERVAL_S = 0.005  # consumers get chunks at most this often (plus on the first and last char)
 CHUNK_S = 0.02  # a prompt-reading chunk takes about this long while streams are running
 IDLE_CHUNK_S = 0.1  # ... and while none are (a new arrival waits for at most one chunk)
+READ_SHARE = 0.4  # at most this share of the time goes to reading prompts while streams run
 
 
 class StepModel(Protocol):
@@ -345,7 +346,7 @@ class _ModelRunner:
             self.reading_count = len(self.reading)
         elapsed = time.perf_counter() - t0
         self.read_char_s += 0.3 * (elapsed / (length * len(group)) - self.read_char_s)
-        self.decode_owed = elapsed if self._batch.rows else 0.0
+        self.decode_owed = elapsed * (1 - READ_SHARE) / READ_SHARE if self._batch.rows else 0.0
 
     def _first_chars(self, finished: list[_Reading], hidden: Tensor, model: _ReadingModel) -> None:
         """Sample the first character of streams whose prompt was just read; join them to the batch."""
