@@ -256,7 +256,7 @@ def bundled_rows(plugins_dir: Path, length: int) -> tuple[list[bl.Row], list[str
         try:  # only real bundled weights count here; a stand-in would say nothing about them
             loaded = prepare(load_model(folder))
         except GenbotError as e:
-            notes.append(f"bundled model {folder.name} skipped: {e}")
+            notes.append(f"bundled model {folder.name} skipped: {str(e).replace(str(folder), bl.shown(folder))}")
             continue
         arch = loaded.model.config
         label = f"{arch.cell.upper()} {arch.layers}x{arch.hidden} emb {arch.embedding} vocab {arch.vocab_size}"
