@@ -78,6 +78,7 @@ class PathTuner:
     step: Forced = "auto"
     batch_invariant: bool = True
     cache_dir: Path | None = None  # data_dir; None: cache in this process only
+    threads: int = 1  # torch threads the model's worker serves with: measured with exactly these
 
     def key(self, model: CharRNN) -> str:
         """Cache key: CPU, torch, threads, exactness and the model's shape."""
@@ -85,7 +86,7 @@ class PathTuner:
         shape = f"{c.cell} {c.layers}x{c.hidden} emb {c.embedding} vocab {c.vocab_size}"
         device = model.head.weight.device.type
         return (
-            f"{cpu_id()} | torch {torch.__version__} | {device} | threads {torch.get_num_threads()} | {shape}"
+            f"{cpu_id()} | torch {torch.__version__} | {device} | threads {self.threads} | {shape}"
             f" | invariant {self.batch_invariant} | prime {self.prime} | step {self.step}"
         )
 
@@ -95,7 +96,12 @@ class PathTuner:
         with _lock:
             cached = _process_cache.get(key) or self._from_disk(key)
             if cached is None:
-                cached = measure(model, self.prime, self.step, self.batch_invariant)
+                before = torch.get_num_threads()
+                torch.set_num_threads(self.threads)  # a 2-thread timing says nothing about a 1-thread worker
+                try:
+                    cached = measure(model, self.prime, self.step, self.batch_invariant)
+                finally:
+                    torch.set_num_threads(before)
                 self._to_disk(key, cached)
             _process_cache[key] = cached
         return cached
@@ -196,10 +202,14 @@ def _pick(
     if "fp32" not in usable:
         usable.insert(0, "fp32")  # the reference is always a candidate
     timings: dict[str, list[float]] = {p: [] for p in usable}
-    for _ in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
-        for p in usable:
+    racing = list(usable)
+    for repeat in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
+        for p in racing:
             for b in (1, PROBE_BATCH):
                 timings[p].append(time_of(p, b, max(1, rows[p]) if batch_invariant else 1))
+        if repeat == 0:  # a candidate at least twice as slow as float32 both alone and batched is out
+            ref = timings["fp32"]
+            racing = [p for p in racing if p == "fp32" or min(timings[p][0] / ref[0], timings[p][1] / ref[1]) < 2]
     # score: the product of the lone and batched times (each the minimum of its repeats)
     score = {p: min(t[0::2]) * min(t[1::2]) for p, t in timings.items()}
     best = min(usable, key=lambda p: score[p] / (1.0 if p == "fp32" else MARGIN**2))
