@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 from genbot.config import load_settings
-from genbot.errors import GenbotError, InvalidRequest
+from genbot.errors import GenbotError, InvalidRequest, LeaseLost
 from genbot.jobs import RetrainRequest
 from genbot.jobs.spec import train_argv
 from genbot.models.checkpoint import load_model
@@ -31,7 +31,6 @@ from genbot.storage import jobs as jobs_store
 from genbot.storage.db import Database
 from genbot.storage.jobs import (
     JobRow,
-    LeaseLost,
     NewEvent,
     NewJob,
     claim_next_job,
