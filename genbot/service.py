@@ -496,7 +496,20 @@ def _new_row(
     )
 
 
-__all__ = ["GenbotService", "Generation", "GenerationRequest", "GenerationResult", "GenerationStatus", "upgrade_schema"]
+__all__ = [
+    "GenbotService",
+    "Generation",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationStatus",
+    "generators",
+    "upgrade_schema",
+]
+
+
+def generators(settings: Settings) -> list[GeneratorEntry]:
+    """Every generator the plugins offer, loaded or failed, without opening the database (``genbot plugins``)."""
+    return build_registry(settings).list()
 
 
 async def upgrade_schema(settings: Settings) -> None:

@@ -471,7 +471,7 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
     import os
     import signal
 
-    from genbot.frontends.commands_serve import _serve
+    from genbot.frontends.cli.serve import _serve
 
     monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)
     async with FakeDiscord() as fake:
@@ -486,7 +486,6 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
 def test_genbot_discord_without_a_token_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
     from genbot.frontends.cli import app
 
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
@@ -711,7 +710,6 @@ async def test_the_rate_limit_headers_pace_the_real_client(discord_env: None) ->
 def test_genbot_discord_sync_registers_the_commands_once(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
     from genbot.frontends.cli import app
 
     monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)

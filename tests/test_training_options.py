@@ -36,12 +36,11 @@ NASTY = [
 
 def parsed(argv: list[str]) -> dict[str, Any]:
     """The parameters the real ``genbot train`` command would run with for ``argv`` (parsed, not run)."""
-    import genbot.frontends.commands_models  # noqa: F401  (registers `train`)
-
     group: Any = typer.main.get_command(app)  # a click group (typer ships its own copy of click)
     with group.make_context("genbot", [argv[0]], resilient_parsing=True) as root:
-        command = group.get_command(root, argv[0])
-        assert argv[0] == "train" and command is not None
+        train = group.get_command(root, argv[0])
+        assert argv[0] == "train" and train is not None
+        command = train.get_command(root, "charrnn")  # what `genbot train` runs unless told `captioner`
         with command.make_context(argv[0], argv[1:], parent=root) as ctx:
             return dict(ctx.params)
 
