@@ -3,46 +3,15 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import make_corpus_text, write_model_folder
+
 # Serving and tests use few torch threads: a second busy process makes a 2-thread stepper slow.
 torch.set_num_threads(1)
-
-
-def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
-    """A small, learnable corpus: short dialogue lines with a few names and words."""
-    rng = random.Random(seed)
-    names = ["ROMEO", "JULIET", "NURSE", "TYBALT"]
-    words = [
-        "the",
-        "and",
-        "to",
-        "of",
-        "my",
-        "thou",
-        "art",
-        "love",
-        "night",
-        "day",
-        "sweet",
-        "fair",
-        "good",
-        "lord",
-        "come",
-        "go",
-        "now",
-    ]
-    lines: list[str] = []
-    size = 0
-    while size < n_chars:
-        line = f"{rng.choice(names)}:\n" + " ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) + ".\n\n"
-        lines.append(line)
-        size += len(line)
-    return "".join(lines)[:n_chars]
 
 
 @pytest.fixture
@@ -118,26 +87,6 @@ def _fresh_postgres_database(server_url: str) -> Iterator[str]:
 
 
 # ----- bundled-plugin folders for service, REPL and front-end tests ----------------------------
-
-
-def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
-    """A model folder with random weights over ``text``'s characters (fast, no training)."""
-    from genbot.models.card import ModelCard, Weights
-    from genbot.models.charrnn import CharRNN, CharRNNConfig
-    from genbot.models.checkpoint import architecture_of, save_model
-    from genbot.models.vocab import Vocab
-
-    torch.manual_seed(seed)
-    vocab = Vocab.from_text(text)
-    model = CharRNN(CharRNNConfig(len(vocab), "lstm", 2, hidden, 16))
-    card = ModelCard(
-        name=name,
-        description=f"test model {name}",
-        architecture=architecture_of(model.config),
-        weights=Weights(sha256=""),
-    )
-    save_model(folder / name, model, vocab, card)
-    return folder / name
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from genbot.config import ApiSettings
 from genbot.errors import ConfigError
 from genbot.frontends.api.app import check_bind
 from genbot.service import GenbotService
-from tests.api_helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse
 
 
 @pytest.fixture

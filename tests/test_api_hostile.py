@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from genbot.config import ApiSettings
 from genbot.service import GenbotService
 from genbot.storage.tables import ApiKey, Corpus, Generation, Job
-from tests.api_helpers import api_server, as_curl
+from tests.helpers import api_server, as_curl
 
 HOSTILE: list[Any] = [
     None, True, "", "1", -1, 0, 2**31, 2**63, -(2**63) - 1, 10**39, 10**45, 1.5, 1e308, -1e-308,

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from genbot.service import GenbotService
-from tests.api_helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse
 
 
 @pytest.fixture

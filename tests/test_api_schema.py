@@ -33,7 +33,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from genbot.config import ApiSettings, bundled_plugins_dir
-from tests.api_helpers import api_server
+from tests.helpers import api_server
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from genbot.config import load_settings
 from genbot.errors import CorpusError, NotFound
 from genbot.service import GenbotService
 from genbot.storage import upgrade_database
-from tests.test_cli_training import genbot
+from tests.helpers import genbot
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from genbot.quotas import Subject
 from genbot.service import GenbotService
 from genbot.storage import quotas as quota_store
 from genbot.testing import RecordingModel, ScriptedModel, loaded_model
-from genbot.testing_discord import (
+from genbot.testing.fake_discord import (
     ATTACHMENT,
     INTEGER,
     STRING,

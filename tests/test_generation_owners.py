@@ -24,7 +24,7 @@ from genbot.storage import Database, GenerationStatus, NewGeneration, repository
 from genbot.storage import quotas as storage
 from genbot.storage.processes import STALE_AFTER_S, heartbeat, new_process_id, reap
 from genbot.storage.tables import Cooldown, Generation, Quota, QuotaSlot, RateWindow, UsageDaily
-from tests.api_helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse
 
 
 def _row(owner: str | None, **kw: Any) -> NewGeneration:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,16 +42,10 @@ from genbot.storage.jobs import (
 )
 from genbot.storage.tables import JobStatus, utcnow
 from genbot.storage.versions import active_version
-from tests.conftest import make_corpus_text
+from tests.helpers import FAST, genbot, make_corpus_text, opened, wait_until
 
 T = TypeVar("T")
 SLOW = {"block": 128, "batch": 64, "eval_every": 10}
-FAST = {"block": 32, "batch": 8, "eval_every": 5}
-
-
-def genbot(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real ``genbot`` command in a child process."""
-    return subprocess.run([sys.executable, "-m", "genbot", *args], capture_output=True, text=True, timeout=timeout)
 
 
 _STARTED: list[subprocess.Popen[bytes]] = []
@@ -71,23 +65,6 @@ def start_worker(tmp_path: Path, name: str, *args: str) -> subprocess.Popen[byte
     proc = subprocess.Popen([sys.executable, "-m", "genbot", "worker", *args], stdout=log, stderr=subprocess.STDOUT)
     _STARTED.append(proc)
     return proc
-
-
-@contextlib.asynccontextmanager
-async def opened() -> AsyncIterator[GenbotService]:
-    """The service on the test's database, without models."""
-    async with GenbotService(load_settings(), serving=False) as service:
-        yield service
-
-
-async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something other than None/False."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def finished(service: GenbotService, job_id: int) -> Callable[[], Awaitable[JobRow | None]]:

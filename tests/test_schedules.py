@@ -25,7 +25,7 @@ from genbot.service import GenbotService
 from genbot.storage.db import Database
 from genbot.storage.schedules import fire_schedule, list_firings, list_schedules
 from genbot.storage.tables import JobStatus
-from tests.test_jobs import FAST, genbot, opened, wait_until
+from tests.helpers import FAST, genbot, opened, wait_until
 
 START = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 REQUEST = RetrainRequest(model="alpha", corpus="plays", steps=5, options=FAST)

@@ -149,7 +149,7 @@ async def test_a_broken_plugin_is_skipped_and_reported(plugins_dir: Path, monkey
 def test_db_upgrade_command_prepares_a_server_database(
     plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_cli_training import genbot
+    from tests.helpers import genbot
 
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
     proc = genbot("db", "upgrade")

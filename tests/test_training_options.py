@@ -24,7 +24,7 @@ from genbot.jobs import RetrainRequest
 from genbot.jobs.runner import TrainingProcess, child_command, child_env
 from genbot.jobs.spec import check, parse_source, train_argv
 from genbot.training.options import TrainingOptions
-from tests.api_helpers import api_server, client
+from tests.helpers import api_server, client
 
 # Strings an attacker would put where a value goes: options, the end of options, positionals, NUL, newlines.
 NASTY = [

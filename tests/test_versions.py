@@ -31,8 +31,7 @@ from genbot.storage import (
 )
 from genbot.storage.tables import ModelVersion
 from genbot.versions import ensure_bundled_versions, register_and_maybe_activate, rollback
-from tests.conftest import write_model_folder
-from tests.test_cli_training import genbot
+from tests.helpers import genbot, write_model_folder
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from genbot.errors import GenbotError, RetryLater, describe
 
 log = logging.getLogger("genbot.api")
 
+
 class ErrorDetail(BaseModel):
     """What went wrong (OpenAI's error object)."""
 
