@@ -21,6 +21,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from genbot.config import Settings
+from genbot.corpora import store as storage_corpora
+from genbot.corpora.files import add_corpus_files, remove_corpus_files
+from genbot.corpora.store import CorpusRow
 from genbot.engine.batching import GenerationEngine
 from genbot.engine.captions import (
     CaptionResult,
@@ -36,21 +39,21 @@ from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
 from genbot.jobs import Jobs
+from genbot.jobs import store as storage_jobs
+from genbot.keys import store as storage_keys
+from genbot.keys.store import ApiKeyRow
 from genbot.models.checkpoint import load_model
-from genbot.quotas import QuotaPolicy
-from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
-from genbot.storage import api_keys as storage_keys
-from genbot.storage import corpora as storage_corpora
-from genbot.storage import jobs as storage_jobs
-from genbot.storage import quotas as storage_quotas
-from genbot.storage import versions as storage_versions
-from genbot.storage.api_keys import ApiKeyRow
-from genbot.storage.corpora import CorpusRow
-from genbot.storage.processes import ProcessLease, reap
+from genbot.quotas import store as storage_quotas
+from genbot.quotas.policy import QuotaPolicy
+from genbot.storage import repository
+from genbot.storage.db import Database
+from genbot.storage.leases import ProcessLease, reap
+from genbot.storage.repository import GenerationRow, NewGeneration
 from genbot.storage.schema import is_current
-from genbot.storage.versions import ModelVersionRow
-from genbot.training.corpora import add_corpus_files, remove_corpus_files
-from genbot.versions import VersionWatcher, ensure_bundled_versions, rollback_target, seed_bundled_version
+from genbot.storage.tables import GenerationStatus
+from genbot.versions import store as storage_versions
+from genbot.versions.store import ModelVersionRow
+from genbot.versions.watcher import VersionWatcher, ensure_bundled_versions, rollback_target, seed_bundled_version
 
 if TYPE_CHECKING:
     from genbot.analysis.report import InspectReport, InspectRequest

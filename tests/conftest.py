@@ -127,7 +127,7 @@ async def _prepare_jobs_env(url: str, corpus_file: Path, monkeypatch: pytest.Mon
     """Set the job-test environment, migrate ``url`` and register ``corpus_file`` as ``plays``."""
     from genbot.config import load_settings
     from genbot.service import GenbotService
-    from genbot.storage import upgrade_database
+    from genbot.storage.migrate import upgrade_database
 
     env = {
         "GENBOT_DATABASE_URL": url,

@@ -296,7 +296,7 @@ async def test_uploads_have_their_own_cap(plugins_dir: Path, corpus_text: str) -
 async def test_rate_limit_holds_across_replicas_sharing_a_database(
     plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from genbot.storage import upgrade_database
+    from genbot.storage.migrate import upgrade_database
 
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
     await upgrade_database(db_url)

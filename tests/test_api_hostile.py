@@ -145,7 +145,7 @@ def dump(body: dict[str, Any]) -> bytes:
 @pytest.fixture
 async def probe(plugins_dir: Path, db_url: str, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A probe against a fresh server on ``db_url`` with corpus ``plays`` registered."""
-    from genbot.storage import upgrade_database
+    from genbot.storage.migrate import upgrade_database
 
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
     monkeypatch.setenv("GENBOT_SAMPLING__MAX_LENGTH", "50")

@@ -17,7 +17,7 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import CorpusError, NotFound
 from genbot.service import GenbotService
-from genbot.storage import upgrade_database
+from genbot.storage.migrate import upgrade_database
 from tests.helpers import genbot
 
 

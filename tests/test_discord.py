@@ -28,9 +28,9 @@ from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
 from genbot.jobs.spec import RetrainRequest
 from genbot.models.card import SamplingDefaults
 from genbot.models.vocab import Vocab
-from genbot.quotas import Subject
+from genbot.quotas import store as quota_store
+from genbot.quotas.policy import Subject
 from genbot.service import GenbotService
-from genbot.storage import quotas as quota_store
 from genbot.testing import RecordingModel, ScriptedModel, loaded_model
 from genbot.testing.fake_discord import (
     ATTACHMENT,

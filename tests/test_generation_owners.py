@@ -18,12 +18,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from genbot.config import ApiSettings, load_settings
-from genbot.quotas import Limits, QuotaPolicy, Subject
+from genbot.quotas import store as storage
+from genbot.quotas.policy import Limits, QuotaPolicy, Subject
 from genbot.service import GenbotService, GenerationRequest
-from genbot.storage import Database, GenerationStatus, NewGeneration, repository, upgrade_database
-from genbot.storage import quotas as storage
-from genbot.storage.processes import STALE_AFTER_S, heartbeat, new_process_id, reap
-from genbot.storage.tables import Cooldown, Generation, Quota, QuotaSlot, RateWindow, UsageDaily
+from genbot.storage import repository
+from genbot.storage.db import Database
+from genbot.storage.leases import reap
+from genbot.storage.migrate import upgrade_database
+from genbot.storage.processes import STALE_AFTER_S, heartbeat, new_process_id
+from genbot.storage.repository import NewGeneration
+from genbot.storage.tables import Cooldown, Generation, GenerationStatus, Quota, QuotaSlot, RateWindow, UsageDaily
 from tests.helpers import api_server, client, parse_sse
 
 

@@ -24,12 +24,9 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import GenbotError, InvalidRequest, LeaseLost
 from genbot.jobs import RetrainRequest
+from genbot.jobs import store as jobs_store
 from genbot.jobs.spec import train_argv
-from genbot.models.checkpoint import load_model
-from genbot.service import GenbotService
-from genbot.storage import jobs as jobs_store
-from genbot.storage.db import Database
-from genbot.storage.jobs import (
+from genbot.jobs.store import (
     JobRow,
     NewEvent,
     NewJob,
@@ -40,8 +37,11 @@ from genbot.storage.jobs import (
     renew_lease,
     request_cancel,
 )
+from genbot.models.checkpoint import load_model
+from genbot.service import GenbotService
+from genbot.storage.db import Database
 from genbot.storage.tables import JobStatus, utcnow
-from genbot.storage.versions import active_version
+from genbot.versions.store import active_version
 from tests.helpers import FAST, genbot, make_corpus_text, opened, wait_until
 
 T = TypeVar("T")

@@ -21,9 +21,9 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import InvalidRequest
 from genbot.jobs import Jobs, RetrainRequest, next_fire_time
+from genbot.jobs.schedule_store import fire_schedule, list_firings, list_schedules
 from genbot.service import GenbotService
 from genbot.storage.db import Database
-from genbot.storage.schedules import fire_schedule, list_firings, list_schedules
 from genbot.storage.tables import JobStatus
 from tests.helpers import FAST, genbot, opened, wait_until
 

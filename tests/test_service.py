@@ -11,7 +11,10 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import ConfigError, InvalidRequest, UnknownModel
 from genbot.service import GenbotService, GenerationRequest
-from genbot.storage import Database, NewGeneration, repository, upgrade_database
+from genbot.storage import repository
+from genbot.storage.db import Database
+from genbot.storage.migrate import upgrade_database
+from genbot.storage.repository import NewGeneration
 
 
 @pytest.fixture

@@ -22,25 +22,20 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 
 from genbot.errors import InvalidRequest, NotFound
-from genbot.storage import (
+from genbot.storage.db import Database, default_sqlite_url
+from genbot.storage.migrate import alembic_config, current_revision, head_revision, upgrade_database
+from genbot.storage.repository import (
     INTERRUPTED_ERROR,
-    Database,
-    GenerationStatus,
     NewGeneration,
-    current_revision,
-    default_sqlite_url,
     finish_generation,
     forget_user,
     get_generation,
-    head_revision,
     list_generations,
     mark_interrupted,
     start_generation,
     update_progress,
-    upgrade_database,
 )
-from genbot.storage.migrate import alembic_config
-from genbot.storage.tables import Base
+from genbot.storage.tables import Base, GenerationStatus
 
 
 def new(**overrides: Any) -> NewGeneration:

@@ -159,8 +159,8 @@ async def test_a_schedule_stored_with_a_hostile_option_queues_nothing_when_due(j
     from datetime import UTC, datetime, timedelta
 
     from genbot.config import load_settings
+    from genbot.jobs.schedule_store import create_schedule
     from genbot.service import GenbotService
-    from genbot.storage.schedules import create_schedule
 
     start = datetime(2026, 11, 27, tzinfo=UTC)
     hostile: list[dict[str, Any]] = [

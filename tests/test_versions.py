@@ -19,18 +19,18 @@ from genbot.engine.registry import ModelRegistry
 from genbot.errors import CheckpointError, ConfigError, InvalidRequest, NotFound
 from genbot.models.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
-from genbot.storage import (
-    Database,
+from genbot.storage.db import Database
+from genbot.storage.migrate import upgrade_database
+from genbot.storage.tables import ModelVersion
+from genbot.versions.store import (
     activate_if,
     activate_version,
     active_version,
     get_version,
     list_versions,
     register_version,
-    upgrade_database,
 )
-from genbot.storage.tables import ModelVersion
-from genbot.versions import ensure_bundled_versions, register_and_maybe_activate, rollback
+from genbot.versions.watcher import ensure_bundled_versions, register_and_maybe_activate, rollback
 from tests.helpers import genbot, write_model_folder
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import genbot
-from genbot.storage.db import create_engine, write_engine
+from genbot.storage.engines import create_engine, write_engine
 
 # migrations/ sits next to the package at the repository root (an editable or source install).
 MIGRATIONS_DIR = Path(genbot.__file__).resolve().parent.parent / "migrations"

@@ -33,7 +33,7 @@ def caption_source(corpus: str, image_size: int) -> Any:
     folder = Path(corpus)
     if not (folder / CAPTIONS_FILE).is_file():
         from genbot.config import load_settings
-        from genbot.training.corpora import corpus_folder
+        from genbot.corpora.files import corpus_folder
 
         folder = corpus_folder(load_settings(), corpus)
     if not (folder / CAPTIONS_FILE).is_file():

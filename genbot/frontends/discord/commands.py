@@ -13,7 +13,7 @@ from discord.ext import commands
 from genbot.errors import GenbotError, UnknownModel
 from genbot.frontends.discord.streaming import InteractionPages, StreamingReply
 from genbot.frontends.discord.views import StopView
-from genbot.quotas import Admission, Limits, Subject
+from genbot.quotas.policy import Admission, Limits, Subject
 from genbot.service import Generation, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ so every process sharing it enforces one limit: an admission reserves, in one tr
 all of its subjects, a slot (the running count) and at most what is left of today's characters,
 and stamps the cooldown; ``finish`` frees the slot and charges what was generated, giving back
 the rest. Slots belong to this process (``owner``, heartbeated by the service), so those of a
-process that died stop counting (see ``genbot.storage.quotas`` and ``genbot.storage.processes``).
+process that died stop counting (see ``genbot.quotas.store`` and ``genbot.storage.processes``).
 
 Use: ``admission = await policy.admit(subjects, chars=wanted)`` before generating (raises
 ``QuotaExceeded`` with ``retry_after``), cap the length at ``admission.remaining_chars``, and call
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from genbot.errors import InvalidRequest, QuotaExceeded
-from genbot.storage import quotas as storage
+from genbot.quotas import store as storage
+from genbot.quotas.store import QuotaRow, Refusal, SlotRequest, UsageRow
 from genbot.storage.db import Database
-from genbot.storage.quotas import QuotaRow, Refusal, SlotRequest, UsageRow
 
 log = logging.getLogger("genbot.quotas")
 CONCURRENT_RETRY_S = 5.0  # a running generation's end cannot be predicted; suggest a short wait

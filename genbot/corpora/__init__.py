@@ -1,0 +1,1 @@
+"""Corpora for fine-tuning: ``files`` (validate, stage, copy into the data folder, remove), ``store`` (rows)."""
