@@ -31,7 +31,7 @@ from genbot.jobs.spec import RetrainRequest
 from genbot.service import GenerationRequest
 
 if TYPE_CHECKING:
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
     from genbot.jobs.control import JobRow
 
 log = logging.getLogger("genbot.discord")
@@ -74,7 +74,7 @@ def _eta(p: dict[str, object]) -> str:
 class AdminCommands(commands.GroupCog, group_name="admin"):
     """Admin commands: corpora, retraining, versions, jobs, quotas (owners; server admins: their server)."""
 
-    def __init__(self, bot: GenbotBot) -> None:
+    def __init__(self, bot: BotHost) -> None:
         self.bot = bot
         super().__init__()
 

@@ -21,7 +21,7 @@ from genbot.models.images import MAX_BYTES
 
 if TYPE_CHECKING:
     from genbot.engine.registry import GeneratorEntry
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
 
 MESSAGE_LIMIT = 2000
 CAPTION_RESERVE_CHARS = 500  # reserved from the daily quota while captioning (captions are short)
@@ -45,7 +45,7 @@ def caption_reply(result: CaptionResult) -> str:
 class CaptionCommands(commands.Cog):
     """``/caption``: describe an image."""
 
-    def __init__(self, bot: GenbotBot) -> None:
+    def __init__(self, bot: BotHost) -> None:
         self.bot = bot
 
     def captioners(self) -> list[str]:
