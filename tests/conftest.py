@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from tests.helpers import make_corpus_text, write_model_folder
+
+if TYPE_CHECKING:
+    from genbot.service import GenbotService
 
 # Serving and tests use few torch threads: a second busy process makes a 2-thread stepper slow.
 torch.set_num_threads(1)
@@ -142,4 +147,17 @@ async def _prepare_jobs_env(url: str, corpus_file: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(key, value)
     await upgrade_database(url)
     async with GenbotService(load_settings(), serving=False) as service:
-        await service.add_corpus("plays", [corpus_file])
+        await service.corpora.add("plays", [corpus_file])
+
+
+@pytest.fixture
+async def service(plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GenbotService]:
+    """The full service (bundled test generators ``alpha`` and ``beta``) on the test's migrated database."""
+    from genbot.config import load_settings
+    from genbot.service import GenbotService
+    from genbot.storage.migrate import upgrade_database
+
+    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
+    await upgrade_database(db_url)
+    async with GenbotService(load_settings()) as svc:
+        yield svc

@@ -161,9 +161,9 @@ async def test_rate_limit_answers_429_with_retry_after(plugins_dir: Path) -> Non
 
 async def test_keys_scope_and_history(plugins_dir: Path) -> None:
     async with api_server(ApiSettings(require_keys=True)) as (url, service):
-        _, user = await service.create_key("app")
-        _, other = await service.create_key("other")
-        _, root = await service.create_key("root", admin=True)
+        _, user = await service.keys.create("app")
+        _, other = await service.keys.create("other")
+        _, root = await service.keys.create("root", admin=True)
         async with client(url) as anon, client(url, user) as c, client(url, other) as o, client(url, root) as r:
             assert (await anon.get("/v1/models")).status_code == 401
             assert (await client(url, "gb_wrong").get("/v1/models")).status_code == 401
@@ -174,9 +174,9 @@ async def test_keys_scope_and_history(plugins_dir: Path) -> None:
             assert [g["id"] for g in history] == [mine["id"]]
             assert (await c.get("/v1/admin/corpora")).status_code == 403
             assert (await r.get("/v1/admin/corpora")).status_code == 200
-            await service.revoke_key("app")
+            await service.keys.revoke("app")
             assert (await c.get("/v1/models")).status_code == 401
-        [listed] = [k for k in await service.keys() if k.name == "app"]
+        [listed] = [k for k in await service.keys.list() if k.name == "app"]
         assert listed.prefix == user[:10] and listed.revoked_at is not None and listed.last_used_at is not None
 
 
@@ -265,7 +265,7 @@ async def _charged(service: GenbotService) -> int:
 
 async def test_stored_key_quota_overrides_the_default(plugins_dir: Path) -> None:
     async with api_server() as (url, service):
-        row, key = await service.create_key("limited")
+        row, key = await service.keys.create("limited")
         await service.quotas.set_quota("key", str(row.id), chars_per_day=15)
         async with client(url, key) as c:
             first = (await c.post("/v1/generate", json={"model": "alpha", "length": 50})).json()
@@ -356,7 +356,7 @@ async def test_unkeyed_callers_may_generate_but_not_administer_by_default(plugin
             await c.put("/v1/admin/corpora/plays", content=b"some corpus text"),
             await c.post("/v1/admin/models/alpha/activate", json={"version": 1}),
         ]
-        corpora = await service.corpora()
+        corpora = await service.corpora.list()
     assert generated.status_code == 200
     for response in refused:
         assert response.status_code == 403 and "unkeyed_admin" in response.json()["error"]["message"]
@@ -392,7 +392,7 @@ async def test_metrics_key_guards_metrics_only(plugins_dir: Path) -> None:
 async def test_invalid_key_floods_get_429_per_address(plugins_dir: Path) -> None:
     settings = ApiSettings(require_keys=True, bad_keys_per_minute=3, rate_per_minute=0)
     async with api_server(settings, clock=lambda: 6_000_030.0) as (url, service):  # 30 s into a window
-        _, good = await service.create_key("good")
+        _, good = await service.keys.create("good")
         async with client(url) as c:
             codes = [(await c.get("/v1/models", headers={"Authorization": f"Bearer gb_guess{i}"})).status_code
                      for i in range(5)]  # fmt: skip

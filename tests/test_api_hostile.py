@@ -153,7 +153,7 @@ async def probe(plugins_dir: Path, db_url: str, corpus_file: Path, monkeypatch: 
     await upgrade_database(db_url)
     settings = ApiSettings(rate_per_minute=0, bad_keys_per_minute=0, unkeyed_admin=True)
     async with api_server(settings) as (url, service), httpx.AsyncClient(base_url=url, timeout=30) as http:
-        await service.add_corpus("plays", [corpus_file])
+        await service.corpora.add("plays", [corpus_file])
         yield Probe(http, service)
 
 

@@ -224,7 +224,7 @@ def _user_option(user_id: str, name: str) -> tuple[dict[str, object], dict[str, 
 
 async def _queued_job(service: GenbotService, corpus_file: Path) -> int:
     """A retrain job queued directly (no worker runs it), so a cancel has something to change."""
-    await service.add_corpus("plays", [corpus_file])
+    await service.corpora.add("plays", [corpus_file])
     return (await service.jobs.retrain(RetrainRequest(model="alpha", corpus="plays", steps=5))).id
 
 
@@ -253,7 +253,7 @@ async def test_a_server_admin_elsewhere_cannot_change_anything_global(
         }
         await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in sent.values()))
         jobs = await service.jobs.list(limit=10)
-        versions = await service.versions("alpha")
+        versions = await service.versions.list("alpha")
         db = service.db
         assert db is not None
         stored = [
@@ -388,7 +388,7 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(
         status = await fake.wait_for(lambda: _channel_message(fake, "**Job #"))
         await service.jobs.worker().run(once=True)
         result = await fake.wait_for(lambda: _channel_message(fake, "finished: alpha v2"), timeout=40)
-        corpus = await service.corpus("uploaded")
+        corpus = await service.corpora.get("uploaded")
         await fake.slash("admin", [{"type": SUBCOMMAND, "name": "retrain", "options": retrain}], member=admin)
         await fake.wait_for(lambda: _channel_message(fake, "**Job #2**"))
         Path((await service.jobs.get(2)).args["corpus_path"]).write_bytes(b"\x00\x01binary")  # spoiled after queueing

@@ -319,7 +319,7 @@ def accented_corpus(path: Path) -> Path:
 @pytest.mark.slow
 async def test_fine_tuning_on_new_characters_registers_a_new_version(sqlite_jobs_env: str, tmp_path: Path) -> None:
     async with opened() as service:
-        await service.add_corpus("accents", [accented_corpus(tmp_path / "accents.txt")])
+        await service.corpora.add("accents", [accented_corpus(tmp_path / "accents.txt")])
     queued = genbot("retrain", "alpha", "--corpus", "accents", "--steps", "20", "--block", "32", "--batch", "8")
     assert queued.returncode == 0, queued.stderr
     job_id = int(re.search(r"job (\d+) queued", queued.stdout).group(1))  # type: ignore[union-attr]

@@ -94,7 +94,7 @@ async def test_after_downtime_a_schedule_fires_once_and_moves_to_the_future(sqli
 async def test_a_schedule_whose_corpus_is_gone_fires_without_a_job(sqlite_jobs_env: str) -> None:
     async with opened() as service:
         schedule = await service.jobs.add_schedule(REQUEST, "0 3 * * *", now=START)
-        await service.remove_corpus("plays")
+        await service.corpora.remove("plays")
         assert await service.jobs.scheduler().tick(START + timedelta(hours=4)) == []
         assert await list_firings(service.db, schedule.id) == [(START.replace(hour=3), None)]  # type: ignore[arg-type]
         assert await service.jobs.list() == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,7 @@ from genbot.errors import ConfigError, InvalidRequest, UnknownModel
 from genbot.service import GenbotService, GenerationRequest
 from genbot.storage import repository
 from genbot.storage.db import Database
-from genbot.storage.migrate import upgrade_database
 from genbot.storage.repository import NewGeneration
-
-
-@pytest.fixture
-async def service(plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GenbotService]:
-    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
-    await upgrade_database(db_url)
-    async with GenbotService(load_settings()) as svc:
-        yield svc
 
 
 async def _run(service: GenbotService, **kw: object) -> tuple[str, object]:

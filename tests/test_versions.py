@@ -251,11 +251,11 @@ async def _text(service: GenbotService, **kw: Any) -> tuple[str, Any]:
 
 
 async def test_bundled_models_are_version_1_once(service: GenbotService, plugins_dir: Path) -> None:
-    [alpha] = await service.versions("alpha")
+    [alpha] = await service.versions.list("alpha")
     assert (alpha.version, alpha.active, Path(alpha.path)) == (1, True, (plugins_dir / "alpha").resolve())
-    assert [v.version for v in await service.versions("beta")] == [1]
+    assert [v.version for v in await service.versions.list("beta")] == [1]
     assert await ensure_bundled_versions(_db(service), _registry(service)) == 0
-    assert await service.versions("nobody") == []
+    assert await service.versions.list("nobody") == []
 
 
 async def test_a_running_server_swaps_to_a_newly_active_version(
@@ -274,7 +274,7 @@ async def test_a_running_server_swaps_to_a_newly_active_version(
     )
     first = await running.__aiter__().__anext__()  # primed and stepping on version 1
 
-    await service.activate("alpha", row.version)
+    await service.versions.activate("alpha", row.version)
     await _wait_for(lambda: _served_version(service) == 2)
     assert not running.stream.done  # the swap happened mid-stream
     new = _registry(service).get("alpha").loaded
@@ -297,7 +297,7 @@ async def test_a_corrupt_version_is_logged_and_the_old_one_keeps_serving(
     (broken / "model.safetensors").write_bytes(b"not weights")
     v2 = await register_version(_db(service), model="alpha", path=str(broken), val_loss=0.5)
     with pytest.raises(CheckpointError, match="sha256"):
-        await service.activate("alpha", v2.version)  # the admin command refuses it up front
+        await service.versions.activate("alpha", v2.version)  # the admin command refuses it up front
     assert await _active(_db(service)) == 1
 
     with caplog.at_level(logging.WARNING, logger="genbot.versions"):

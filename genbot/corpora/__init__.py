@@ -1,1 +1,1 @@
-"""Corpora for fine-tuning: ``files`` (validate, stage, copy into the data folder, remove), ``store`` (rows)."""
+"""Corpora for fine-tuning: ``files`` (validate, stage, copy, remove), ``store`` (rows), ``control`` (the facade)."""

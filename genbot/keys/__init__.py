@@ -1,1 +1,1 @@
-"""HTTP API keys: ``store`` creates, finds, lists and revokes them (stored hashed, shown once)."""
+"""HTTP API keys: ``store`` (stored hashed, shown once) and ``control.Keys`` (``service.keys``)."""

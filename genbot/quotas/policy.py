@@ -141,6 +141,10 @@ class QuotaPolicy:
         self._owner = owner  # processes.id of this process; None: it may not admit (admin tools)
         self._clock = clock  # every "now" of the policy comes from here, so tests can move time
 
+    async def count_request(self, scope: str, subject: str, window: int) -> int:
+        """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
+        return await storage.count_in_window(self._db, scope, subject, window)
+
     @property
     def owner(self) -> str | None:
         """The process id that owns this policy's slots."""

@@ -33,13 +33,17 @@ log = logging.getLogger("genbot.api")
 def create_app(service: GenbotService, settings: ApiSettings | None = None) -> FastAPI:
     """An app serving ``service`` (already open) with ``settings`` (default: the service's [api])."""
     settings = settings or service.settings.api
+
+    async def count_request(scope: str, subject: str, window: int) -> int:
+        return await service.quotas.count_request(scope, subject, window)
+
     app = FastAPI(title="genbot", version="1", description="Char-RNN text generation: native and OpenAI-compatible.")
     ctx = ApiContext(
         service,
         settings,
         ApiMetrics(lambda: ctx.queue_depth()),
-        RateLimiter(settings.rate_per_minute, service.count_request),
-        RateLimiter(settings.bad_keys_per_minute, service.count_request, scope="addr"),
+        RateLimiter(settings.rate_per_minute, count_request),
+        RateLimiter(settings.bad_keys_per_minute, count_request, scope="addr"),
     )
     app.state.genbot = ctx
     for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):

@@ -31,7 +31,7 @@ def corpus_add(
     """Validate a corpus, copy it into the data folder and record it."""
 
     async def body(service: Any) -> Any:
-        return await service.add_corpus(name, paths, kind=kind, licence=licence, description=description)
+        return await service.corpora.add(name, paths, kind=kind, licence=licence, description=description)
 
     row = with_service(body, serving=False)
     typer.echo(
@@ -46,7 +46,7 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="JSON lines
     """Every registered corpus."""
 
     async def body(service: Any) -> list[Any]:
-        rows: list[Any] = await service.corpora()
+        rows: list[Any] = await service.corpora.list()
         return rows
 
     for row in with_service(body, serving=False):
@@ -68,7 +68,7 @@ def corpus_show(
     """Everything recorded about one corpus."""
 
     async def body(service: Any) -> Any:
-        return await service.corpus(name)
+        return await service.corpora.get(name)
 
     data = json_ready(with_service(body, serving=False))
     if as_json:
@@ -84,7 +84,7 @@ def corpus_remove(name: Annotated[str, typer.Argument(help="corpus name")]) -> N
     """Delete a corpus's record and its copied files."""
 
     async def body(service: Any) -> Any:
-        return await service.remove_corpus(name)
+        return await service.corpora.remove(name)
 
     row = with_service(body, serving=False)
     typer.echo(f"removed corpus {row.name} and its files")
@@ -109,7 +109,7 @@ def corpus_synth_scenes(
         folder = write_coco_folder(Path(tmp) / name, count, size, seed)
 
         async def body(service: Any) -> Any:
-            return await service.add_corpus(
+            return await service.corpora.add(
                 name, [folder], kind="captions", licence="generated", description="synthetic scenes"
             )
 

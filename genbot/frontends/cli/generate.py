@@ -86,6 +86,8 @@ def caption(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Describe an image in words (stored in the history like a generation)."""
+    from genbot.service import Requester
+
     try:
         data = image.read_bytes()
     except OSError as e:
@@ -93,8 +95,9 @@ def caption(
 
     async def body(service: Any) -> Any:
         return await service.caption(
-            model, data, beam=beam, temperature=temperature, seed=seed, count=count, frontend="cli", user_id="local"
-        )
+            model, data, beam=beam, temperature=temperature, seed=seed, count=count,
+            requester=Requester("cli", user_id="local"),
+        )  # fmt: skip
 
     result = with_service(body)
     if as_json:

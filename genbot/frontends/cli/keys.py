@@ -26,7 +26,7 @@ def keys_create(
     """Create an API key and print it (the only time it is shown)."""
 
     async def body(service: Any) -> Any:
-        return await service.create_key(name, admin=admin)
+        return await service.keys.create(name, admin=admin)
 
     row, key = with_service(body, serving=False)
     typer.echo(key)
@@ -40,7 +40,7 @@ def keys_list(json_out: Annotated[bool, typer.Option("--json", help="JSON lines"
     """Every key: name, prefix, scope, created, last used, revoked."""
 
     async def body(service: Any) -> Any:
-        return await service.keys()
+        return await service.keys.list()
 
     for row in with_service(body, serving=False):
         if json_out:
@@ -57,7 +57,7 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> 
     """Revoke a key: requests with it are refused from now on."""
 
     async def body(service: Any) -> Any:
-        return await service.revoke_key(name)
+        return await service.keys.revoke(name)
 
     row = with_service(body, serving=False)
     typer.echo(f"revoked key {row.name!r} ({row.prefix}…)")

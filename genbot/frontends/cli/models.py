@@ -66,7 +66,7 @@ def models_versions(
     """Every recorded version of a model; * marks the active one."""
 
     async def body(service: Any) -> list[Any]:
-        rows: list[Any] = await service.versions(model)
+        rows: list[Any] = await service.versions.list(model)
         return rows
 
     rows = with_service(body, serving=False)
@@ -88,7 +88,7 @@ def models_activate(
     """Make a version the active one; running servers switch to it without a restart."""
 
     async def body(service: Any) -> Any:
-        return await service.activate(model, version)
+        return await service.versions.activate(model, version)
 
     row = with_service(body, serving=False)
     typer.echo(f"{row.model}: version {row.version} is active")
@@ -100,7 +100,7 @@ def models_rollback(model: Annotated[str, typer.Argument(help="model name")]) ->
     """Go back to the version the active one replaced (its parent, else the one before)."""
 
     async def body(service: Any) -> Any:
-        return await service.rollback(model)
+        return await service.versions.rollback(model)
 
     row = with_service(body, serving=False)
     typer.echo(f"{row.model}: rolled back to version {row.version}")

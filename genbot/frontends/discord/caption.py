@@ -18,6 +18,7 @@ from genbot.engine.captions import CaptionResult
 from genbot.errors import ImageError, InvalidRequest, UnknownModel
 from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking, subjects_of
 from genbot.models.images import MAX_BYTES
+from genbot.service import Requester
 
 if TYPE_CHECKING:
     from genbot.engine.registry import GeneratorEntry
@@ -106,10 +107,11 @@ class CaptionCommands(commands.Cog):
     ) -> CaptionResult:
         """Caption ``data`` for the interaction's user, server and channel."""
         return await self.bot.service.caption(
-            model, data, temperature=temperature, seed=seed, frontend="discord",
-            user_id=str(interaction.user.id),
-            guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-            channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+            model, data, temperature=temperature, seed=seed, requester=Requester(
+                "discord", user_id=str(interaction.user.id),
+                guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+                channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+            ),
         )  # fmt: skip
 
     @caption.autocomplete("model")
