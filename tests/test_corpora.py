@@ -186,10 +186,10 @@ async def test_size_limit_comes_from_config(
     await upgrade_database(db_url)
     async with GenbotService(load_settings()) as svc:
         half = _write(tmp_path, "half.txt", "x" * 60)
-        await svc.add_corpus("small", [half])  # 60 bytes: fine on its own
+        await svc.corpora.add("small", [half])  # 60 bytes: fine on its own
         with pytest.raises(CorpusError, match="120 bytes, over the 100-byte limit"):
-            await svc.add_corpus("big", [half, _write(tmp_path, "other.txt", "y" * 60)])
-        assert [c.name for c in await svc.corpora()] == ["small"]
+            await svc.corpora.add("big", [half, _write(tmp_path, "other.txt", "y" * 60)])
+        assert [c.name for c in await svc.corpora.list()] == ["small"]
         assert _stored_folders(svc) == ["small"]
 
 

@@ -323,9 +323,9 @@ async def test_a_restarted_server_serves_the_active_version_at_once(
         folder = write_model_folder(tmp_path / "trained", "alpha", corpus_text, seed=5)
         await register_version(_db(svc), model="alpha", path=str(folder), val_loss=None)
     async with GenbotService(load_settings()) as svc:
-        await svc.activate("alpha", 2)
-        await svc.rollback("alpha")
-        await svc.activate("alpha", 2)
+        await svc.versions.activate("alpha", 2)
+        await svc.versions.rollback("alpha")
+        await svc.versions.activate("alpha", 2)
     async with GenbotService(load_settings()) as svc:
         loaded = _registry(svc).get("alpha").loaded
         assert _served_version(svc) == 2 and loaded is not None and Path(loaded.path) == folder
