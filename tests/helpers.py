@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,13 +113,15 @@ async def api_server(
 ) -> AsyncIterator[tuple[str, GenbotService]]:
     """An open service (settings from the environment) behind a real uvicorn server; yields (url, service).
 
-    ``clock`` replaces the rate limiters' clock, so a test's requests share one window however slow it runs.
+    ``clock`` (seconds since the epoch) replaces the rate limiters' and the quota policy's clocks, so
+    a test's requests share one minute and one UTC day however slowly it runs.
     """
     settings = load_settings()
     async with GenbotService(settings) as service:
         app = create_app(service, api or settings.api)
         if clock is not None:
             app.state.genbot.limiter.clock = app.state.genbot.bad_keys.clock = clock
+            service.quotas.clock = lambda: datetime.fromtimestamp(clock(), UTC)
         async with running(app) as url:
             yield url, service
 

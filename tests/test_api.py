@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,13 @@ from genbot.errors import ConfigError
 from genbot.frontends.api.app import check_bind
 from genbot.service import GenbotService
 from tests.helpers import api_server, client, parse_sse
+
+_NOON = datetime(2027, 1, 15, 12, 0, 15, tzinfo=UTC).timestamp()
+
+
+def fixed_noon() -> float:
+    """15 s past noon UTC, always: tests of minute windows and daily quotas never cross a boundary."""
+    return _NOON
 
 
 @pytest.fixture
@@ -151,11 +159,11 @@ async def test_busy_engine_answers_503_with_retry_after(plugins_dir: Path, monke
 
 
 async def test_rate_limit_answers_429_with_retry_after(plugins_dir: Path) -> None:
-    async with api_server(ApiSettings(rate_per_minute=2)) as (url, _), client(url) as c:
+    async with api_server(ApiSettings(rate_per_minute=2), clock=fixed_noon) as (url, _), client(url) as c:
         codes = [(await c.get("/v1/models")).status_code for _ in range(3)]
         limited = await c.get("/v1/models")
     assert codes == [200, 200, 429]
-    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert int(limited.headers["retry-after"]) == 45
     assert "rate limit" in limited.json()["error"]["message"]
 
 
@@ -231,7 +239,7 @@ async def test_healthz(api: tuple[str, GenbotService]) -> None:
 
 
 async def test_daily_quota_caps_then_refuses_with_429(plugins_dir: Path) -> None:
-    async with api_server(ApiSettings(daily_chars=30)) as (url, service), client(url) as c:
+    async with api_server(ApiSettings(daily_chars=30), clock=fixed_noon) as (url, service), client(url) as c:
         first = (await c.post("/v1/generate", json={"model": "alpha", "length": 20})).json()
         capped = (await c.post("/v1/generate", json={"model": "alpha", "length": 20})).json()
         refused = await c.post("/v1/generate", json={"model": "alpha", "length": 20})
@@ -243,7 +251,7 @@ async def test_daily_quota_caps_then_refuses_with_429(plugins_dir: Path) -> None
 
 async def test_cancelled_stream_is_charged_what_it_produced(plugins_dir: Path) -> None:
     req = {"model": "alpha", "length": 5000, "stream": True}
-    async with api_server(ApiSettings(daily_chars=100_000)) as (url, service):
+    async with api_server(ApiSettings(daily_chars=100_000), clock=fixed_noon) as (url, service):
         async with client(url) as c, c.stream("POST", "/v1/generate", json=req) as response:
             async for line in response.aiter_lines():
                 if line.startswith("event: token"):
@@ -264,7 +272,7 @@ async def _charged(service: GenbotService) -> int:
 
 
 async def test_stored_key_quota_overrides_the_default(plugins_dir: Path) -> None:
-    async with api_server() as (url, service):
+    async with api_server(clock=fixed_noon) as (url, service):
         row, key = await service.keys.create("limited")
         await service.quotas.set_quota("key", str(row.id), chars_per_day=15)
         async with client(url, key) as c:
@@ -302,8 +310,8 @@ async def test_rate_limit_holds_across_replicas_sharing_a_database(
     await upgrade_database(db_url)
     limits = ApiSettings(rate_per_minute=3)
     async with (
-        api_server(limits) as (url_a, _),
-        api_server(limits) as (url_b, _),
+        api_server(limits, clock=fixed_noon) as (url_a, _),
+        api_server(limits, clock=fixed_noon) as (url_b, _),
         client(url_a) as a,
         client(url_b) as b,
     ):

@@ -139,7 +139,7 @@ class QuotaPolicy:
     def __init__(self, db: Database, owner: str | None = None, clock: Clock = utc_clock) -> None:
         self._db = db
         self._owner = owner  # processes.id of this process; None: it may not admit (admin tools)
-        self._clock = clock  # every "now" of the policy comes from here, so tests can move time
+        self.clock = clock  # every "now" of the policy comes from here, so tests can move time
 
     async def count_request(self, scope: str, subject: str, window: int) -> int:
         """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
@@ -161,7 +161,7 @@ class QuotaPolicy:
         """
         if self._owner is None:
             raise RuntimeError("quota admissions need a serving process (an owner id)")
-        now = self._clock()
+        now = self.clock()
         requests = [_slot_request(subject, await self.limits(subject)) for subject in subjects]
         day = today(now)
         outcome = await storage.reserve(self._db, requests, owner=self._owner, day=day, now=now, want=chars)
@@ -205,4 +205,4 @@ class QuotaPolicy:
 
     async def usage(self, scope: str, subject: str) -> UsageRow:
         """A subject's usage today, by the policy's clock."""
-        return await storage.usage_today(self._db, scope, subject, today(self._clock()))
+        return await storage.usage_today(self._db, scope, subject, today(self.clock()))
