@@ -28,11 +28,11 @@ from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
 from genbot.jobs.spec import RetrainRequest
 from genbot.models.card import SamplingDefaults
 from genbot.models.vocab import Vocab
-from genbot.quotas import Subject
+from genbot.quotas import store as quota_store
+from genbot.quotas.policy import Subject
 from genbot.service import GenbotService
-from genbot.storage import quotas as quota_store
 from genbot.testing import RecordingModel, ScriptedModel, loaded_model
-from genbot.testing_discord import (
+from genbot.testing.fake_discord import (
     ATTACHMENT,
     INTEGER,
     STRING,
@@ -224,7 +224,7 @@ def _user_option(user_id: str, name: str) -> tuple[dict[str, object], dict[str, 
 
 async def _queued_job(service: GenbotService, corpus_file: Path) -> int:
     """A retrain job queued directly (no worker runs it), so a cancel has something to change."""
-    await service.add_corpus("plays", [corpus_file])
+    await service.corpora.add("plays", [corpus_file])
     return (await service.jobs.retrain(RetrainRequest(model="alpha", corpus="plays", steps=5))).id
 
 
@@ -253,7 +253,7 @@ async def test_a_server_admin_elsewhere_cannot_change_anything_global(
         }
         await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in sent.values()))
         jobs = await service.jobs.list(limit=10)
-        versions = await service.versions("alpha")
+        versions = await service.versions.list("alpha")
         db = service.db
         assert db is not None
         stored = [
@@ -388,7 +388,7 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(
         status = await fake.wait_for(lambda: _channel_message(fake, "**Job #"))
         await service.jobs.worker().run(once=True)
         result = await fake.wait_for(lambda: _channel_message(fake, "finished: alpha v2"), timeout=40)
-        corpus = await service.corpus("uploaded")
+        corpus = await service.corpora.get("uploaded")
         await fake.slash("admin", [{"type": SUBCOMMAND, "name": "retrain", "options": retrain}], member=admin)
         await fake.wait_for(lambda: _channel_message(fake, "**Job #2**"))
         Path((await service.jobs.get(2)).args["corpus_path"]).write_bytes(b"\x00\x01binary")  # spoiled after queueing
@@ -471,7 +471,7 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
     import os
     import signal
 
-    from genbot.frontends.commands_serve import _serve
+    from genbot.frontends.cli.serve import _serve
 
     monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)
     async with FakeDiscord() as fake:
@@ -486,7 +486,6 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
 def test_genbot_discord_without_a_token_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
     from genbot.frontends.cli import app
 
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
@@ -711,7 +710,6 @@ async def test_the_rate_limit_headers_pace_the_real_client(discord_env: None) ->
 def test_genbot_discord_sync_registers_the_commands_once(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
     from genbot.frontends.cli import app
 
     monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.test_cli_training import genbot
+from tests.helpers import genbot
 
 ENTRY = [sys.executable, "-c", "from genbot.frontends.cli import main; main()"]
 
@@ -89,6 +89,8 @@ def test_plugins_lists_failures_and_models_lists_cards(plugins_dir: Path) -> Non
     assert "FAILED" in proc.stdout and "vocab" in proc.stdout
     models = genbot("models", "--json").stdout.splitlines()
     assert [json.loads(m)["name"] for m in models] == ["alpha"]
+    paths = json.loads(models[0])["serving_paths"]
+    assert {"prime", "step", "reason"} <= set(paths)
 
 
 def test_config_masks_the_discord_token(plugins_dir: Path, monkeypatch: object) -> None:

@@ -62,7 +62,7 @@ async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials |
         if ctx.settings.require_keys:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error")
         return Caller(ANONYMOUS, ANONYMOUS, admin=ctx.settings.unkeyed_admin)
-    key = await ctx.service.authenticate(credentials.credentials)
+    key = await ctx.service.keys.authenticate(credentials.credentials)
     if key is None:
         # Counted in the database, so a guesser spreading over replicas meets one limit.
         await ctx.bad_keys.hit(address, "invalid API keys")
@@ -81,7 +81,7 @@ async def _touch(ctx: ApiContext, key_id: int) -> None:
     now = time.monotonic()
     if now - ctx.touched.get(key_id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
         ctx.touched[key_id] = now
-        await ctx.service.touch_key(key_id)
+        await ctx.service.keys.touch(key_id)
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

@@ -19,13 +19,13 @@ import logging
 from pathlib import Path
 
 from genbot.config import Settings
-from genbot.engine.registry import GeneratorEntry, ModelRegistry, prepare
+from genbot.engine.registry import GeneratorEntry, ModelRegistry
 from genbot.errors import CheckpointError, GenbotError, InvalidRequest
 from genbot.models.card import ModelCard
 from genbot.models.checkpoint import CARD_FILE, LoadedModel, load_model
 from genbot.plugins import bundled_folders
-from genbot.storage import (
-    Database,
+from genbot.storage.db import Database
+from genbot.versions.store import (
     ModelVersionRow,
     activate_if,
     activate_version,
@@ -234,7 +234,8 @@ class VersionWatcher:
         if row.model in {e.name for e in self.registry.list()}:
             self.registry.replace(row.model, loaded)
         else:  # a model that exists only as trained versions (no bundled plugin)
-            self.registry.add(GeneratorEntry(row.model, loaded.card, prepare(loaded), f"version:{row.path}", "loaded"))
+            prepared = self.registry.prepare(loaded)  # the registry's forced paths and data_dir cache
+            self.registry.add(GeneratorEntry(row.model, prepared.card, prepared, f"version:{row.path}", "loaded"))
 
 
 def _serves(entry: GeneratorEntry, row: ModelVersionRow) -> bool:

@@ -1,0 +1,46 @@
+"""``Versions``: what the service offers about model versions (``service.versions``)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from pathlib import Path
+
+from genbot.config import Settings
+from genbot.models.checkpoint import load_model
+from genbot.storage.db import Database
+from genbot.versions import store
+from genbot.versions.store import ModelVersionRow
+from genbot.versions.watcher import rollback_target, seed_bundled_version
+
+
+class Versions:
+    """List a model's versions, activate one, roll back; serving processes pick the change up live."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+
+    async def list(self, model: str) -> builtins.list[ModelVersionRow]:
+        """Every recorded version of ``model``, oldest first (a bundled model is version 1)."""
+        await seed_bundled_version(self._db, self._settings, model)
+        return await store.list_versions(self._db, model)
+
+    async def activate(self, model: str, version: int) -> ModelVersionRow:
+        """Make ``version`` the active one, after checking its folder loads; servers pick it up live."""
+        await seed_bundled_version(self._db, self._settings, model)
+        target = await store.get_version(self._db, model, version)
+        await _check_loads(target)
+        return await store.activate_version(self._db, model, version)
+
+    async def rollback(self, model: str) -> ModelVersionRow:
+        """Activate the version the active one replaced (InvalidRequest if there is none)."""
+        await seed_bundled_version(self._db, self._settings, model)
+        target = await rollback_target(self._db, model)
+        await _check_loads(target)
+        return await store.activate_version(self._db, model, target.version)
+
+
+async def _check_loads(version: ModelVersionRow) -> None:
+    """Refuse to activate a version whose folder does not load (CheckpointError says why)."""
+    await asyncio.to_thread(load_model, Path(version.path))

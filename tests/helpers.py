@@ -1,0 +1,163 @@
+"""Helpers the tests share (fixtures are in ``conftest.py``; no test module imports another).
+
+* processes: ``genbot(*args)`` runs the real command line in a child process;
+* data: ``make_corpus_text``, ``write_model_folder`` (random weights, no training);
+* the service and jobs: ``opened()``, ``wait_until``, ``FAST`` training options;
+* the HTTP API: ``api_server`` (a live server on loopback), ``client``, ``parse_sse``, ``as_curl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import torch
+
+from genbot.config import ApiSettings, load_settings
+from genbot.frontends.api import create_app
+from genbot.frontends.api.app import running
+from genbot.service import GenbotService
+
+T = TypeVar("T")
+FAST = {"block": 32, "batch": 8, "eval_every": 5}  # training options for a job that ends in seconds
+
+
+def genbot(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``genbot`` command in a child process."""
+    return subprocess.run([sys.executable, "-m", "genbot", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
+    """A small, learnable corpus: short dialogue lines with a few names and words."""
+    rng = random.Random(seed)
+    names = ["ROMEO", "JULIET", "NURSE", "TYBALT"]
+    words = [
+        "the",
+        "and",
+        "to",
+        "of",
+        "my",
+        "thou",
+        "art",
+        "love",
+        "night",
+        "day",
+        "sweet",
+        "fair",
+        "good",
+        "lord",
+        "come",
+        "go",
+        "now",
+    ]
+    lines: list[str] = []
+    size = 0
+    while size < n_chars:
+        line = f"{rng.choice(names)}:\n" + " ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) + ".\n\n"
+        lines.append(line)
+        size += len(line)
+    return "".join(lines)[:n_chars]
+
+
+def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
+    """A model folder with random weights over ``text``'s characters (fast, no training)."""
+    from genbot.models.card import ModelCard, Weights
+    from genbot.models.charrnn import CharRNN, CharRNNConfig
+    from genbot.models.checkpoint import architecture_of, save_model
+    from genbot.models.vocab import Vocab
+
+    torch.manual_seed(seed)
+    vocab = Vocab.from_text(text)
+    model = CharRNN(CharRNNConfig(len(vocab), "lstm", 2, hidden, 16))
+    card = ModelCard(
+        name=name,
+        description=f"test model {name}",
+        architecture=architecture_of(model.config),
+        weights=Weights(sha256=""),
+    )
+    save_model(folder / name, model, vocab, card)
+    return folder / name
+
+
+@contextlib.asynccontextmanager
+async def opened() -> AsyncIterator[GenbotService]:
+    """The service on the test's database, without models."""
+    async with GenbotService(load_settings(), serving=False) as service:
+        yield service
+
+
+async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something other than None/False."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def api_server(
+    api: ApiSettings | None = None, clock: Callable[[], float] | None = None
+) -> AsyncIterator[tuple[str, GenbotService]]:
+    """An open service (settings from the environment) behind a real uvicorn server; yields (url, service).
+
+    ``clock`` (seconds since the epoch) replaces the rate limiters' and the quota policy's clocks, so
+    a test's requests share one minute and one UTC day however slowly it runs.
+    """
+    settings = load_settings()
+    async with GenbotService(settings) as service:
+        app = create_app(service, api or settings.api)
+        if clock is not None:
+            app.state.genbot.limiter.clock = app.state.genbot.bad_keys.clock = clock
+            service.quotas.clock = lambda: datetime.fromtimestamp(clock(), UTC)
+        async with running(app) as url:
+            yield url, service
+
+
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    """(event, data) pairs of a server-sent-events body; data is JSON when it parses."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        event, data = "message", ""
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data += line[len("data: ") :]
+        try:
+            events.append((event, json.loads(data)))
+        except json.JSONDecodeError:
+            events.append((event, data))
+    return events
+
+
+def client(url: str, key: str | None = None) -> httpx.AsyncClient:
+    """An httpx client for ``url``, with a Bearer key if given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
+
+
+def as_curl(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | str | None = None) -> str:
+    """A curl command line that repeats a request (the Authorization header left out), for failure messages."""
+    parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
+    for name, value in (headers or {}).items():
+        if name.lower() != "authorization":
+            parts += ["-H", shlex.quote(f"{name}: {value}")]
+    if body:
+        raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        text = raw.decode("utf-8", "backslashreplace")  # lone surrogates and NULs stay visible and printable
+        shown = text if len(text) <= 2000 else f"{text[:2000]}… ({len(text):,} chars)"
+        parts += ["--data-binary", shlex.quote(shown)]
+    return " ".join(parts)
