@@ -39,8 +39,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-import genbot
 from genbot.errors import ConfigError
+from genbot.resources import bundled_plugins_dir
 
 ENV_PREFIX = "GENBOT_"
 CONFIG_ENV = "GENBOT_CONFIG"
@@ -58,11 +58,6 @@ _PATH_FIELDS = ("data_dir", "plugins_dir")
 _MASK = "********"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-
-def bundled_plugins_dir() -> Path:
-    """The ``plugins/`` folder that ships next to the ``genbot`` package."""
-    return Path(genbot.__file__).resolve().parent.parent / "plugins"
 
 
 class _Section(BaseModel):
