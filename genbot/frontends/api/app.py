@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genbot.config import ApiSettings
 from genbot.errors import ConfigError
-from genbot.frontends.api import admin, caption, inspect, native, openai, ops
+from genbot.frontends.api import admin, caption, inspect, native, ollama, openai, ops
 from genbot.frontends.api.context import ApiContext
 from genbot.frontends.api.errors import install_error_handlers
 from genbot.frontends.api.guards import AllowedHosts, CleanInput
@@ -42,7 +42,15 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
         RateLimiter(settings.bad_keys_per_minute, service.count_request, scope="addr"),
     )
     app.state.genbot = ctx
-    for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):
+    for router in (
+        native.router,
+        inspect.router,
+        caption.router,
+        openai.router,
+        ollama.router,
+        admin.router,
+        ops.router,
+    ):
         app.include_router(router)
     install_error_handlers(app)
     # Innermost: reads JSON bodies only after the size cap below.
