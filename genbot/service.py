@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from genbot import own_models
 from genbot.config import Settings
 from genbot.engine.batching import GenerationEngine
 from genbot.engine.captions import (
@@ -435,6 +436,18 @@ class GenbotService:
         target = await rollback_target(self._db, model)
         await _check_loads(target)
         return await storage_versions.activate_version(self._db, model, target.version)
+
+    async def add_model(self, name: str, folder: Path, *, description: str | None = None) -> ModelVersionRow:
+        """Register a folder ``genbot train`` wrote as active version 1 of a new model (served by every front end)."""
+        return await own_models.add_model(self._db, self.settings, name, folder, description=description)
+
+    async def remove_model(self, name: str) -> list[ModelVersionRow]:
+        """Forget a model that is not bundled (every version, and its folders under data_dir/models)."""
+        return await own_models.remove_model(self._db, self.settings, name)
+
+    async def export_model(self, name: str, target: Path, *, version: int | None = None) -> Path:
+        """Write a model version (default: the active one) as a plugin folder another genbot loads."""
+        return await own_models.export_model(self._db, self.settings, name, target, version=version)
 
     # ----- background jobs and schedules -----------------------------------------------------
 
