@@ -25,6 +25,7 @@ from genbot.frontends.api.errors import install_error_handlers
 from genbot.frontends.api.guards import AllowedHosts, CleanInput
 from genbot.frontends.api.limits import BodySizeLimit, RateLimiter
 from genbot.frontends.api.metrics import ApiMetrics
+from genbot.plugins import add_routes, load_plugins
 from genbot.service import GenbotService
 
 log = logging.getLogger("genbot.api")
@@ -52,6 +53,7 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
         ops.router,
     ):
         app.include_router(router)
+    add_routes(service.plugins if service.plugins is not None else load_plugins(service.settings), app)
     install_error_handlers(app)
     # Innermost: reads JSON bodies only after the size cap below.
     app.add_middleware(CleanInput, raw_body_prefixes=(admin.UPLOAD_PREFIX, caption.CAPTION_PATH))
