@@ -143,3 +143,21 @@ async def test_a_brand_new_model_trained_from_scratch_through_the_api_job_route(
     assert reply.status_code == 200 and len(reply.json()["text"]) == 15
     async with GenbotService(settings, serving=False) as service:
         assert {v.version: v.active for v in await service.versions("newbie")} == {1: True}
+
+
+async def test_discord_admin_retrain_from_scratch_queues_a_new_model(sqlite_jobs_env: str) -> None:
+    from genbot.testing_discord import INTEGER, SUBCOMMAND, FakeDiscord
+    from tests.test_discord import OWNER, callbacks, ephemeral_text, opened_service, opt, running_bot
+
+    def retrain(model: str) -> list[dict[str, object]]:
+        options = [opt("model", model), opt("corpus", "plays"), opt("steps", 3, INTEGER), opt("start", "scratch")]
+        return [{"type": SUBCOMMAND, "name": "retrain", "options": options}]
+
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        queued = await fake.slash("admin", retrain("newbie"), member=OWNER)
+        refused = await fake.slash("admin", retrain("Bad Name"), member=OWNER)
+        await fake.wait_for(lambda: callbacks(fake, queued.token) and ephemeral_text(fake, refused.token))
+        [job] = await service.jobs.list()
+    assert "Queued job #" in str(callbacks(fake, queued.token)[0]["data"])
+    assert (job.model, job.args["source"], job.parent_version) == ("newbie", "scratch", None)
+    assert "invalid model name" in ephemeral_text(fake, refused.token)
