@@ -14,14 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from genbot import own_models
 from genbot.config import Settings
+from genbot.corpora.control import Corpora
 from genbot.engine.batching import GenerationEngine
 from genbot.engine.captions import (
     CaptionResult,
@@ -37,22 +37,18 @@ from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
 from genbot.jobs import Jobs
+from genbot.keys.control import Keys
 from genbot.models.checkpoint import load_model
 from genbot.plugins import LoadedPlugins, load_plugins
-from genbot.quotas import QuotaPolicy
-from genbot.storage import Database, GenerationRow, GenerationStatus, NewGeneration, repository
-from genbot.storage import api_keys as storage_keys
-from genbot.storage import corpora as storage_corpora
-from genbot.storage import jobs as storage_jobs
-from genbot.storage import quotas as storage_quotas
-from genbot.storage import versions as storage_versions
-from genbot.storage.api_keys import ApiKeyRow
-from genbot.storage.corpora import CorpusRow
-from genbot.storage.processes import ProcessLease, reap
+from genbot.quotas.policy import QuotaPolicy
+from genbot.storage import repository
+from genbot.storage.db import Database
+from genbot.storage.leases import ProcessLease, reap
+from genbot.storage.repository import GenerationRow, NewGeneration
 from genbot.storage.schema import is_current
-from genbot.storage.versions import ModelVersionRow
-from genbot.training.corpora import add_corpus_files, remove_corpus_files
-from genbot.versions import VersionWatcher, ensure_bundled_versions, rollback_target, seed_bundled_version
+from genbot.storage.tables import GenerationStatus
+from genbot.versions.control import Versions
+from genbot.versions.watcher import VersionWatcher, ensure_bundled_versions
 
 if TYPE_CHECKING:
     from genbot.analysis.report import InspectReport, InspectRequest
@@ -61,6 +57,17 @@ log = logging.getLogger("genbot.service")
 WATCHER_STOP_S = 10.0  # how long shutdown waits for a version load in progress
 PROGRESS_EVERY_S = 2.0  # how often a long generation's partial output is saved (survives a crash)
 _STATUS = {"length": "completed", "stop": "completed", "cancelled": "cancelled", "error": "failed"}
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, as stored on each generation row: the front end and its user, guild, channel or API key."""
+
+    frontend: str = "cli"
+    user_id: str | None = None
+    guild_id: str | None = None
+    channel_id: str | None = None
+    api_key_id: str | None = None
 
 
 @dataclass
@@ -80,6 +87,11 @@ class GenerationRequest:
     guild_id: str | None = None
     channel_id: str | None = None
     api_key_id: str | None = None
+
+    @property
+    def requester(self) -> Requester:
+        """Who asks (the request's last five fields)."""
+        return Requester(self.frontend, self.user_id, self.guild_id, self.channel_id, self.api_key_id)
 
 
 @dataclass
@@ -278,11 +290,7 @@ class GenbotService:
         temperature: float | None = None,
         seed: int | None = None,
         count: int = 3,
-        frontend: str = "cli",
-        user_id: str | None = None,
-        guild_id: str | None = None,
-        channel_id: str | None = None,
-        api_key_id: str | None = None,
+        requester: Requester = Requester(),
     ) -> CaptionResult:
         """Describe an image (encoded bytes): beam search, or sampling when ``temperature`` is set; stores a row.
 
@@ -302,8 +310,7 @@ class GenbotService:
         version = entry.card.version if entry.card else 1
         row = NewGeneration(
             model=entry.name, model_version=version, prompt=described, temperature=temperature or 0.0,
-            max_length=loaded.captioner.config.max_words, seed=seed, frontend=frontend, user_id=user_id,
-            guild_id=guild_id, channel_id=channel_id, api_key_id=api_key_id,
+            max_length=loaded.captioner.config.max_words, seed=seed, **asdict(requester),
         )  # fmt: skip
         row_id = await repository.start_generation(self._db, row)
         text = captions[0].text if captions else ""
@@ -318,6 +325,20 @@ class GenbotService:
     def models(self) -> list[GeneratorEntry]:
         """Every generator, loaded or failed, with its card."""
         return self._registry.list()
+
+    def model(self, name: str) -> GeneratorEntry:
+        """The loaded generator called ``name`` (UnknownModel if there is none or it failed)."""
+        return self._registry.get(name)
+
+    def model_names(self) -> list[str]:
+        """Names of the loaded generators, sorted (none before the service opens, or without serving)."""
+        return self.registry.names() if self.registry else []
+
+    def queue_depth(self) -> int:
+        """Streams queued or running across every loaded generator."""
+        entries = self.registry.list() if self.registry else []
+        loaded = [entry.loaded for entry in entries if entry.loaded is not None]
+        return sum(self.engine.queued_or_running(model) for model in loaded)
 
     def add_model_folder(self, folder: Path) -> GeneratorEntry:
         """Serve a model folder that is not a bundled plugin (``genbot sample ./my-model``)."""
@@ -344,28 +365,6 @@ class GenbotService:
         """Delete everything stored about one user (generations, usage, quotas, slots); returns how many generations."""
         return await repository.forget_user(self._db, user_id)
 
-    # ----- HTTP API keys ---------------------------------------------------------------------
-
-    async def create_key(self, name: str, *, admin: bool = False) -> tuple[ApiKeyRow, str]:
-        """Store a new API key; returns its row and the key itself (shown once, stored hashed)."""
-        return await storage_keys.create_key(self._db, name, admin=admin)
-
-    async def keys(self) -> list[ApiKeyRow]:
-        """Every API key (without secrets), revoked ones included."""
-        return await storage_keys.list_keys(self._db)
-
-    async def revoke_key(self, name: str) -> ApiKeyRow:
-        """Revoke an API key by name (NotFound if there is none)."""
-        return await storage_keys.revoke_key(self._db, name)
-
-    async def authenticate(self, key: str) -> ApiKeyRow | None:
-        """The active API key matching ``key``, or None."""
-        return await storage_keys.find_key(self._db, key)
-
-    async def touch_key(self, key_id: int) -> None:
-        """Record that an API key was just used."""
-        await storage_keys.touch_key(self._db, key_id)
-
     # ----- quotas -----------------------------------------------------------------------------
 
     @property
@@ -375,15 +374,7 @@ class GenbotService:
             self._quotas = QuotaPolicy(self._db, self.process.id if self.process else None)
         return self._quotas
 
-    async def count_request(self, scope: str, subject: str, window: int) -> int:
-        """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
-        return await storage_quotas.count_in_window(self._db, scope, subject, window)
-
-    async def job_counts(self) -> dict[str, int]:
-        """Jobs per status, counted by the database (one GROUP BY: cheap enough for every metrics scrape)."""
-        return await storage_jobs.count_by_status(self._db)
-
-    # ----- corpora and model versions --------------------------------------------------------
+    # ----- model versions served live -------------------------------------------------------
 
     async def _start_version_watcher(self) -> None:
         """Record bundled models as version 1, serve each active version, then watch for changes."""
@@ -403,56 +394,22 @@ class GenbotService:
         self._version_watch.cancel()
         await asyncio.gather(self._version_watch, return_exceptions=True)
 
-    async def add_corpus(
-        self, name: str, paths: list[Path], kind: str = "text", licence: str = "", description: str = ""
-    ) -> CorpusRow:
-        """Validate, copy and record a corpus (CorpusError, nothing stored, on any problem)."""
-        return await add_corpus_files(self._db, self.settings, name, paths, kind, licence, description)
+    # ----- the concerns' own facades ---------------------------------------------------------
 
-    async def corpora(self) -> list[CorpusRow]:
-        """Every registered corpus, by name."""
-        return await storage_corpora.list_corpora(self._db)
+    @property
+    def corpora(self) -> Corpora:
+        """Add, list, show and remove corpora."""
+        return Corpora(self._db, self.settings)
 
-    async def corpus(self, name: str) -> CorpusRow:
-        """One corpus by name (NotFound if there is none)."""
-        return await storage_corpora.get_corpus(self._db, name)
+    @property
+    def versions(self) -> Versions:
+        """A model's versions: list, activate, roll back (serving processes pick changes up live)."""
+        return Versions(self._db, self.settings)
 
-    async def remove_corpus(self, name: str) -> CorpusRow:
-        """Delete a corpus's record and files; returns what was removed."""
-        return await remove_corpus_files(self._db, self.settings, name)
-
-    async def versions(self, model: str) -> list[ModelVersionRow]:
-        """Every recorded version of ``model``, oldest first (a bundled model is version 1)."""
-        await seed_bundled_version(self._db, self.settings, model)
-        return await storage_versions.list_versions(self._db, model)
-
-    async def activate(self, model: str, version: int) -> ModelVersionRow:
-        """Make ``version`` the active one, after checking its folder loads; servers pick it up live."""
-        await seed_bundled_version(self._db, self.settings, model)
-        target = await storage_versions.get_version(self._db, model, version)
-        await _check_loads(target)
-        return await storage_versions.activate_version(self._db, model, version)
-
-    async def rollback(self, model: str) -> ModelVersionRow:
-        """Activate the version the active one replaced (InvalidRequest if there is none)."""
-        await seed_bundled_version(self._db, self.settings, model)
-        target = await rollback_target(self._db, model)
-        await _check_loads(target)
-        return await storage_versions.activate_version(self._db, model, target.version)
-
-    async def add_model(self, name: str, folder: Path, *, description: str | None = None) -> ModelVersionRow:
-        """Register a folder ``genbot train`` wrote as active version 1 of a new model (served by every front end)."""
-        return await own_models.add_model(self._db, self.settings, name, folder, description=description)
-
-    async def remove_model(self, name: str) -> list[ModelVersionRow]:
-        """Forget a model that is not bundled (every version, and its folders under data_dir/models)."""
-        return await own_models.remove_model(self._db, self.settings, name)
-
-    async def export_model(self, name: str, target: Path, *, version: int | None = None) -> Path:
-        """Write a model version (default: the active one) as a plugin folder another genbot loads."""
-        return await own_models.export_model(self._db, self.settings, name, target, version=version)
-
-    # ----- background jobs and schedules -----------------------------------------------------
+    @property
+    def keys(self) -> Keys:
+        """HTTP API keys: create, list, revoke, authenticate, touch."""
+        return Keys(self._db)
 
     @property
     def jobs(self) -> Jobs:
@@ -485,11 +442,6 @@ async def _require_current_schema(db: Database) -> None:
         )
 
 
-async def _check_loads(version: ModelVersionRow) -> None:
-    """Refuse to activate a version whose folder does not load (CheckpointError says why)."""
-    await asyncio.to_thread(load_model, Path(version.path))
-
-
 def _new_row(
     req: GenerationRequest, entry: GeneratorEntry, params: SamplingParams, owner: str | None = None
 ) -> NewGeneration:
@@ -503,16 +455,26 @@ def _new_row(
         max_length=params.max_length,
         seed=params.seed,
         stop=list(params.stop),
-        frontend=req.frontend,
-        user_id=req.user_id,
-        guild_id=req.guild_id,
-        channel_id=req.channel_id,
-        api_key_id=req.api_key_id,
         owner=owner,
+        **asdict(req.requester),
     )
 
 
-__all__ = ["GenbotService", "Generation", "GenerationRequest", "GenerationResult", "GenerationStatus", "upgrade_schema"]
+__all__ = [
+    "GenbotService",
+    "Generation",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationStatus",
+    "Requester",
+    "generators",
+    "upgrade_schema",
+]
+
+
+def generators(settings: Settings) -> list[GeneratorEntry]:
+    """Every generator the plugins offer, loaded or failed, without opening the database (``genbot plugins``)."""
+    return build_registry(settings).list()
 
 
 async def upgrade_schema(settings: Settings) -> None:

@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import os
-import random
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
+from tests.helpers import make_corpus_text, write_model_folder
+
+if TYPE_CHECKING:
+    from genbot.service import GenbotService
+
 # Serving and tests use few torch threads: a second busy process makes a 2-thread stepper slow.
 torch.set_num_threads(1)
-
-
-def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
-    """A small, learnable corpus: short dialogue lines with a few names and words."""
-    rng = random.Random(seed)
-    names = ["ROMEO", "JULIET", "NURSE", "TYBALT"]
-    words = [
-        "the",
-        "and",
-        "to",
-        "of",
-        "my",
-        "thou",
-        "art",
-        "love",
-        "night",
-        "day",
-        "sweet",
-        "fair",
-        "good",
-        "lord",
-        "come",
-        "go",
-        "now",
-    ]
-    lines: list[str] = []
-    size = 0
-    while size < n_chars:
-        line = f"{rng.choice(names)}:\n" + " ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) + ".\n\n"
-        lines.append(line)
-        size += len(line)
-    return "".join(lines)[:n_chars]
 
 
 @pytest.fixture
@@ -120,26 +94,6 @@ def _fresh_postgres_database(server_url: str) -> Iterator[str]:
 # ----- bundled-plugin folders for service, REPL and front-end tests ----------------------------
 
 
-def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
-    """A model folder with random weights over ``text``'s characters (fast, no training)."""
-    from genbot.models.card import ModelCard, Weights
-    from genbot.models.charrnn import CharRNN, CharRNNConfig
-    from genbot.models.checkpoint import architecture_of, save_model
-    from genbot.models.vocab import Vocab
-
-    torch.manual_seed(seed)
-    vocab = Vocab.from_text(text)
-    model = CharRNN(CharRNNConfig(len(vocab), "lstm", 2, hidden, 16))
-    card = ModelCard(
-        name=name,
-        description=f"test model {name}",
-        architecture=architecture_of(model.config),
-        weights=Weights(sha256=""),
-    )
-    save_model(folder / name, model, vocab, card)
-    return folder / name
-
-
 @pytest.fixture
 def plugins_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus_text: str) -> Path:
     """A plugins folder with two working generators (``alpha``, ``beta``), set as GENBOT_PLUGINS_DIR."""
@@ -178,7 +132,7 @@ async def _prepare_jobs_env(url: str, corpus_file: Path, monkeypatch: pytest.Mon
     """Set the job-test environment, migrate ``url`` and register ``corpus_file`` as ``plays``."""
     from genbot.config import load_settings
     from genbot.service import GenbotService
-    from genbot.storage import upgrade_database
+    from genbot.storage.migrate import upgrade_database
 
     env = {
         "GENBOT_DATABASE_URL": url,
@@ -193,4 +147,17 @@ async def _prepare_jobs_env(url: str, corpus_file: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(key, value)
     await upgrade_database(url)
     async with GenbotService(load_settings(), serving=False) as service:
-        await service.add_corpus("plays", [corpus_file])
+        await service.corpora.add("plays", [corpus_file])
+
+
+@pytest.fixture
+async def service(plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GenbotService]:
+    """The full service (bundled test generators ``alpha`` and ``beta``) on the test's migrated database."""
+    from genbot.config import load_settings
+    from genbot.service import GenbotService
+    from genbot.storage.migrate import upgrade_database
+
+    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
+    await upgrade_database(db_url)
+    async with GenbotService(load_settings()) as svc:
+        yield svc

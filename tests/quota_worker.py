@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from genbot.errors import QuotaExceeded
-from genbot.quotas import Admission, Limits, QuotaPolicy, Subject
-from genbot.storage import Database
+from genbot.quotas.policy import Admission, Limits, QuotaPolicy, Subject
+from genbot.storage.db import Database
 from genbot.storage.processes import heartbeat, new_process_id
 
 DAILY = 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,14 @@ from genbot.config import ApiSettings
 from genbot.errors import ConfigError
 from genbot.frontends.api.app import check_bind
 from genbot.service import GenbotService
-from tests.api_helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse
+
+_NOON = datetime(2027, 1, 15, 12, 0, 15, tzinfo=UTC).timestamp()
+
+
+def fixed_noon() -> float:
+    """15 s past noon UTC, always: tests of minute windows and daily quotas never cross a boundary."""
+    return _NOON
 
 
 @pytest.fixture
@@ -151,19 +159,19 @@ async def test_busy_engine_answers_503_with_retry_after(plugins_dir: Path, monke
 
 
 async def test_rate_limit_answers_429_with_retry_after(plugins_dir: Path) -> None:
-    async with api_server(ApiSettings(rate_per_minute=2)) as (url, _), client(url) as c:
+    async with api_server(ApiSettings(rate_per_minute=2), clock=fixed_noon) as (url, _), client(url) as c:
         codes = [(await c.get("/v1/models")).status_code for _ in range(3)]
         limited = await c.get("/v1/models")
     assert codes == [200, 200, 429]
-    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert int(limited.headers["retry-after"]) == 45
     assert "rate limit" in limited.json()["error"]["message"]
 
 
 async def test_keys_scope_and_history(plugins_dir: Path) -> None:
     async with api_server(ApiSettings(require_keys=True)) as (url, service):
-        _, user = await service.create_key("app")
-        _, other = await service.create_key("other")
-        _, root = await service.create_key("root", admin=True)
+        _, user = await service.keys.create("app")
+        _, other = await service.keys.create("other")
+        _, root = await service.keys.create("root", admin=True)
         async with client(url) as anon, client(url, user) as c, client(url, other) as o, client(url, root) as r:
             assert (await anon.get("/v1/models")).status_code == 401
             assert (await client(url, "gb_wrong").get("/v1/models")).status_code == 401
@@ -174,9 +182,9 @@ async def test_keys_scope_and_history(plugins_dir: Path) -> None:
             assert [g["id"] for g in history] == [mine["id"]]
             assert (await c.get("/v1/admin/corpora")).status_code == 403
             assert (await r.get("/v1/admin/corpora")).status_code == 200
-            await service.revoke_key("app")
+            await service.keys.revoke("app")
             assert (await c.get("/v1/models")).status_code == 401
-        [listed] = [k for k in await service.keys() if k.name == "app"]
+        [listed] = [k for k in await service.keys.list() if k.name == "app"]
         assert listed.prefix == user[:10] and listed.revoked_at is not None and listed.last_used_at is not None
 
 
@@ -231,7 +239,7 @@ async def test_healthz(api: tuple[str, GenbotService]) -> None:
 
 
 async def test_daily_quota_caps_then_refuses_with_429(plugins_dir: Path) -> None:
-    async with api_server(ApiSettings(daily_chars=30)) as (url, service), client(url) as c:
+    async with api_server(ApiSettings(daily_chars=30), clock=fixed_noon) as (url, service), client(url) as c:
         first = (await c.post("/v1/generate", json={"model": "alpha", "length": 20})).json()
         capped = (await c.post("/v1/generate", json={"model": "alpha", "length": 20})).json()
         refused = await c.post("/v1/generate", json={"model": "alpha", "length": 20})
@@ -243,7 +251,7 @@ async def test_daily_quota_caps_then_refuses_with_429(plugins_dir: Path) -> None
 
 async def test_cancelled_stream_is_charged_what_it_produced(plugins_dir: Path) -> None:
     req = {"model": "alpha", "length": 5000, "stream": True}
-    async with api_server(ApiSettings(daily_chars=100_000)) as (url, service):
+    async with api_server(ApiSettings(daily_chars=100_000), clock=fixed_noon) as (url, service):
         async with client(url) as c, c.stream("POST", "/v1/generate", json=req) as response:
             async for line in response.aiter_lines():
                 if line.startswith("event: token"):
@@ -264,8 +272,8 @@ async def _charged(service: GenbotService) -> int:
 
 
 async def test_stored_key_quota_overrides_the_default(plugins_dir: Path) -> None:
-    async with api_server() as (url, service):
-        row, key = await service.create_key("limited")
+    async with api_server(clock=fixed_noon) as (url, service):
+        row, key = await service.keys.create("limited")
         await service.quotas.set_quota("key", str(row.id), chars_per_day=15)
         async with client(url, key) as c:
             first = (await c.post("/v1/generate", json={"model": "alpha", "length": 50})).json()
@@ -296,14 +304,14 @@ async def test_uploads_have_their_own_cap(plugins_dir: Path, corpus_text: str) -
 async def test_rate_limit_holds_across_replicas_sharing_a_database(
     plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from genbot.storage import upgrade_database
+    from genbot.storage.migrate import upgrade_database
 
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
     await upgrade_database(db_url)
     limits = ApiSettings(rate_per_minute=3)
     async with (
-        api_server(limits) as (url_a, _),
-        api_server(limits) as (url_b, _),
+        api_server(limits, clock=fixed_noon) as (url_a, _),
+        api_server(limits, clock=fixed_noon) as (url_b, _),
         client(url_a) as a,
         client(url_b) as b,
     ):
@@ -356,7 +364,7 @@ async def test_unkeyed_callers_may_generate_but_not_administer_by_default(plugin
             await c.put("/v1/admin/corpora/plays", content=b"some corpus text"),
             await c.post("/v1/admin/models/alpha/activate", json={"version": 1}),
         ]
-        corpora = await service.corpora()
+        corpora = await service.corpora.list()
     assert generated.status_code == 200
     for response in refused:
         assert response.status_code == 403 and "unkeyed_admin" in response.json()["error"]["message"]
@@ -392,7 +400,7 @@ async def test_metrics_key_guards_metrics_only(plugins_dir: Path) -> None:
 async def test_invalid_key_floods_get_429_per_address(plugins_dir: Path) -> None:
     settings = ApiSettings(require_keys=True, bad_keys_per_minute=3, rate_per_minute=0)
     async with api_server(settings, clock=lambda: 6_000_030.0) as (url, service):  # 30 s into a window
-        _, good = await service.create_key("good")
+        _, good = await service.keys.create("good")
         async with client(url) as c:
             codes = [(await c.get("/v1/models", headers={"Authorization": f"Bearer gb_guess{i}"})).status_code
                      for i in range(5)]  # fmt: skip

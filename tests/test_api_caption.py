@@ -19,7 +19,7 @@ from genbot.frontends.api.caption import MAX_CAPTION_BODY_BYTES
 from genbot.service import GenbotService
 from genbot.training.caption_data import HELD_OUT_SEED
 from genbot.training.scenes import render_scene
-from tests.api_helpers import api_server, client
+from tests.helpers import api_server, client
 
 
 @pytest.fixture

@@ -17,13 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from genbot.frontends.api.app import free_port
-from genbot.frontends.cli import app, main  # noqa: F401  (main registers the commands)
+from genbot.frontends.cli import app
 
 
 @pytest.fixture
 def cli() -> CliRunner:
     """A runner with every command registered."""
-    from genbot.frontends import commands_api  # noqa: F401
 
     return CliRunner()
 

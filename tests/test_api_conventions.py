@@ -18,7 +18,7 @@ import pytest
 from genbot.config import ApiSettings
 from genbot.resources import bundled_plugins_dir
 from genbot.service import GenbotService
-from tests.api_helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ async def test_a_placeholder_key_is_the_local_caller_and_a_real_key_is_still_att
     url, service = local
     async with oai(url) as c:
         placeholder = await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=10, seed=1)
-    row, key = await service.create_key("mine")
+    row, key = await service.keys.create("mine")
     async with oai(url, key) as c:
         await c.completions.create(model="alpha", prompt="ROMEO:", max_tokens=10, seed=1)
     newest, oldest = await service.history()

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from genbot.config import ApiSettings
 from genbot.service import GenbotService
 from genbot.storage.tables import ApiKey, Corpus, Generation, Job
-from tests.api_helpers import api_server, as_curl
+from tests.helpers import api_server, as_curl
 
 HOSTILE: list[Any] = [
     None, True, "", "1", -1, 0, 2**31, 2**63, -(2**63) - 1, 10**39, 10**45, 1.5, 1e308, -1e-308,
@@ -145,7 +145,7 @@ def dump(body: dict[str, Any]) -> bytes:
 @pytest.fixture
 async def probe(plugins_dir: Path, db_url: str, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A probe against a fresh server on ``db_url`` with corpus ``plays`` registered."""
-    from genbot.storage import upgrade_database
+    from genbot.storage.migrate import upgrade_database
 
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
     monkeypatch.setenv("GENBOT_SAMPLING__MAX_LENGTH", "50")
@@ -153,7 +153,7 @@ async def probe(plugins_dir: Path, db_url: str, corpus_file: Path, monkeypatch: 
     await upgrade_database(db_url)
     settings = ApiSettings(rate_per_minute=0, bad_keys_per_minute=0, unkeyed_admin=True)
     async with api_server(settings) as (url, service), httpx.AsyncClient(base_url=url, timeout=30) as http:
-        await service.add_corpus("plays", [corpus_file])
+        await service.corpora.add("plays", [corpus_file])
         yield Probe(http, service)
 
 

@@ -15,7 +15,7 @@ from genbot.frontends.api.app import running
 from genbot.frontends.api.context import INSPECTIONS_AT_ONCE, ApiContext
 from genbot.frontends.api.inspect import MAX_INSPECT_CHARS
 from genbot.service import GenbotService
-from tests.api_helpers import api_server, client
+from tests.helpers import api_server, client
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

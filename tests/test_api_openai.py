@@ -9,14 +9,14 @@ import openai
 import pytest
 
 from genbot.service import GenbotService
-from tests.api_helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse
 
 
 @pytest.fixture
 async def oai(plugins_dir: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, GenbotService, str]]:
     """An OpenAI client with a fresh key for a server over alpha and beta; (client, service, key)."""
     async with api_server() as (url, service):
-        _, key = await service.create_key("oai")
+        _, key = await service.keys.create("oai")
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as c:
             yield c, service, url
 
@@ -103,7 +103,7 @@ async def test_errors_come_back_as_openai_errors(oai: tuple[openai.AsyncOpenAI, 
 
 async def test_raw_stream_ends_with_done(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
     _, service, url = oai
-    _, key = await service.create_key("raw")
+    _, key = await service.keys.create("raw")
     async with client(url, key) as c:
         r = await c.post("/v1/completions", json={"model": "alpha", "prompt": "a", "max_tokens": 5, "stream": True})
     events = parse_sse(r.text)

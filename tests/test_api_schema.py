@@ -33,7 +33,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from genbot.config import ApiSettings, bundled_plugins_dir
-from tests.api_helpers import api_server
+from tests.helpers import api_server
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def live_url(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
         stop = asyncio.Event()
         box["stop"] = (asyncio.get_running_loop(), stop)
         async with api_server(ApiSettings(rate_per_minute=0)) as (url, service):
-            _, key = await service.create_key("fuzz", admin=True)
+            _, key = await service.keys.create("fuzz", admin=True)
             box["url"] = url
             box["key"] = key
             ready.set()

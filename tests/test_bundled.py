@@ -12,7 +12,7 @@ from genbot.config import bundled_plugins_dir
 from genbot.models.checkpoint import load_model
 from genbot.training.trainer import TrainConfig, train
 from genbot.training.trainer import sample_text as sample
-from tests.conftest import make_corpus_text
+from tests.helpers import make_corpus_text
 
 BUNDLED = bundled_plugins_dir()
 

@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 from genbot.config import bundled_plugins_dir, load_settings
 from genbot.errors import CheckpointError, ImageError, InvalidRequest
-from genbot.frontends import commands_caption, commands_corpus, commands_models, commands_serving  # noqa: F401
 from genbot.frontends.cli import app
 from genbot.frontends.repl import Repl
 from genbot.models.captioner import Captioner, CaptionerConfig

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import genbot
+
 SMALL = ["--layers", "1", "--hidden", "32", "--emb", "8", "--block", "32", "--batch", "8", "--threads", "1"]
-
-
-def genbot(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real ``genbot`` entry point in a child process."""
-    return subprocess.run(
-        [sys.executable, "-c", "from genbot.frontends.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_train_json_then_eval_json(corpus_file: Path, tmp_path: Path) -> None:

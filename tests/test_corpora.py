@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from subprocess import PIPE
 
@@ -17,16 +16,8 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import CorpusError, NotFound
 from genbot.service import GenbotService
-from genbot.storage import upgrade_database
-from tests.test_cli_training import genbot
-
-
-@pytest.fixture
-async def service(plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GenbotService]:
-    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
-    await upgrade_database(db_url)
-    async with GenbotService(load_settings()) as svc:
-        yield svc
+from genbot.storage.migrate import upgrade_database
+from tests.helpers import genbot
 
 
 def _write(folder: Path, name: str, data: str | bytes) -> Path:
@@ -64,7 +55,7 @@ def _captions_folder(folder: Path, *, images: list[dict[str, object]] | None = N
 async def test_add_show_list_remove(service: GenbotService, tmp_path: Path) -> None:
     first = _write(tmp_path, "a.txt", "ROMEO:\nhello café\n")
     second = _write(tmp_path, "b.txt", "JULIET:\nbye")
-    row = await service.add_corpus("plays", [first, second], licence="CC0", description="two scenes")
+    row = await service.corpora.add("plays", [first, second], licence="CC0", description="two scenes")
     expected = first.read_bytes() + second.read_bytes()  # concatenated in the order given, byte for byte
     stored = Path(row.path)
     assert stored == service.settings.data_dir / "corpora" / "plays" / "input.txt"
@@ -73,29 +64,29 @@ async def test_add_show_list_remove(service: GenbotService, tmp_path: Path) -> N
     text = expected.decode("utf-8")
     assert (row.size_bytes, row.chars, row.charset) == (len(expected), len(text), "".join(sorted(set(text))))
     assert (row.kind, row.licence, row.description) == ("text", "CC0", "two scenes")
-    assert await service.corpus("plays") == row
-    assert [c.name for c in await service.corpora()] == ["plays"]
+    assert await service.corpora.get("plays") == row
+    assert [c.name for c in await service.corpora.list()] == ["plays"]
     assert _stored_folders(service) == ["plays"]  # no staging left-overs
 
-    assert await service.remove_corpus("plays") == row
-    assert await service.corpora() == []
+    assert await service.corpora.remove("plays") == row
+    assert await service.corpora.list() == []
     assert _stored_folders(service) == []
     with pytest.raises(NotFound, match="no corpus named 'plays'"):
-        await service.corpus("plays")
+        await service.corpora.get("plays")
     with pytest.raises(NotFound):
-        await service.remove_corpus("plays")
+        await service.corpora.remove("plays")
 
 
 async def test_file_order_matters_and_same_content_is_detected(service: GenbotService, tmp_path: Path) -> None:
     a, b = _write(tmp_path, "a.txt", "first part\n"), _write(tmp_path, "b.txt", "second part\n")
-    await service.add_corpus("ab", [a, b])
-    await service.add_corpus("ba", [b, a])  # other order, other content: accepted
+    await service.corpora.add("ab", [a, b])
+    await service.corpora.add("ba", [b, a])  # other order, other content: accepted
     copy = _write(tmp_path, "copy.txt", a.read_text() + b.read_text())
     with pytest.raises(CorpusError, match="already registered as corpus 'ab'"):
-        await service.add_corpus("again", [copy])
+        await service.corpora.add("again", [copy])
     with pytest.raises(CorpusError, match="corpus named 'ab' already exists"):
-        await service.add_corpus("ab", [_write(tmp_path, "new.txt", "new text\n")])
-    assert [c.name for c in await service.corpora()] == ["ab", "ba"]
+        await service.corpora.add("ab", [_write(tmp_path, "new.txt", "new text\n")])
+    assert [c.name for c in await service.corpora.list()] == ["ab", "ba"]
     assert _stored_folders(service) == ["ab", "ba"]
 
 
@@ -104,23 +95,23 @@ async def test_parallel_adds_of_one_text_register_it_once(service: GenbotService
     text = "parallel corpus text\n" * 200
     files = [_write(tmp_path, f"c{i}.txt", text) for i in range(8)]
     results = await asyncio.gather(
-        *(service.add_corpus(f"copy{i}", [f]) for i, f in enumerate(files)), return_exceptions=True
+        *(service.corpora.add(f"copy{i}", [f]) for i, f in enumerate(files)), return_exceptions=True
     )
     added = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, CorpusError)]
     assert (len(added), len(refused)) == (1, 7), results
     assert all("already registered as corpus" in str(e) for e in refused)
-    assert [c.name for c in await service.corpora()] == [added[0].name]
+    assert [c.name for c in await service.corpora.list()] == [added[0].name]
     assert _stored_folders(service) == [added[0].name]
 
 
 async def test_parallel_adds_of_one_name_keep_the_first(service: GenbotService, tmp_path: Path) -> None:
     """Six different texts under one name at once: one wins, its files are the stored ones."""
     files = [_write(tmp_path, f"n{i}.txt", f"text number {i}\n" * 50) for i in range(6)]
-    results = await asyncio.gather(*(service.add_corpus("same", [f]) for f in files), return_exceptions=True)
+    results = await asyncio.gather(*(service.corpora.add("same", [f]) for f in files), return_exceptions=True)
     added = [r for r in results if not isinstance(r, BaseException)]
     assert len(added) == 1 and all(isinstance(r, CorpusError) for r in results if r is not added[0]), results
-    [row] = await service.corpora()
+    [row] = await service.corpora.list()
     assert hashlib.sha256(Path(row.path).read_bytes()).hexdigest() == row.sha256 == added[0].sha256
 
 
@@ -148,8 +139,8 @@ def _spawn_genbot(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 async def test_bad_names_are_refused(service: GenbotService, tmp_path: Path, name: str) -> None:
     good = _write(tmp_path, "ok.txt", "fine text\n")
     with pytest.raises(CorpusError, match="invalid corpus name"):
-        await service.add_corpus(name, [good])
-    assert await service.corpora() == []
+        await service.corpora.add(name, [good])
+    assert await service.corpora.list() == []
     assert _stored_folders(service) == []
     assert not (tmp_path / "x").exists() and not (service.settings.data_dir / "x").exists()
 
@@ -170,21 +161,21 @@ async def test_bad_files_are_refused_and_nothing_is_stored(
     good = _write(tmp_path, "good.txt", "good text\n")
     bad = _write(tmp_path, "bad.txt", content)
     with pytest.raises(CorpusError, match=message):
-        await service.add_corpus("mixed", [good, bad])
-    assert await service.corpora() == []
+        await service.corpora.add("mixed", [good, bad])
+    assert await service.corpora.list() == []
     assert _stored_folders(service) == []
 
 
 async def test_missing_files_and_folders_are_refused(service: GenbotService, tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="no such file"):
-        await service.add_corpus("gone", [tmp_path / "missing.txt"])
+        await service.corpora.add("gone", [tmp_path / "missing.txt"])
     with pytest.raises(CorpusError, match="--kind captions"):
-        await service.add_corpus("dir", [tmp_path])
+        await service.corpora.add("dir", [tmp_path])
     with pytest.raises(CorpusError, match="no corpus files"):
-        await service.add_corpus("none", [])
+        await service.corpora.add("none", [])
     with pytest.raises(CorpusError, match="unknown corpus kind"):
-        await service.add_corpus("odd", [tmp_path], kind="audio")
-    assert await service.corpora() == []
+        await service.corpora.add("odd", [tmp_path], kind="audio")
+    assert await service.corpora.list() == []
 
 
 async def test_size_limit_comes_from_config(
@@ -195,16 +186,16 @@ async def test_size_limit_comes_from_config(
     await upgrade_database(db_url)
     async with GenbotService(load_settings()) as svc:
         half = _write(tmp_path, "half.txt", "x" * 60)
-        await svc.add_corpus("small", [half])  # 60 bytes: fine on its own
+        await svc.corpora.add("small", [half])  # 60 bytes: fine on its own
         with pytest.raises(CorpusError, match="120 bytes, over the 100-byte limit"):
-            await svc.add_corpus("big", [half, _write(tmp_path, "other.txt", "y" * 60)])
-        assert [c.name for c in await svc.corpora()] == ["small"]
+            await svc.corpora.add("big", [half, _write(tmp_path, "other.txt", "y" * 60)])
+        assert [c.name for c in await svc.corpora.list()] == ["small"]
         assert _stored_folders(svc) == ["small"]
 
 
 async def test_captions_folder_is_validated_and_copied(service: GenbotService, tmp_path: Path) -> None:
     source = _captions_folder(tmp_path / "coco")
-    row = await service.add_corpus("coco", [source], kind="captions", licence="CC BY 4.0")
+    row = await service.corpora.add("coco", [source], kind="captions", licence="CC BY 4.0")
     stored = Path(row.path)
     assert stored == service.settings.data_dir / "corpora" / "coco"
     copied = sorted(p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_file())
@@ -213,7 +204,7 @@ async def test_captions_folder_is_validated_and_copied(service: GenbotService, t
     assert row.kind == "captions" and row.chars == len("a cat on a mat\ntwo dogs play")
     assert row.size_bytes == sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
     with pytest.raises(CorpusError, match="already registered as corpus 'coco'"):
-        await service.add_corpus("coco2", [source], kind="captions")
+        await service.corpora.add("coco2", [source], kind="captions")
 
 
 @pytest.mark.parametrize(
@@ -231,21 +222,21 @@ async def test_bad_captions_folders_are_refused(
 ) -> None:
     source = _captions_folder(tmp_path / "coco", images=images)
     with pytest.raises(CorpusError, match=message):
-        await service.add_corpus("coco", [source], kind="captions")
-    assert await service.corpora() == []
+        await service.corpora.add("coco", [source], kind="captions")
+    assert await service.corpora.list() == []
     assert _stored_folders(service) == []
 
 
 async def test_captions_need_one_folder_with_captions_json(service: GenbotService, tmp_path: Path) -> None:
     source = _captions_folder(tmp_path / "coco")
     with pytest.raises(CorpusError, match="one folder"):
-        await service.add_corpus("coco", [source / "captions.json"], kind="captions")
+        await service.corpora.add("coco", [source / "captions.json"], kind="captions")
     (source / "captions.json").unlink()
     with pytest.raises(CorpusError, match=r"no captions\.json"):
-        await service.add_corpus("coco", [source], kind="captions")
+        await service.corpora.add("coco", [source], kind="captions")
     _write(source, "captions.json", "{not json")
     with pytest.raises(CorpusError, match="not valid JSON"):
-        await service.add_corpus("coco", [source], kind="captions")
+        await service.corpora.add("coco", [source], kind="captions")
     assert _stored_folders(service) == []
 
 
@@ -253,7 +244,7 @@ async def test_an_orphan_folder_from_a_crash_is_replaced(service: GenbotService,
     orphan = service.settings.data_dir / "corpora" / "plays"
     orphan.mkdir(parents=True)
     _write(orphan, "input.txt", "stale text from before a crash\n")
-    row = await service.add_corpus("plays", [_write(tmp_path, "a.txt", "fresh text\n")])
+    row = await service.corpora.add("plays", [_write(tmp_path, "a.txt", "fresh text\n")])
     assert Path(row.path).read_text() == "fresh text\n"
 
 

@@ -9,11 +9,9 @@ bot makes is recorded with its arrival time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +19,16 @@ import pytest
 import torch
 
 from genbot.config import bundled_plugins_dir, load_settings
-from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.discord import GenbotBot
 from genbot.frontends.discord.inspect import MAX_INSPECTIONS, InspectCommands
 from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
 from genbot.jobs.spec import RetrainRequest
-from genbot.models.card import SamplingDefaults
-from genbot.models.vocab import Vocab
-from genbot.quotas import Subject
+from genbot.quotas import store as quota_store
+from genbot.quotas.policy import Subject
 from genbot.service import GenbotService
-from genbot.storage import quotas as quota_store
-from genbot.testing import RecordingModel, ScriptedModel, loaded_model
-from genbot.testing_discord import (
+from genbot.testing.fake_discord import (
     ATTACHMENT,
     INTEGER,
-    STRING,
     SUBCOMMAND,
     USER,
     FakeClock,
@@ -45,45 +38,9 @@ from genbot.testing_discord import (
 )
 from genbot.training.caption_data import HELD_OUT_SEED
 from genbot.training.scenes import render_scene
+from tests.helpers import OWNER, callbacks, ephemeral_text, opened_service, opt, running_bot
 
 torch.set_num_threads(1)
-SCRIPT = "static int probe(struct device *dev)\n{\n\treturn 0;\n}\n\n"
-STEP_DELAY_S = 0.0015  # per character: ~2,500 characters take several seconds
-
-
-def slow_model(name: str, code_fence: str = "") -> GeneratorEntry:
-    """A scripted generator that writes SCRIPT slowly (so a reply is edited several times)."""
-    vocab = Vocab.from_text(SCRIPT + "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz:")
-    model = RecordingModel(ScriptedModel(vocab, SCRIPT), step_delay=STEP_DELAY_S)
-    return GeneratorEntry.ok(loaded_model(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
-
-
-@contextlib.asynccontextmanager
-async def opened_service() -> AsyncIterator[GenbotService]:
-    """The service over the test's SQLite file, with the slow scripted models added."""
-    async with GenbotService(load_settings()) as service:
-        assert service.registry is not None
-        service.registry.add(slow_model("slowc", "c"))
-        service.registry.add(slow_model("slow"))
-        yield service
-
-
-@contextlib.asynccontextmanager
-async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterator[GenbotBot]:
-    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received)."""
-    fake.reset_connection()
-    bot = GenbotBot(service)
-    task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
-    try:
-        ready = asyncio.create_task(bot.wait_until_ready())
-        await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # the client stopped: show why
-        assert ready.done(), "the bot did not become ready"
-        yield bot
-    finally:
-        await bot.close()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture
@@ -94,7 +51,6 @@ def discord_env(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENBOT_JOBS__TRAIN_THREADS", "1")
 
 
-OWNER = FakeDiscord.member(FakeDiscord.OWNER_ID, "olive")  # the application's owner, no server permissions
 ALICE_ID = "300000000000000001"
 
 
@@ -102,28 +58,6 @@ async def synced_commands(fake: FakeDiscord, bot: GenbotBot) -> list[Any]:
     """Sync the bot's commands (what ``genbot discord sync`` does) and return what Discord got."""
     await bot.sync_commands()
     return list(fake.calls_to("PUT", r"/applications/\d+/commands$")[-1].body)
-
-
-def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:
-    """One application-command option."""
-    return {"name": name, "type": kind, "value": value}
-
-
-def callbacks(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
-    """Bodies of the interaction callbacks answered for ``token``."""
-    return [c.body for c in fake.calls_to("POST", rf"/interactions/\d+/{token}/callback") if c.status != 429]
-
-
-def ephemeral_text(fake: FakeDiscord, token: str) -> str:
-    """The ephemeral answer to an interaction (a type-4 callback or a follow-up with flag 64)."""
-    for body in callbacks(fake, token):
-        data = body.get("data") or {}
-        if body["type"] == 4 and isinstance(data, dict) and data.get("flags", 0) & 64:
-            return str(data.get("content", ""))
-    for call in fake.calls_to("POST", rf"/webhooks/\d+/{token}$"):
-        if call.body and call.body.get("flags", 0) & 64:
-            return str(call.body.get("content", ""))
-    return ""
 
 
 def finished(fake: FakeDiscord, interaction: InjectedInteraction) -> bool:
@@ -224,7 +158,7 @@ def _user_option(user_id: str, name: str) -> tuple[dict[str, object], dict[str, 
 
 async def _queued_job(service: GenbotService, corpus_file: Path) -> int:
     """A retrain job queued directly (no worker runs it), so a cancel has something to change."""
-    await service.add_corpus("plays", [corpus_file])
+    await service.corpora.add("plays", [corpus_file])
     return (await service.jobs.retrain(RetrainRequest(model="alpha", corpus="plays", steps=5))).id
 
 
@@ -253,7 +187,7 @@ async def test_a_server_admin_elsewhere_cannot_change_anything_global(
         }
         await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in sent.values()))
         jobs = await service.jobs.list(limit=10)
-        versions = await service.versions("alpha")
+        versions = await service.versions.list("alpha")
         db = service.db
         assert db is not None
         stored = [
@@ -388,7 +322,7 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(
         status = await fake.wait_for(lambda: _channel_message(fake, "**Job #"))
         await service.jobs.worker().run(once=True)
         result = await fake.wait_for(lambda: _channel_message(fake, "finished: alpha v2"), timeout=40)
-        corpus = await service.corpus("uploaded")
+        corpus = await service.corpora.get("uploaded")
         await fake.slash("admin", [{"type": SUBCOMMAND, "name": "retrain", "options": retrain}], member=admin)
         await fake.wait_for(lambda: _channel_message(fake, "**Job #2**"))
         Path((await service.jobs.get(2)).args["corpus_path"]).write_bytes(b"\x00\x01binary")  # spoiled after queueing
@@ -471,7 +405,7 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
     import os
     import signal
 
-    from genbot.frontends.commands_serve import _serve
+    from genbot.frontends.cli.serve import _serve
 
     monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)
     async with FakeDiscord() as fake:
@@ -486,7 +420,6 @@ async def test_genbot_serve_runs_the_bot_when_a_token_is_set(
 def test_genbot_discord_without_a_token_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
     from genbot.frontends.cli import app
 
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
@@ -711,7 +644,6 @@ async def test_the_rate_limit_headers_pace_the_real_client(discord_env: None) ->
 def test_genbot_discord_sync_registers_the_commands_once(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from genbot.frontends import commands_discord  # noqa: F401 (registers the command)
     from genbot.frontends.cli import app
 
     monkeypatch.setenv("DISCORD_TOKEN", FakeDiscord.TOKEN)

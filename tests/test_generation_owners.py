@@ -18,13 +18,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from genbot.config import ApiSettings, load_settings
-from genbot.quotas import Limits, QuotaPolicy, Subject
+from genbot.quotas import store as storage
+from genbot.quotas.policy import Limits, QuotaPolicy, Subject
 from genbot.service import GenbotService, GenerationRequest
-from genbot.storage import Database, GenerationStatus, NewGeneration, repository, upgrade_database
-from genbot.storage import quotas as storage
-from genbot.storage.processes import STALE_AFTER_S, heartbeat, new_process_id, reap
-from genbot.storage.tables import Cooldown, Generation, Quota, QuotaSlot, RateWindow, UsageDaily
-from tests.api_helpers import api_server, client, parse_sse
+from genbot.storage import repository
+from genbot.storage.db import Database
+from genbot.storage.leases import reap
+from genbot.storage.migrate import upgrade_database
+from genbot.storage.processes import STALE_AFTER_S, heartbeat, new_process_id
+from genbot.storage.repository import NewGeneration
+from genbot.storage.tables import Cooldown, Generation, GenerationStatus, Quota, QuotaSlot, RateWindow, UsageDaily
+from tests.helpers import api_server, client, parse_sse
 
 
 def _row(owner: str | None, **kw: Any) -> NewGeneration:
@@ -159,3 +163,43 @@ async def test_128_parallel_streams_on_one_key_never_exceed_its_quota(settings_o
     assert served <= daily and charged == served
     assert served >= daily - 40  # the quota was used, not refused wholesale
     assert statuses <= {200, 429} and 429 in statuses
+
+
+async def test_two_servers_on_one_database_enforce_one_quota_and_one_concurrency_limit(settings_on: str) -> None:
+    """Two API servers (two services, two process ids) share a key's daily characters and slots."""
+    await upgrade_database(settings_on)
+    daily, concurrent = 300, 2
+    async with (
+        api_server(ApiSettings(daily_chars=daily, require_keys=True)) as (url_a, service),
+        api_server(ApiSettings(daily_chars=daily, require_keys=True)) as (url_b, _),
+    ):
+        row, key = await service.keys.create("shared")
+        await service.quotas.set_quota("key", str(row.id), chars_per_day=daily, concurrent=concurrent)
+        async with client(url_a, key) as a, client(url_b, key) as b:
+            running = 0
+            peak = 0
+
+            async def stream(c: httpx.AsyncClient) -> tuple[int, int]:
+                nonlocal running, peak
+                body = {"model": "alpha", "prompt": "ROMEO:", "length": 30, "stream": True}
+                async with c.stream("POST", "/v1/generate", json=body) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        return response.status_code, 0
+                    running += 1
+                    peak = max(peak, running)
+                    text = await response.aread()
+                    running -= 1
+                return 200, sum(len(d["text"]) for e, d in parse_sse(text.decode()) if e == "token")
+
+            results = await asyncio.gather(*(stream(a if i % 2 else b) for i in range(64)))
+        served = sum(chars for _, chars in results)
+        for _ in range(100):  # the last charges land just after the responses end
+            charged = (await service.quotas.usage("key", str(row.id))).chars
+            if charged == served:
+                break
+            await asyncio.sleep(0.05)
+    statuses = [status for status, _ in results]
+    assert served <= daily and charged == served
+    assert peak <= concurrent  # never more streams at once than the limit, across both servers
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= 1 and 429 in statuses

@@ -25,8 +25,7 @@ from genbot.models.charrnn import Cell, CharRNN, CharRNNConfig
 from genbot.models.checkpoint import LoadedModel, load_model
 from genbot.models.vocab import Vocab
 from genbot.training.trainer import TrainConfig, train
-from tests.conftest import write_model_folder
-from tests.test_cli_training import genbot
+from tests.helpers import genbot, write_model_folder
 
 TEXT = 'int main(void) {\n\t/* say "hi" */\n\tif (x) { f(a, (b)); }\n}\n'
 

@@ -14,8 +14,7 @@ from genbot.engine.registry import build_registry
 from genbot.errors import CheckpointError, InvalidRequest, NotFound
 from genbot.models.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
-from tests.api_helpers import api_server, client
-from tests.conftest import write_model_folder
+from tests.helpers import api_server, client, write_model_folder
 
 FAST = {"block": 32, "batch": 8, "eval_every": 5, "hidden": 32, "layers": 1}
 
@@ -40,7 +39,7 @@ async def test_an_added_folder_is_served_by_every_front_end_and_survives_a_resta
 ) -> None:
     settings = load_settings()
     async with GenbotService(settings) as service:
-        row = await service.add_model("mine", trained, description="my own plays")
+        row = await service.versions.add_model("mine", trained, description="my own plays")
         assert row.version == 1 and row.active
         assert "mine" in await service._version_watcher.sync()  # type: ignore[union-attr]  # what the poll does
         live = await text_of(service, "mine")
@@ -59,15 +58,15 @@ async def test_export_writes_a_plugin_another_genbot_loads(
     plugins_dir: Path, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with GenbotService(load_settings()) as service:
-        await service.add_model("mine", trained)
+        await service.versions.add_model("mine", trained)
         await service._version_watcher.sync()  # type: ignore[union-attr]
         expected = await text_of(service, "mine")
-        exported = await service.export_model("mine", tmp_path / "elsewhere" / "mine")
-        bundled = await service.export_model("alpha", tmp_path / "elsewhere" / "alpha", version=1)
+        exported = await service.versions.export_model("mine", tmp_path / "elsewhere" / "mine")
+        bundled = await service.versions.export_model("alpha", tmp_path / "elsewhere" / "alpha", version=1)
         with pytest.raises(InvalidRequest, match="not an empty folder"):
-            await service.export_model("mine", tmp_path / "elsewhere" / "mine")
+            await service.versions.export_model("mine", tmp_path / "elsewhere" / "mine")
         with pytest.raises(NotFound, match="no version 9"):
-            await service.export_model("mine", tmp_path / "x", version=9)
+            await service.versions.export_model("mine", tmp_path / "x", version=9)
     assert sorted(p.name for p in exported.iterdir()) == ["README.md", "model.safetensors", "plugin.toml", "vocab.json"]
     assert (bundled / "plugin.toml").is_file()
     # Another genbot: its own data folder and a plugins folder holding only the export.
@@ -86,15 +85,15 @@ async def test_export_writes_a_plugin_another_genbot_loads(
 async def test_remove_forgets_a_model_and_its_folders(plugins_dir: Path, trained: Path) -> None:
     settings = load_settings()
     async with GenbotService(settings, serving=False) as service:
-        await service.add_model("mine", trained)
-        gone = await service.remove_model("mine")
+        await service.versions.add_model("mine", trained)
+        gone = await service.versions.remove_model("mine")
         assert [v.version for v in gone] == [1]
-        assert await service.versions("mine") == []
+        assert await service.versions.list("mine") == []
         with pytest.raises(NotFound, match="no model called 'mine'"):
-            await service.remove_model("mine")
+            await service.versions.remove_model("mine")
         with pytest.raises(InvalidRequest, match="bundled"):
-            await service.remove_model("alpha")
-        await service.add_model("mine", trained)  # the name is free again
+            await service.versions.remove_model("alpha")
+        await service.versions.add_model("mine", trained)  # the name is free again
     assert sorted(p.name for p in (settings.data_dir / "models" / "mine").iterdir()) == ["v1"]
 
 
@@ -107,17 +106,17 @@ async def test_add_refuses_taken_names_bad_names_and_folders_that_do_not_load(
     (broken / "model.safetensors").write_bytes(b"not weights")
     async with GenbotService(settings, serving=False) as service:
         with pytest.raises(InvalidRequest, match="already exists"):
-            await service.add_model("alpha", trained)
+            await service.versions.add_model("alpha", trained)
         with pytest.raises(InvalidRequest, match="invalid model name"):
-            await service.add_model("../up", trained)
+            await service.versions.add_model("../up", trained)
         with pytest.raises(CheckpointError, match="not a model folder"):
-            await service.add_model("empty", tmp_path)
+            await service.versions.add_model("empty", tmp_path)
         with pytest.raises(CheckpointError):
-            await service.add_model("broken", broken)
-        await service.add_model("mine", trained)
+            await service.versions.add_model("broken", broken)
+        await service.versions.add_model("mine", trained)
         with pytest.raises(InvalidRequest, match="already exists"):
-            await service.add_model("mine", trained)
-        assert [v.model for v in await service.versions("broken")] == []
+            await service.versions.add_model("mine", trained)
+        assert [v.model for v in await service.versions.list("broken")] == []
     assert sorted(p.name for p in (settings.data_dir / "models").iterdir()) == ["mine"]
 
 
@@ -142,12 +141,12 @@ async def test_a_brand_new_model_trained_from_scratch_through_the_api_job_route(
     assert unknown.status_code == 404 and "newbie" in unknown.text  # only --from scratch makes a new model
     assert reply.status_code == 200 and len(reply.json()["text"]) == 15
     async with GenbotService(settings, serving=False) as service:
-        assert {v.version: v.active for v in await service.versions("newbie")} == {1: True}
+        assert {v.version: v.active for v in await service.versions.list("newbie")} == {1: True}
 
 
 async def test_discord_admin_retrain_from_scratch_queues_a_new_model(sqlite_jobs_env: str) -> None:
-    from genbot.testing_discord import INTEGER, SUBCOMMAND, FakeDiscord
-    from tests.test_discord import OWNER, callbacks, ephemeral_text, opened_service, opt, running_bot
+    from genbot.testing.fake_discord import INTEGER, SUBCOMMAND, FakeDiscord
+    from tests.helpers import OWNER, callbacks, ephemeral_text, opened_service, opt, running_bot
 
     def retrain(model: str) -> list[dict[str, object]]:
         options = [opt("model", model), opt("corpus", "plays"), opt("steps", 3, INTEGER), opt("start", "scratch")]

@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 from genbot.config import load_settings
 from genbot.engine.registry import build_registry
 from genbot.plugins import add_commands, load_plugins, source_kind
-from genbot.testing_discord import FakeDiscord
-from tests.api_helpers import api_server, client
-from tests.conftest import write_model_folder
+from genbot.testing.fake_discord import FakeDiscord
+from tests.helpers import api_server, client, write_model_folder
 
 PACKAGE = Path(__file__).resolve().parent / "plugin_package"
 
@@ -98,7 +97,7 @@ def test_the_packages_command_joins_the_cli(demo: Path) -> None:
 
 async def test_the_packages_cog_answers_its_slash_command(demo: Path) -> None:
     from genbot.frontends.discord import GenbotBot
-    from tests.test_discord import callbacks, opened_service, running_bot
+    from tests.helpers import callbacks, opened_service, running_bot
 
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service) as bot:
         assert isinstance(bot, GenbotBot) and "DemoCog" in bot.cogs

@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import func, select
 
 from genbot.errors import QuotaExceeded
-from genbot.quotas import Admission, Limits, QuotaPolicy, Subject
-from genbot.storage import Database
-from genbot.storage import quotas as storage
-from genbot.storage.processes import ProcessLease, heartbeat, new_process_id, reap
+from genbot.quotas import store as storage
+from genbot.quotas.policy import Admission, Limits, QuotaPolicy, Subject
+from genbot.storage.db import Database
+from genbot.storage.leases import ProcessLease, reap
+from genbot.storage.processes import heartbeat, new_process_id
 from genbot.storage.tables import Process, QuotaSlot, UsageDaily
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

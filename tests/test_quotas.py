@@ -1,4 +1,4 @@
-"""The quota policy (genbot/quotas.py) over a real database: daily characters, concurrency, cooldowns."""
+"""The quota policy (genbot/quotas/policy.py) over a real database: daily characters, concurrency, cooldowns."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from genbot.errors import InvalidRequest, QuotaExceeded
-from genbot.quotas import Limits, QuotaPolicy, Subject, seconds_to_midnight
-from genbot.storage import Database
+from genbot.quotas.policy import Limits, QuotaPolicy, Subject, seconds_to_midnight
+from genbot.storage.db import Database
 from genbot.storage.processes import heartbeat, new_process_id
 
 T0 = datetime(2026, 11, 26, 23, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.test_cli_training import genbot
+from tests.helpers import genbot
 
 ENTRY = [sys.executable, "-c", "from genbot.frontends.cli import main; main()"]
 

@@ -97,7 +97,7 @@ async def generate(c: httpx.AsyncClient, seed: int) -> dict[str, Any]:
 @pytest.mark.slow
 async def test_two_servers_and_two_workers_on_one_database(jobs_env: str, tmp_path: Path) -> None:
     async with GenbotService(load_settings(), serving=False) as service:
-        _, key = await service.create_key("ops", admin=True)
+        _, key = await service.keys.create("ops", admin=True)
     ports = [free_port(), free_port()]
     commands = {f"api{i}": ["api", "--port", str(port)] for i, port in enumerate(ports)}
     commands |= {f"worker{i}": ["worker"] for i in range(2)}

@@ -21,11 +21,11 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import InvalidRequest
 from genbot.jobs import Jobs, RetrainRequest, next_fire_time
+from genbot.jobs.schedule_store import fire_schedule, list_firings, list_schedules
 from genbot.service import GenbotService
 from genbot.storage.db import Database
-from genbot.storage.schedules import fire_schedule, list_firings, list_schedules
 from genbot.storage.tables import JobStatus
-from tests.test_jobs import FAST, genbot, opened, wait_until
+from tests.helpers import FAST, genbot, opened, wait_until
 
 START = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 REQUEST = RetrainRequest(model="alpha", corpus="plays", steps=5, options=FAST)
@@ -94,7 +94,7 @@ async def test_after_downtime_a_schedule_fires_once_and_moves_to_the_future(sqli
 async def test_a_schedule_whose_corpus_is_gone_fires_without_a_job(sqlite_jobs_env: str) -> None:
     async with opened() as service:
         schedule = await service.jobs.add_schedule(REQUEST, "0 3 * * *", now=START)
-        await service.remove_corpus("plays")
+        await service.corpora.remove("plays")
         assert await service.jobs.scheduler().tick(START + timedelta(hours=4)) == []
         assert await list_firings(service.db, schedule.id) == [(START.replace(hour=3), None)]  # type: ignore[arg-type]
         assert await service.jobs.list() == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,9 @@ import pytest
 from genbot.config import load_settings
 from genbot.errors import ConfigError, InvalidRequest, UnknownModel
 from genbot.service import GenbotService, GenerationRequest
-from genbot.storage import Database, NewGeneration, repository, upgrade_database
-
-
-@pytest.fixture
-async def service(plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GenbotService]:
-    monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
-    await upgrade_database(db_url)
-    async with GenbotService(load_settings()) as svc:
-        yield svc
+from genbot.storage import repository
+from genbot.storage.db import Database
+from genbot.storage.repository import NewGeneration
 
 
 async def _run(service: GenbotService, **kw: object) -> tuple[str, object]:
@@ -149,7 +142,7 @@ async def test_a_broken_plugin_is_skipped_and_reported(plugins_dir: Path, monkey
 def test_db_upgrade_command_prepares_a_server_database(
     plugins_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_cli_training import genbot
+    from tests.helpers import genbot
 
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
     proc = genbot("db", "upgrade")

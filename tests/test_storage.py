@@ -20,27 +20,23 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 
 from genbot.errors import InvalidRequest, NotFound
-from genbot.storage import (
+from genbot.storage.db import Database, default_sqlite_url
+from genbot.storage.migrate import alembic_config, current_revision, head_revision, upgrade_database
+from genbot.storage.repository import (
     INTERRUPTED_ERROR,
-    Database,
-    GenerationStatus,
     NewGeneration,
-    current_revision,
-    default_sqlite_url,
     finish_generation,
     forget_user,
     get_generation,
-    head_revision,
     list_generations,
     mark_interrupted,
     start_generation,
     update_progress,
-    upgrade_database,
 )
-from genbot.storage.migrate import alembic_config
-from genbot.storage.tables import Base
+from genbot.storage.tables import Base, GenerationStatus
 
 
 def new(**overrides: Any) -> NewGeneration:
@@ -87,6 +83,28 @@ async def test_upgrade_is_idempotent_and_safe_to_run_concurrently(db_url: str) -
     await asyncio.gather(*(upgrade_database(db_url) for _ in range(4)))
     await upgrade_database(db_url)
     async with Database.open(db_url, upgrade=False) as db:
+        assert await current_revision(db.engine) == head_revision()
+
+
+async def test_a_locked_sqlite_file_at_first_start_is_migrated_on_a_later_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a process can be told while another one switches a brand-new file to WAL.
+    from genbot.storage import migrate
+
+    real, calls = migrate._upgrade_once, []
+
+    async def locked_once(engine: Any, revision: str) -> None:
+        calls.append(revision)
+        if len(calls) == 1:
+            raise OperationalError("PRAGMA journal_mode = WAL", {}, sqlite3.OperationalError("database is locked"))
+        await real(engine, revision)
+
+    monkeypatch.setattr(migrate, "_upgrade_once", locked_once)
+    url = default_sqlite_url(tmp_path / "fresh")
+    await upgrade_database(url)
+    assert len(calls) == 2
+    async with Database.open(url, upgrade=False) as db:
         assert await current_revision(db.engine) == head_revision()
 
 

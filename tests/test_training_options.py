@@ -24,7 +24,7 @@ from genbot.jobs import RetrainRequest
 from genbot.jobs.runner import TrainingProcess, child_command, child_env
 from genbot.jobs.spec import check, parse_source, train_argv
 from genbot.training.options import TrainingOptions
-from tests.api_helpers import api_server, client
+from tests.helpers import api_server, client
 
 # Strings an attacker would put where a value goes: options, the end of options, positionals, NUL, newlines.
 NASTY = [
@@ -36,12 +36,11 @@ NASTY = [
 
 def parsed(argv: list[str]) -> dict[str, Any]:
     """The parameters the real ``genbot train`` command would run with for ``argv`` (parsed, not run)."""
-    import genbot.frontends.commands_models  # noqa: F401  (registers `train`)
-
     group: Any = typer.main.get_command(app)  # a click group (typer ships its own copy of click)
     with group.make_context("genbot", [argv[0]], resilient_parsing=True) as root:
-        command = group.get_command(root, argv[0])
-        assert argv[0] == "train" and command is not None
+        train = group.get_command(root, argv[0])
+        assert argv[0] == "train" and train is not None
+        command = train.get_command(root, "charrnn")  # what `genbot train` runs unless told `captioner`
         with command.make_context(argv[0], argv[1:], parent=root) as ctx:
             return dict(ctx.params)
 
@@ -160,8 +159,8 @@ async def test_a_schedule_stored_with_a_hostile_option_queues_nothing_when_due(j
     from datetime import UTC, datetime, timedelta
 
     from genbot.config import load_settings
+    from genbot.jobs.schedule_store import create_schedule
     from genbot.service import GenbotService
-    from genbot.storage.schedules import create_schedule
 
     start = datetime(2026, 11, 27, tzinfo=UTC)
     hostile: list[dict[str, Any]] = [

@@ -19,20 +19,19 @@ from genbot.engine.registry import ModelRegistry
 from genbot.errors import CheckpointError, ConfigError, InvalidRequest, NotFound
 from genbot.models.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
-from genbot.storage import (
-    Database,
+from genbot.storage.db import Database
+from genbot.storage.migrate import upgrade_database
+from genbot.storage.tables import ModelVersion
+from genbot.versions.store import (
     activate_if,
     activate_version,
     active_version,
     get_version,
     list_versions,
     register_version,
-    upgrade_database,
 )
-from genbot.storage.tables import ModelVersion
-from genbot.versions import ensure_bundled_versions, register_and_maybe_activate, rollback
-from tests.conftest import write_model_folder
-from tests.test_cli_training import genbot
+from genbot.versions.watcher import ensure_bundled_versions, register_and_maybe_activate, rollback
+from tests.helpers import genbot, write_model_folder
 
 
 @pytest.fixture
@@ -252,11 +251,11 @@ async def _text(service: GenbotService, **kw: Any) -> tuple[str, Any]:
 
 
 async def test_bundled_models_are_version_1_once(service: GenbotService, plugins_dir: Path) -> None:
-    [alpha] = await service.versions("alpha")
+    [alpha] = await service.versions.list("alpha")
     assert (alpha.version, alpha.active, Path(alpha.path)) == (1, True, (plugins_dir / "alpha").resolve())
-    assert [v.version for v in await service.versions("beta")] == [1]
+    assert [v.version for v in await service.versions.list("beta")] == [1]
     assert await ensure_bundled_versions(_db(service), _registry(service)) == 0
-    assert await service.versions("nobody") == []
+    assert await service.versions.list("nobody") == []
 
 
 async def test_a_running_server_swaps_to_a_newly_active_version(
@@ -275,7 +274,7 @@ async def test_a_running_server_swaps_to_a_newly_active_version(
     )
     first = await running.__aiter__().__anext__()  # primed and stepping on version 1
 
-    await service.activate("alpha", row.version)
+    await service.versions.activate("alpha", row.version)
     await _wait_for(lambda: _served_version(service) == 2)
     assert not running.stream.done  # the swap happened mid-stream
     new = _registry(service).get("alpha").loaded
@@ -298,7 +297,7 @@ async def test_a_corrupt_version_is_logged_and_the_old_one_keeps_serving(
     (broken / "model.safetensors").write_bytes(b"not weights")
     v2 = await register_version(_db(service), model="alpha", path=str(broken), val_loss=0.5)
     with pytest.raises(CheckpointError, match="sha256"):
-        await service.activate("alpha", v2.version)  # the admin command refuses it up front
+        await service.versions.activate("alpha", v2.version)  # the admin command refuses it up front
     assert await _active(_db(service)) == 1
 
     with caplog.at_level(logging.WARNING, logger="genbot.versions"):
@@ -324,9 +323,9 @@ async def test_a_restarted_server_serves_the_active_version_at_once(
         folder = write_model_folder(tmp_path / "trained", "alpha", corpus_text, seed=5)
         await register_version(_db(svc), model="alpha", path=str(folder), val_loss=None)
     async with GenbotService(load_settings()) as svc:
-        await svc.activate("alpha", 2)
-        await svc.rollback("alpha")
-        await svc.activate("alpha", 2)
+        await svc.versions.activate("alpha", 2)
+        await svc.versions.rollback("alpha")
+        await svc.versions.activate("alpha", 2)
     async with GenbotService(load_settings()) as svc:
         loaded = _registry(svc).get("alpha").loaded
         assert _served_version(svc) == 2 and loaded is not None and Path(loaded.path) == folder

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from genbot.errors import GenbotError, InvalidRequest
-from genbot.service import GenbotService, Generation, GenerationRequest
+from genbot.service import GenbotService, Generation, GenerationRequest, Requester
 
 if TYPE_CHECKING:
     from genbot.analysis.report import InspectRequest
@@ -131,7 +131,7 @@ class Repl:
     # ----- commands ----------------------------------------------------------------------------
 
     def _use(self, arg: str) -> None:
-        self.service.registry.get(arg) if self.service.registry else None
+        self.service.model(arg)  # UnknownModel before switching
         self.state.model = arg
         self.say(f"using {arg}")
 
@@ -203,8 +203,7 @@ class Repl:
             data,
             temperature=sampled,
             seed=s.seed,
-            frontend="repl",
-            user_id=self.user,
+            requester=Requester("repl", user_id=self.user),
         )
         for c in result.captions:
             self.say(f"{c.logprob:8.3f}  {c.text}")
@@ -259,7 +258,7 @@ def _write_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
 
 def default_model(service: GenbotService) -> str:
     """Shakespeare if it loaded, else the first loaded generator, else ""."""
-    names = service.registry.names() if service.registry else []
+    names = service.model_names()
     return "shakespeare" if "shakespeare" in names else (names[0] if names else "")
 
 

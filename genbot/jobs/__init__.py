@@ -4,7 +4,7 @@
 what the service exposes (queue, inspect, cancel, schedules); ``worker`` claims jobs and runs
 ``runner``'s training child process under a lease; ``publish`` turns a finished run into a
 model version; ``schedules`` fires cron schedules exactly once; ``plots`` draws loss curves.
-The queue itself (claims, leases, events) lives in ``genbot.storage.jobs``.
+The queue itself (claims, leases, events) is ``store``; schedule rows are ``schedule_store``.
 """
 
 from genbot.jobs.control import Jobs

@@ -18,10 +18,10 @@ from datetime import datetime
 from croniter import croniter
 
 from genbot.errors import GenbotError, InvalidRequest
+from genbot.jobs.schedule_store import ScheduleRow, due_schedules, fire_schedule
 from genbot.jobs.spec import RetrainRequest
+from genbot.jobs.store import NewJob
 from genbot.storage.db import Database
-from genbot.storage.jobs import NewJob
-from genbot.storage.schedules import ScheduleRow, due_schedules, fire_schedule
 from genbot.storage.tables import utcnow
 
 log = logging.getLogger("genbot.jobs.scheduler")

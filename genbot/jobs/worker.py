@@ -28,12 +28,13 @@ import time
 from typing import Any
 
 from genbot.config import Settings
+from genbot.errors import LeaseLost
+from genbot.jobs import store as queue
 from genbot.jobs.publish import job_dir, publish
 from genbot.jobs.runner import TrainingProcess, describe_exit
 from genbot.jobs.spec import train_argv
-from genbot.storage import jobs as queue
+from genbot.jobs.store import JobRow, NewEvent, message
 from genbot.storage.db import Database
-from genbot.storage.jobs import JobRow, LeaseLost, NewEvent, message
 from genbot.storage.tables import JobStatus
 
 log = logging.getLogger("genbot.jobs.worker")

@@ -11,22 +11,30 @@ The ``alembic`` command line also works, for writing new revisions:
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genbot.resources import migrations_dir
-from genbot.storage.db import create_engine, write_engine
+from genbot.storage.engines import create_engine, write_engine
 
 # The wheel's copy of migrations/, or the checkout's top-level folder (genbot/resources.py).
 MIGRATIONS_DIR = migrations_dir()
 
 # Any constant works; it only has to be the same in every genbot process.
 _PG_MIGRATION_LOCK = 0x67656E626F74  # "genbot"
+# Tries of a SQLite migration that meets "database is locked" (see ``upgrade``).
+_SQLITE_LOCKED_TRIES = 5
+
+log = logging.getLogger(__name__)
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -55,6 +63,26 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision`` in one transaction."""
+    if engine.dialect.name != "sqlite":
+        await _upgrade_once(engine, revision)
+        return
+    # Processes that open a brand-new SQLite file together can still be told "database is
+    # locked" while one of them switches the file to WAL (a lock the busy handler does not
+    # always wait for). The migration is one transaction, so trying again is safe.
+    for attempt in range(1, _SQLITE_LOCKED_TRIES + 1):
+        try:
+            await _upgrade_once(engine, revision)
+            return
+        except OperationalError as e:
+            if "database is locked" not in str(e) or attempt == _SQLITE_LOCKED_TRIES:
+                raise
+            log.info("database is locked while migrating (try %d of %d); trying again", attempt, _SQLITE_LOCKED_TRIES)
+            await engine.dispose()
+            await asyncio.sleep(0.2 * attempt)
+
+
+async def _upgrade_once(engine: AsyncEngine, revision: str) -> None:
+    """One migration transaction."""
     # IMMEDIATE on SQLite / an advisory lock on PostgreSQL: processes starting together
     # migrate one after another instead of racing on the same DDL.
     async with write_engine(engine).begin() as conn:

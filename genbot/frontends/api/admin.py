@@ -51,7 +51,7 @@ def _json(value: Any) -> Any:
 @router.get("/corpora", summary="Registered corpora")
 async def list_corpora(ctx: Ctx, who: AdminDep) -> dict[str, Any]:
     """Every registered corpus, by name."""
-    return {"corpora": [plain(c) for c in await ctx.service.corpora()]}
+    return {"corpora": [plain(c) for c in await ctx.service.corpora.list()]}
 
 
 @router.put(
@@ -74,7 +74,7 @@ async def upload_corpus(
     with tempfile.TemporaryDirectory(prefix="genbot-upload-") as tmp:
         path = Path(tmp) / "input.txt"
         await _save_body(request, path)
-        row = await ctx.service.add_corpus(name, [path], "text", licence, description)
+        row = await ctx.service.corpora.add(name, [path], "text", licence, description)
     return plain(row)
 
 
@@ -90,7 +90,7 @@ async def _save_body(request: Request, path: Path) -> None:
 @router.get("/corpora/{name}", summary="One corpus")
 async def get_corpus(name: Annotated[str, PathParam(max_length=64)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
     """A corpus by name (404 if there is none)."""
-    return plain(await ctx.service.corpus(name))
+    return plain(await ctx.service.corpora.get(name))
 
 
 # ----- jobs ----------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ async def cancel_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], ctx: Ct
 @router.get("/models/{model}/versions", summary="A model's versions")
 async def versions(model: Annotated[str, PathParam(max_length=100)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
     """Every recorded version, oldest first."""
-    return {"versions": [plain(v) for v in await ctx.service.versions(model)]}
+    return {"versions": [plain(v) for v in await ctx.service.versions.list(model)]}
 
 
 class ActivateBody(BaseModel):
@@ -174,4 +174,4 @@ async def activate(
     model: Annotated[str, PathParam(max_length=100)], body: ActivateBody, ctx: Ctx, who: AdminDep
 ) -> dict[str, Any]:
     """Make a version active (checked to load first); servers pick it up live."""
-    return plain(await ctx.service.activate(model, body.version))
+    return plain(await ctx.service.versions.activate(model, body.version))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +21,7 @@ from genbot.errors import ConfigError
 from genbot.frontends.api import admin, caption, inspect, native, ollama, openai, ops
 from genbot.frontends.api.context import ApiContext
 from genbot.frontends.api.errors import install_error_handlers
-from genbot.frontends.api.guards import AllowedHosts, CleanInput
+from genbot.frontends.api.guards import AllowedHosts, CleanInput, is_loopback_name
 from genbot.frontends.api.limits import BodySizeLimit, RateLimiter
 from genbot.frontends.api.metrics import ApiMetrics
 from genbot.plugins import add_routes, load_plugins
@@ -34,13 +33,17 @@ log = logging.getLogger("genbot.api")
 def create_app(service: GenbotService, settings: ApiSettings | None = None) -> FastAPI:
     """An app serving ``service`` (already open) with ``settings`` (default: the service's [api])."""
     settings = settings or service.settings.api
+
+    async def count_request(scope: str, subject: str, window: int) -> int:
+        return await service.quotas.count_request(scope, subject, window)
+
     app = FastAPI(title="genbot", version="1", description="Char-RNN text generation: native and OpenAI-compatible.")
     ctx = ApiContext(
         service,
         settings,
         ApiMetrics(lambda: ctx.queue_depth()),
-        RateLimiter(settings.rate_per_minute, service.count_request),
-        RateLimiter(settings.bad_keys_per_minute, service.count_request, scope="addr"),
+        RateLimiter(settings.rate_per_minute, count_request),
+        RateLimiter(settings.bad_keys_per_minute, count_request, scope="addr"),
     )
     app.state.genbot = ctx
     for router in (
@@ -100,22 +103,12 @@ class RequestMetrics:
 
 def check_bind(settings: ApiSettings) -> None:
     """Refuse to listen off loopback unless every request needs a key (ConfigError says how to fix it)."""
-    if settings.require_keys or _is_loopback(settings.host):
+    if settings.require_keys or is_loopback_name(settings.host):
         return
     raise ConfigError(
         f"refusing to listen on {settings.host}: a non-loopback address needs API keys; set [api] require_keys = true "
         "(or GENBOT_API__REQUIRE_KEYS=true) and create keys with `genbot keys create NAME`"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (a host name other than localhost counts as public)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: could resolve anywhere
 
 
 def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:

@@ -65,7 +65,7 @@ async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials |
         if ctx.settings.require_keys:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error")
         return anonymous
-    key = await ctx.service.authenticate(credentials.credentials)
+    key = await ctx.service.keys.authenticate(credentials.credentials)
     if key is None and not ctx.settings.require_keys:
         return anonymous  # a placeholder token ("sk-no-key", "ollama"): keys are optional here
     if key is None:
@@ -86,7 +86,7 @@ async def _touch(ctx: ApiContext, key_id: int) -> None:
     now = time.monotonic()
     if now - ctx.touched.get(key_id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
         ctx.touched[key_id] = now
-        await ctx.service.touch_key(key_id)
+        await ctx.service.keys.touch(key_id)
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

@@ -16,6 +16,7 @@ from genbot.errors import InvalidRequest
 from genbot.frontends.api.auth import CallerDep
 from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented
+from genbot.service import Requester
 
 router = APIRouter(tags=["native"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -86,6 +87,7 @@ async def caption(
     data = await image.read()
     name = pick_model(ctx, model)
     result = await ctx.service.caption(
-        name, data, beam=beam, temperature=temperature, seed=seed, count=count, frontend="api", api_key_id=who.key_id
-    )
+        name, data, beam=beam, temperature=temperature, seed=seed, count=count,
+        requester=Requester("api", api_key_id=who.key_id),
+    )  # fmt: skip
     return to_response(result)

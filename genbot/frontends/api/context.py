@@ -30,9 +30,7 @@ class ApiContext:
 
     def queue_depth(self) -> float:
         """Streams queued or running across every loaded model."""
-        engine = self.service.engine
-        entries = self.service.registry.list() if self.service.registry else []
-        return float(sum(engine.queued_or_running(e.loaded) for e in entries if e.loaded is not None))
+        return float(self.service.queue_depth())
 
 
 def context(request: Request) -> ApiContext:

@@ -1,8 +1,8 @@
 """Every error leaves the API as JSON in OpenAI's shape: ``{"error": {message, type, param, code}}``.
 
-Only this module translates genbot's error tree into HTTP statuses; routes just raise. Anything
-unexpected is logged with its traceback and answered with a JSON 500 (the schemathesis tests
-check that no input gets there).
+Only this module translates genbot's error tree into HTTP statuses, by the one table in
+``genbot.errors``; routes just raise. Anything unexpected is logged with its traceback and
+answered with a JSON 500 (the schemathesis tests check that no input gets there).
 """
 
 from __future__ import annotations
@@ -17,31 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genbot.errors import (
-    Busy,
-    CheckpointError,
-    ConfigError,
-    CorpusError,
-    GenbotError,
-    InvalidRequest,
-    NotFound,
-    QuotaExceeded,
-    UnknownModel,
-)
+from genbot.errors import GenbotError, RetryLater, describe
 
 log = logging.getLogger("genbot.api")
-
-# Most specific first: UnknownModel is an InvalidRequest.
-_STATUS: list[tuple[type[GenbotError], int, str]] = [
-    (QuotaExceeded, 429, "quota_exceeded"),
-    (UnknownModel, 404, "model_not_found"),
-    (InvalidRequest, 400, "invalid_request_error"),
-    (NotFound, 404, "not_found"),
-    (CorpusError, 400, "invalid_request_error"),
-    (CheckpointError, 400, "invalid_request_error"),
-    (Busy, 503, "server_busy"),
-    (ConfigError, 500, "server_error"),
-]
 
 
 class ErrorDetail(BaseModel):
@@ -107,13 +85,11 @@ def error_response(
 
 def translate(error: GenbotError) -> JSONResponse:
     """The response for one of genbot's own errors."""
-    for cls, status, kind in _STATUS:
-        if isinstance(error, cls):
-            retry = error.retry_after if isinstance(error, Busy | QuotaExceeded) else None
-            if status >= 500 and not isinstance(error, Busy):
-                log.error("configuration error while serving a request: %s", error)
-            return error_response(status, str(error), kind, retry_after=retry)
-    return error_response(400, str(error), "invalid_request_error")
+    row = describe(error)
+    retry = error.retry_after if isinstance(error, RetryLater) else None
+    if row.http_status >= 500 and retry is None:
+        log.error("configuration error while serving a request: %s", error)
+    return error_response(row.http_status, str(error), row.api_type, retry_after=retry)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -62,7 +62,7 @@ def is_loopback_name(name: str) -> bool:
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
-        return False
+        return False  # a host name other than localhost could resolve anywhere
 
 
 def _header(scope: Scope, name: bytes) -> str:

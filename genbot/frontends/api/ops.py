@@ -35,7 +35,7 @@ async def metrics(
 ) -> Response:
     """The app's metrics in Prometheus's text format (job counts are read at scrape time)."""
     _check_metrics_key(ctx.settings.metrics_key, credentials)
-    for state, count in (await ctx.service.job_counts()).items():
+    for state, count in (await ctx.service.jobs.counts()).items():
         ctx.metrics.jobs.labels(state).set(count)
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

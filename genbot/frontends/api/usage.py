@@ -14,7 +14,7 @@ import dataclasses
 
 from genbot.frontends.api.auth import Caller
 from genbot.frontends.api.context import ApiContext
-from genbot.quotas import Admission, Limits, Subject
+from genbot.quotas.policy import Admission, Limits, Subject
 from genbot.service import Generation, GenerationRequest
 
 

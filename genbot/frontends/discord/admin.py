@@ -31,7 +31,7 @@ from genbot.jobs.spec import RetrainRequest
 from genbot.service import GenerationRequest
 
 if TYPE_CHECKING:
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
     from genbot.jobs.control import JobRow
 
 log = logging.getLogger("genbot.discord")
@@ -74,7 +74,7 @@ def _eta(p: dict[str, object]) -> str:
 class AdminCommands(commands.GroupCog, group_name="admin"):
     """Admin commands: corpora, retraining, versions, jobs, quotas (owners; server admins: their server)."""
 
-    def __init__(self, bot: GenbotBot) -> None:
+    def __init__(self, bot: BotHost) -> None:
         self.bot = bot
         super().__init__()
 
@@ -114,7 +114,7 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
         with tempfile.TemporaryDirectory(prefix="genbot-upload-") as folder:
             path = Path(folder) / "input.txt"
             await asyncio.to_thread(path.write_bytes, data)
-            corpus = await self.bot.service.add_corpus(
+            corpus = await self.bot.service.corpora.add(
                 name, [path], description=f"uploaded on Discord: {file.filename}"
             )
         await interaction.followup.send(
@@ -186,7 +186,7 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
                 request = GenerationRequest(model=job.model, length=SAMPLE_CHARS, frontend="discord")
                 generation = await self.bot.service.generate(request)
                 return (await generation.result()).output
-            versions = await self.bot.service.versions(job.model)
+            versions = await self.bot.service.versions.list(job.model)
             if not any(v.active and v.version == job.result_version for v in versions):
                 return f"(v{job.result_version} was not activated; a training sample:)\n{fallback}"
             await asyncio.sleep(0.5)
@@ -201,13 +201,13 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
     @app_commands.command(name="activate")
     async def activate(self, interaction: discord.Interaction, model: str, version: int) -> None:
         """Make a model version the one that serves."""
-        row = await self.bot.service.activate(model, version)
+        row = await self.bot.service.versions.activate(model, version)
         await interaction.response.send_message(f"{row.model} v{row.version} is now active.", ephemeral=True)
 
     @app_commands.command(name="rollback")
     async def rollback(self, interaction: discord.Interaction, model: str) -> None:
         """Go back to the version the active one replaced."""
-        row = await self.bot.service.rollback(model)
+        row = await self.bot.service.versions.rollback(model)
         await interaction.response.send_message(f"{row.model} rolled back to v{row.version}.", ephemeral=True)
 
     @app_commands.command(name="quota-user")

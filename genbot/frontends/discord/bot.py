@@ -25,7 +25,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from genbot.config import DiscordSettings
-from genbot.errors import ConfigError, GenbotError, QuotaExceeded
+from genbot.errors import ConfigError, GenbotError, RetryLater, describe
 from genbot.frontends.discord.admin import AdminCommands
 from genbot.frontends.discord.caption import CaptionCommands
 from genbot.frontends.discord.commands import GenerateCommands, describe_error, stream_generation, subjects_of
@@ -138,7 +138,7 @@ class GenbotBot(commands.Bot):
         if not isinstance(original, GenbotError | app_commands.CheckFailure):
             log.error("/%s failed", interaction.command.name if interaction.command else "?", exc_info=original)
         message = describe_error(original)
-        if isinstance(original, QuotaExceeded):
+        if isinstance(original, RetryLater) and describe(original).discord_retry_hint:
             message += f" (try again <t:{int(discord.utils.utcnow().timestamp() + original.retry_after) + 1}:R>)"
         await send_ephemeral(interaction, message)
 

@@ -18,10 +18,11 @@ from genbot.engine.captions import CaptionResult
 from genbot.errors import ImageError, InvalidRequest, UnknownModel
 from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking, subjects_of
 from genbot.models.images import MAX_BYTES
+from genbot.service import Requester
 
 if TYPE_CHECKING:
     from genbot.engine.registry import GeneratorEntry
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
 
 MESSAGE_LIMIT = 2000
 CAPTION_RESERVE_CHARS = 500  # reserved from the daily quota while captioning (captions are short)
@@ -45,7 +46,7 @@ def caption_reply(result: CaptionResult) -> str:
 class CaptionCommands(commands.Cog):
     """``/caption``: describe an image."""
 
-    def __init__(self, bot: GenbotBot) -> None:
+    def __init__(self, bot: BotHost) -> None:
         self.bot = bot
 
     def captioners(self) -> list[str]:
@@ -106,10 +107,11 @@ class CaptionCommands(commands.Cog):
     ) -> CaptionResult:
         """Caption ``data`` for the interaction's user, server and channel."""
         return await self.bot.service.caption(
-            model, data, temperature=temperature, seed=seed, frontend="discord",
-            user_id=str(interaction.user.id),
-            guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-            channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+            model, data, temperature=temperature, seed=seed, requester=Requester(
+                "discord", user_id=str(interaction.user.id),
+                guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+                channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+            ),
         )  # fmt: skip
 
     @caption.autocomplete("model")

@@ -13,12 +13,12 @@ from discord.ext import commands
 from genbot.errors import GenbotError, UnknownModel
 from genbot.frontends.discord.streaming import InteractionPages, StreamingReply
 from genbot.frontends.discord.views import StopView
-from genbot.quotas import Admission, Limits, Subject
+from genbot.quotas.policy import Admission, Limits, Subject
 from genbot.service import Generation, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
     from genbot.engine.registry import GeneratorEntry
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
     from genbot.jobs.control import JobRow
 
 log = logging.getLogger("genbot.discord")
@@ -32,7 +32,7 @@ def member_subject_id(guild_id: int, user_id: int) -> str:
     return f"{guild_id}:{user_id}"
 
 
-def subjects_of(bot: GenbotBot, user_id: int, guild_id: int | None) -> list[Subject]:
+def subjects_of(bot: BotHost, user_id: int, guild_id: int | None) -> list[Subject]:
     """The quota subjects of a request: the user, and in a server the server and the user there.
 
     The last one carries only what that server's admins stored (no defaults), so a server admin
@@ -74,7 +74,7 @@ def replaced_note(generation: Generation) -> str:
 
 
 async def stream_generation(
-    bot: GenbotBot, generation: Generation, pages: InteractionPages, requester_id: int, admission: Admission
+    bot: BotHost, generation: Generation, pages: InteractionPages, requester_id: int, admission: Admission
 ) -> GenerationResult:
     """Stream into ``pages`` with a Stop button, then record the characters against the quotas."""
     view = StopView(generation, requester_id, bot.may_moderate)
@@ -95,7 +95,7 @@ def _footer_with_note(generation: Generation, result: GenerationResult) -> str:
 class GenerateCommands(commands.Cog):
     """Commands everyone may use."""
 
-    def __init__(self, bot: GenbotBot) -> None:
+    def __init__(self, bot: BotHost) -> None:
         self.bot = bot
 
     @app_commands.command(name="generate")

@@ -21,7 +21,7 @@ from genbot.frontends.discord.caption import is_captioner
 from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking
 
 if TYPE_CHECKING:
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
 
 MAX_TEXT_CHARS = 2000  # what one Discord message holds; longer texts belong to the CLI
 MAX_INSPECTIONS = 2  # tracing and rendering are seconds of CPU each
@@ -49,7 +49,7 @@ def png_file(report: InspectReport) -> discord.File:
 class InspectCommands(commands.Cog):
     """``/inspect``: look inside a model."""
 
-    def __init__(self, bot: GenbotBot) -> None:
+    def __init__(self, bot: BotHost) -> None:
         self.bot = bot
         self.slots = asyncio.Semaphore(MAX_INSPECTIONS)
 

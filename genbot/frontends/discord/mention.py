@@ -14,12 +14,12 @@ from genbot.frontends.discord.views import StopView
 from genbot.service import GenerationRequest
 
 if TYPE_CHECKING:
-    from genbot.frontends.discord.bot import GenbotBot
+    from genbot.frontends.discord.host import BotHost
 
 _MENTION = re.compile(r"<@!?\d+>")
 
 
-async def answer_mention(bot: GenbotBot, message: discord.Message) -> None:
+async def answer_mention(bot: BotHost, message: discord.Message) -> None:
     """Generate from the message's text (mentions removed) with the configured model."""
     prompt = _MENTION.sub("", message.content).strip()
     models = bot.loaded_models()

@@ -24,8 +24,8 @@ from genbot.errors import CheckpointError, GenbotError, InvalidRequest
 from genbot.models.card import ModelCard
 from genbot.models.checkpoint import CARD_FILE, LoadedModel, load_model
 from genbot.plugins import bundled_folders
-from genbot.storage import (
-    Database,
+from genbot.storage.db import Database
+from genbot.versions.store import (
     ModelVersionRow,
     activate_if,
     activate_version,

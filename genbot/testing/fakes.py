@@ -1,4 +1,4 @@
-"""Shipped fakes for tests of genbot and of code built on it.
+"""Fake generators for tests of genbot and of code built on it.
 
 * ``scripted_model(text)`` — a generator that always writes ``text`` (cycled), through the same
   ``initial_state``/``prime``/``forward``/``step`` API as a real model: front-end tests get known
@@ -7,12 +7,10 @@
 * ``RecordingModel`` — wraps any step model and records batch sizes, prompt reads and thread
   ids, can slow steps down and fail on demand. Prompts go through the wrapped model's ``prime``
   (``CharRNN.prime``, the bfloat16 path the engine uses in production), not ``forward``.
-* ``engine_chars_per_s`` — end-to-end sampling throughput through the engine, for benchmarks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from pathlib import Path
@@ -21,9 +19,6 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from genbot.engine.batching import GenerationEngine
-from genbot.engine.sampling import SamplingParams
-from genbot.engine.streams import Stream
 from genbot.models.card import Architecture, ModelCard, SamplingDefaults, Weights
 from genbot.models.charrnn import Cell, CharRNN, CharRNNConfig
 from genbot.models.checkpoint import LoadedModel
@@ -143,18 +138,3 @@ def tiny_charrnn(
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)  # larger than init: peakier, more varied text
     return loaded_model(model.eval(), vocab, name=f"tiny-{cell}")
-
-
-async def engine_chars_per_s(loaded: LoadedModel, streams: int, length: int, torch_threads: int = 1) -> float:
-    """Characters per second for ``streams`` concurrent streams of ``length`` chars, read as they come."""
-    async with GenerationEngine(max_streams_per_model=streams, max_queue=0, torch_threads=torch_threads) as engine:
-        start = time.perf_counter()
-        params = [SamplingParams(temperature=0.8, max_length=length, seed=i) for i in range(streams)]
-        running = [engine.submit(loaded, "", p) for p in params]
-        await asyncio.gather(*(_drain(s) for s in running))
-        return streams * length / (time.perf_counter() - start)
-
-
-async def _drain(stream: Stream) -> None:
-    async for _ in stream:
-        pass

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from genbot.config import Settings
-from genbot.frontends.cli import app, friendly_errors
-from genbot.frontends.commands_serve import run_until_stopped, setup_logging, stop_on_signals
+from genbot.frontends.cli.common import friendly_errors, run_until_stopped, setup_logging, stop_on_signals
 
+app = typer.Typer()
 discord_app = typer.Typer(help="The Discord bot: run it, or sync its commands.")
 app.add_typer(discord_app, name="discord")
 
@@ -30,14 +30,13 @@ def discord_bot(
     """Run the Discord bot; the token is read from the DISCORD_TOKEN environment variable only."""
     if ctx.invoked_subcommand is not None:
         return
-    import torch
-
     from genbot.config import load_settings
     from genbot.frontends.discord.bot import require_token
+    from genbot.runtime import set_torch_threads
 
     settings = load_settings()
     require_token(settings)  # fail before loading any model
-    torch.set_num_threads(settings.engine.torch_threads)
+    set_torch_threads(settings.engine.torch_threads)
     setup_logging(settings.log_level)
     asyncio.run(_run(settings, worker))
 

@@ -1,4 +1,4 @@
-"""Reading and writing corpus records (the files themselves are handled by ``genbot.training.corpora``).
+"""Reading and writing corpus records (the files themselves are handled by ``genbot.corpora.files``).
 
 Like ``genbot.storage.repository``: every function takes an open ``Database`` first, runs one
 short transaction and hands back frozen dataclasses, never ORM objects.

@@ -1,4 +1,7 @@
-"""``genbot serve``: the long-running process, with the job worker and the scheduler beside the front ends.
+"""``genbot serve`` and ``genbot api``: the long-running processes.
+
+``serve`` runs the job worker and the scheduler beside the front ends; ``api`` serves the HTTP
+API alone (it holds one ``async with GenbotService(...)`` around the uvicorn server).
 
 One ``async with GenbotService(...)`` owns the database, models, engine and version watcher;
 background loops run as tasks inside it until Ctrl-C or SIGTERM sets ``stop``, then finish
@@ -10,31 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import typer
 
-from genbot.frontends.cli import app, friendly_errors
+from genbot.frontends.cli.common import friendly_errors, run_until_stopped, setup_logging, stop_on_signals
 
+app = typer.Typer()
 log = logging.getLogger("genbot.serve")
-STOP_GRACE_S = 30.0  # how long background loops get to wind down after Ctrl-C / SIGTERM
-
-
-def setup_logging(level: str) -> None:
-    """Log genbot's messages at ``level`` (other libraries' at WARNING) to stderr, with time and source."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("genbot").setLevel(level)
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT (Ctrl-C) or SIGTERM, so loops can stop cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 @app.command()
@@ -46,16 +33,15 @@ def serve(
     discord: Annotated[bool, typer.Option(help="run the Discord bot when DISCORD_TOKEN is set")] = True,
 ) -> None:
     """Run genbot until Ctrl-C or SIGTERM: job worker, scheduler, the API (--api), the Discord bot (DISCORD_TOKEN)."""
-    import torch
-
     from genbot.config import load_settings
+    from genbot.runtime import set_torch_threads
 
     settings = load_settings()
     if api:
         from genbot.frontends.api.app import check_bind
 
         check_bind(settings.api)  # refuse an open public address before loading any model
-    torch.set_num_threads(settings.engine.torch_threads)
+    set_torch_threads(settings.engine.torch_threads)
     setup_logging(settings.log_level)
     asyncio.run(_serve(settings, worker, scheduler, api, discord))
 
@@ -87,16 +73,43 @@ async def _serve(
         await run_until_stopped(loops, stop)
 
 
-async def run_until_stopped(loops: dict[str, Coroutine[Any, Any, Any]], stop: asyncio.Event) -> None:
-    """Run ``loops`` as tasks until ``stop`` is set or one of them fails; then let the rest wind down."""
-    tasks = {asyncio.create_task(coro, name=f"genbot-{name}"): name for name, coro in loops.items()}
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    for task in (t for t in tasks if t.done() and t.exception() is not None):
-        log.error("%s stopped with an error; shutting down", tasks[task], exc_info=task.exception())
-    stop.set()
-    _, pending = await asyncio.wait([*tasks, stopper], timeout=STOP_GRACE_S)
-    for task in pending:
-        log.warning("%s did not stop within %.0f s; cancelling it", tasks.get(task, "a task"), STOP_GRACE_S)
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+@app.command("api")
+@friendly_errors
+def api(
+    host: Annotated[str | None, typer.Option(help="address to bind (default: [api] host)")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: [api] port)")] = None,
+) -> None:
+    """Serve the HTTP API (native and OpenAI-compatible) until Ctrl-C or SIGTERM."""
+    from genbot.config import load_settings
+    from genbot.frontends.api.app import check_bind
+    from genbot.runtime import set_torch_threads
+
+    settings = load_settings()
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    api_settings = settings.api.model_copy(update=overrides)
+    check_bind(api_settings)  # before loading any model: a refused address fails fast
+    set_torch_threads(settings.engine.torch_threads)
+    setup_logging(settings.log_level)
+    typer.echo(f"genbot API on http://{api_settings.host}:{api_settings.port} (Ctrl-C to stop)", err=True)
+    run_fast(_serve_api(settings, api_settings))
+
+
+def run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (uvicorn[standard]): its I/O costs the event
+    loop, which shares the GIL with the model's stepping thread, much less CPU than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+async def _serve_api(settings: Any, api_settings: Any) -> None:
+    """One service around the server, stopped by a signal."""
+    from genbot.frontends.api.app import serve
+    from genbot.service import GenbotService
+
+    stop = stop_on_signals()
+    async with GenbotService(settings) as service:
+        await serve(service, stop, api_settings)

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from genbot.config import Settings
+from genbot.corpora import store as store
+from genbot.corpora.store import CorpusRow, NewCorpus
 from genbot.errors import CorpusError, NotFound
-from genbot.storage import CorpusKind, CorpusRow, Database, NewCorpus
-from genbot.storage import corpora as store
+from genbot.storage.db import Database
+from genbot.storage.tables import CorpusKind
 from genbot.training.data import check_text, read_corpus
 
 CORPORA_DIR = "corpora"

@@ -1,5 +1,7 @@
 """Your own models: register a folder ``genbot train`` wrote, remove it, export any model as a plugin.
 
+The service offers them as ``service.versions.add_model``, ``remove_model`` and ``export_model``.
+
 * :func:`add_model` copies the model files (card, vocabulary, weights, README) into
   ``data_dir/models/NAME/v1``, renames the card to ``NAME``, checks the copy the way a plugin is
   checked (hash, shapes, vocabulary size) and records it as the active version 1 of ``NAME``.
@@ -26,7 +28,7 @@ from genbot.models.card import ModelCard
 from genbot.models.checkpoint import CARD_FILE, VOCAB_FILE, atomic_write, load_model
 from genbot.plugins import bundled_folders
 from genbot.storage.db import Database
-from genbot.storage.versions import (
+from genbot.versions.store import (
     ModelVersionRow,
     active_version,
     delete_versions,
@@ -34,7 +36,7 @@ from genbot.storage.versions import (
     list_versions,
     seed_version,
 )
-from genbot.versions import VAL_METRIC, seed_bundled_version
+from genbot.versions.watcher import VAL_METRIC, seed_bundled_version
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 README_FILE = "README.md"

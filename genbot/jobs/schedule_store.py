@@ -18,8 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from genbot.errors import NotFound
+from genbot.jobs.store import NewJob, create_job
 from genbot.storage.db import Database
-from genbot.storage.jobs import NewJob, create_job
 from genbot.storage.tables import Schedule, ScheduleFiring, utcnow
 
 

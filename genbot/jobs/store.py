@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from genbot.errors import InvalidRequest, NotFound
+from genbot.errors import InvalidRequest, LeaseLost, NotFound
 from genbot.storage.db import Database
 from genbot.storage.tables import Job, JobEvent, JobStatus, utcnow
 
@@ -34,10 +34,6 @@ MAX_LIST_LIMIT = 1000
 MAX_STEP_EVENTS = 2000
 _FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 _CLAIM_SCAN = 50  # candidates one claim may settle (give up on, cancel) before it returns
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the job's lease (it expired and another worker took it)."""
 
 
 @dataclass(frozen=True, kw_only=True)

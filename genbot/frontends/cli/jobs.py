@@ -1,4 +1,4 @@
-"""CLI for background fine-tuning: retrain, worker, jobs list|show|logs|cancel, schedule add|list|remove.
+"""``genbot retrain``, ``genbot worker`` and ``genbot jobs list | show | logs | cancel``: background fine-tuning.
 
 These commands open the service without loading any model (``serving=False``): queueing,
 inspecting and running jobs need the database and the settings only, and training itself runs
@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from genbot.frontends.cli import app, emit_json, friendly_errors
+from genbot.frontends.cli.common import emit_json, friendly_errors, setup_logging, stop_on_signals, with_service
 
-T = TypeVar("T")
+app = typer.Typer()
 jobs_app = typer.Typer(help="Background jobs: list, show, logs, cancel.", no_args_is_help=True)
-schedule_app = typer.Typer(help="Cron schedules that queue retrain jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
-app.add_typer(schedule_app, name="schedule")
 FOLLOW_POLL_S = 1.0
 
 # Job options shared by `retrain` and `schedule add` (same names as `genbot train`).
@@ -50,21 +46,7 @@ SaveDtype = Annotated[str | None, typer.Option(help="float32 | float16 | bfloat1
 MaxAttempts = Annotated[int | None, typer.Option(help="claims before the job fails (default: [jobs] max_attempts)")]
 
 
-def run_jobs(body: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the service without models, run ``body(service)``, close it."""
-    from genbot.config import load_settings
-    from genbot.service import GenbotService
-
-    settings = load_settings()
-
-    async def main() -> T:
-        async with GenbotService(settings, serving=False) as service:
-            return await body(service)
-
-    return asyncio.run(main())
-
-
-def _request(model: str, corpus: str, source: str, values: dict[str, Any]) -> Any:
+def retrain_request(model: str, corpus: str, source: str, values: dict[str, Any]) -> Any:
     """A RetrainRequest from a command's options (only those given), checked before the database opens."""
     from genbot.jobs.spec import HYPERPARAMETERS, RetrainRequest
     from genbot.training.options import TrainingOptions
@@ -96,14 +78,14 @@ def retrain(
     as_json: Annotated[bool, typer.Option("--json", help="print the job as JSON")] = False,
 ) -> None:  # fmt: skip
     """Queue a background fine-tune of MODEL on a registered corpus (run it with `genbot worker`)."""
-    request = _request(model, corpus, source, locals())
+    request = retrain_request(model, corpus, source, locals())
 
     async def body(service: Any) -> Any:
         job = await service.jobs.retrain(request)
         _print_job_line(job, as_json, queued=True)
         return await _follow_progress(service, job.id) if wait else job
 
-    job = run_jobs(body)
+    job = with_service(body, serving=False)
     if wait:
         _print_job(job, as_json)
         if str(job.status) != "succeeded":
@@ -136,7 +118,6 @@ def worker(
     threads: Annotated[int | None, typer.Option(help="torch threads of each training process")] = None,
 ) -> None:
     """Run queued jobs, one at a time, until Ctrl-C or SIGTERM (start several for more at once)."""
-    from genbot.frontends.commands_serve import setup_logging, stop_on_signals
 
     async def body(service: Any) -> int:
         setup_logging(service.settings.log_level)
@@ -145,7 +126,7 @@ def worker(
         ran: int = await service.jobs.worker(**overrides).run(stop, once=once)
         return ran
 
-    ran = run_jobs(body)
+    ran = with_service(body, serving=False)
     typer.echo(f"worker stopped after {ran} job(s)", err=True)
 
 
@@ -161,7 +142,7 @@ def jobs_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
 ) -> None:
     """Jobs, newest first."""
-    for job in run_jobs(lambda service: service.jobs.list(status=status, model=model, limit=limit)):
+    for job in with_service(lambda service: service.jobs.list(status=status, model=model, limit=limit), serving=False):
         _print_job_line(job, as_json)
 
 
@@ -172,7 +153,7 @@ def jobs_show(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Status, progress, ETA, latest sample, metrics, loss-curve path and error of a job."""
-    _print_job(run_jobs(lambda service: service.jobs.get(job_id)), as_json)
+    _print_job(with_service(lambda service: service.jobs.get(job_id), serving=False), as_json)
 
 
 @jobs_app.command("logs")
@@ -195,62 +176,16 @@ def jobs_logs(
                 return
             await asyncio.sleep(FOLLOW_POLL_S)
 
-    run_jobs(body)
+    with_service(body, serving=False)
 
 
 @jobs_app.command("cancel")
 @friendly_errors
 def jobs_cancel(job_id: Annotated[int, typer.Argument(help="job id")]) -> None:
     """Cancel a queued job, or stop a running one within a few seconds."""
-    job = run_jobs(lambda service: service.jobs.cancel(job_id))
+    job = with_service(lambda service: service.jobs.cancel(job_id), serving=False)
     state = "cancelled" if job.finished else "cancel requested; its worker stops it within a few seconds"
     typer.echo(f"job {job.id}: {state}")
-
-
-# ----- schedule add | list | remove -----------------------------------------------------------
-
-
-@schedule_app.command("add")
-@friendly_errors
-def schedule_add(
-    model: Annotated[str, typer.Argument(help="the model to retrain")],
-    corpus: Annotated[str, typer.Option(help="registered corpus name")],
-    cron: Annotated[str, typer.Option(help="five-field cron expression in UTC, e.g. '0 3 * * *'")],
-    source: Source = "active",
-    steps: Steps = None, epochs: Epochs = None, seconds: Seconds = None,
-    cell: Cell = None, layers: Layers = None, hidden: Hidden = None, emb: Emb = None,
-    dropout: Dropout = None, block: Block = None, batch: Batch = None, lr: Lr = None, warmup: Warmup = None,
-    weight_decay: WeightDecay = None, grad_clip: GradClip = None, carry_state: CarryState = None,
-    bf16: Bf16 = None, device: Device = None, eval_every: EvalEvery = None, seed: Seed = None,
-    save_dtype: SaveDtype = None, max_attempts: MaxAttempts = None,
-) -> None:  # fmt: skip
-    """Queue a retrain of MODEL on CORPUS whenever CRON comes due (needs `genbot serve` running)."""
-    request = _request(model, corpus, source, locals())
-    row = run_jobs(lambda service: service.jobs.add_schedule(request, cron))
-    typer.echo(
-        f"schedule {row.id}: retrain {row.model} on {row.corpus} at '{row.cron}' (UTC); next {_when(row.next_run_at)}"
-    )
-
-
-@schedule_app.command("list")
-@friendly_errors
-def schedule_list(as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
-    """Every schedule with its next run."""
-    for row in run_jobs(lambda service: service.jobs.schedules()):
-        if as_json:
-            emit_json(_plain(asdict(row)))
-            continue
-        options = " ".join(f"{k}={v}" for k, v in row.job_args.items())
-        typer.echo(f"#{row.id} {row.model} on {row.corpus} '{row.cron}' next {_when(row.next_run_at)} "
-                   f"last {_when(row.last_run_at)} {options}")  # fmt: skip
-
-
-@schedule_app.command("remove")
-@friendly_errors
-def schedule_remove(schedule_id: Annotated[int, typer.Argument(help="schedule id")]) -> None:
-    """Delete a schedule (jobs it already queued stay)."""
-    run_jobs(lambda service: service.jobs.remove_schedule(schedule_id))
-    typer.echo(f"schedule {schedule_id} removed")
 
 
 # ----- rendering ------------------------------------------------------------------------------
@@ -259,7 +194,7 @@ def schedule_remove(schedule_id: Annotated[int, typer.Argument(help="schedule id
 def _print_job_line(job: Any, as_json: bool, queued: bool = False) -> None:
     """One line (or JSON object) per job."""
     if as_json:
-        emit_json(_job_dict(job))
+        emit_json(job)
         return
     if queued:
         typer.echo(f"job {job.id} queued: {job.kind} {job.model} on {job.corpus} (from {_origin(job)})")
@@ -268,22 +203,22 @@ def _print_job_line(job: Any, as_json: bool, queued: bool = False) -> None:
     where = f"step {progress.get('step', 0)}/{progress.get('total_steps') or '?'}" if progress else ""
     version = f"→ v{job.result_version}" if job.result_version else ""
     typer.echo(f"#{job.id:<4} {job.status:<9} {job.model:<14} {job.corpus or '-':<14} {where:<14} "
-               f"val {_num(progress.get('val_loss'))} {version} {_when(job.created_at)}")  # fmt: skip
+               f"val {_num(progress.get('val_loss'))} {version} {when(job.created_at)}")  # fmt: skip
 
 
 def _print_job(job: Any, as_json: bool) -> None:
     """Everything about one job."""
     if as_json:
-        emit_json(_job_dict(job))
+        emit_json(job)
         return
     p, m = job.progress, job.metrics
     rows = [
         ("job", f"{job.id} {job.kind} {job.model}: {job.status}"),
         ("corpus", f"{job.corpus} (from {_origin(job)})"),
         ("attempts", f"{job.attempts} of {job.max_attempts}" + (f", by {job.lease_owner}" if job.lease_owner else "")),
-        ("created", _when(job.created_at)),
-        ("started", _when(job.started_at) if job.started_at else None),
-        ("finished", _when(job.finished_at) if job.finished_at else None),
+        ("created", when(job.created_at)),
+        ("started", when(job.started_at) if job.started_at else None),
+        ("finished", when(job.finished_at) if job.finished_at else None),
         ("progress", _progress_line(job)),
         ("sample", json.dumps(p["sample"], ensure_ascii=False)[:400] if p.get("sample") else None),
         ("metrics", _metrics_line(m) if m else None),
@@ -330,7 +265,7 @@ def _metrics_line(m: dict[str, Any]) -> str:
 def _print_event(event: Any, as_json: bool) -> None:
     """One log line: trainer events verbatim as JSON, worker messages after '#', stderr after '!'."""
     if as_json:
-        emit_json(_plain(asdict(event)))
+        emit_json(event)
     elif event.source == "train":
         typer.echo(json.dumps(event.data, ensure_ascii=False))
     elif event.source == "stderr":
@@ -344,17 +279,7 @@ def _origin(job: Any) -> str:
     return f"version {job.parent_version}" if job.parent_version else "scratch"
 
 
-def _job_dict(job: Any) -> dict[str, Any]:
-    """A job as plain JSON data."""
-    return _plain(asdict(job) | {"status": str(job.status)})
-
-
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    """Datetimes as ISO strings."""
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
-
-
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
     """A UTC timestamp, short."""
     return f"{value:%Y-%m-%d %H:%M:%S}Z" if value else "-"
 

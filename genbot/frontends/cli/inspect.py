@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from genbot.errors import InvalidRequest
-from genbot.frontends.cli import app, emit_json, friendly_errors
-from genbot.frontends.commands_models import resolve_model_dir
+from genbot.frontends.cli.common import emit_json, friendly_errors, resolve_model_dir
 
 if TYPE_CHECKING:
     from genbot.analysis.report import InspectReport
 
+app = typer.Typer()
 FEATURE_HELP = "quotes | line-position | bracket-depth | comment | math | env-depth"
 
 

@@ -7,7 +7,7 @@ so every process sharing it enforces one limit: an admission reserves, in one tr
 all of its subjects, a slot (the running count) and at most what is left of today's characters,
 and stamps the cooldown; ``finish`` frees the slot and charges what was generated, giving back
 the rest. Slots belong to this process (``owner``, heartbeated by the service), so those of a
-process that died stop counting (see ``genbot.storage.quotas`` and ``genbot.storage.processes``).
+process that died stop counting (see ``genbot.quotas.store`` and ``genbot.storage.processes``).
 
 Use: ``admission = await policy.admit(subjects, chars=wanted)`` before generating (raises
 ``QuotaExceeded`` with ``retry_after``), cap the length at ``admission.remaining_chars``, and call
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from genbot.errors import InvalidRequest, QuotaExceeded
-from genbot.storage import quotas as storage
+from genbot.quotas import store as storage
+from genbot.quotas.store import QuotaRow, Refusal, SlotRequest, UsageRow
 from genbot.storage.db import Database
-from genbot.storage.quotas import QuotaRow, Refusal, SlotRequest, UsageRow
 
 log = logging.getLogger("genbot.quotas")
 CONCURRENT_RETRY_S = 5.0  # a running generation's end cannot be predicted; suggest a short wait
@@ -139,7 +139,11 @@ class QuotaPolicy:
     def __init__(self, db: Database, owner: str | None = None, clock: Clock = utc_clock) -> None:
         self._db = db
         self._owner = owner  # processes.id of this process; None: it may not admit (admin tools)
-        self._clock = clock  # every "now" of the policy comes from here, so tests can move time
+        self.clock = clock  # every "now" of the policy comes from here, so tests can move time
+
+    async def count_request(self, scope: str, subject: str, window: int) -> int:
+        """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
+        return await storage.count_in_window(self._db, scope, subject, window)
 
     @property
     def owner(self) -> str | None:
@@ -157,7 +161,7 @@ class QuotaPolicy:
         """
         if self._owner is None:
             raise RuntimeError("quota admissions need a serving process (an owner id)")
-        now = self._clock()
+        now = self.clock()
         requests = [_slot_request(subject, await self.limits(subject)) for subject in subjects]
         day = today(now)
         outcome = await storage.reserve(self._db, requests, owner=self._owner, day=day, now=now, want=chars)
@@ -201,4 +205,4 @@ class QuotaPolicy:
 
     async def usage(self, scope: str, subject: str) -> UsageRow:
         """A subject's usage today, by the policy's clock."""
-        return await storage.usage_today(self._db, scope, subject, today(self._clock()))
+        return await storage.usage_today(self._db, scope, subject, today(self.clock()))

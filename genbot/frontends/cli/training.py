@@ -1,40 +1,46 @@
-"""CLI commands that train, evaluate and sample models in the foreground."""
+"""``genbot train`` (a char-RNN, the default; ``genbot train captioner``) and ``genbot eval``, in the foreground.
+
+``train`` is a group whose default command is ``charrnn``: ``genbot train --corpus … --out …``
+runs ``genbot train charrnn --corpus … --out …``. The job worker's child command line ends in
+``-- charrnn`` so that no stored path can become a subcommand or an option.
+"""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup, _click  # typer ships its own copy of click
 
-from genbot.errors import CheckpointError, InvalidRequest
-from genbot.frontends.cli import app, emit_json, friendly_errors
-from genbot.frontends.progress import TrainProgress
-
-
-def resolve_model_dir(model: str) -> Path:
-    """A model folder path, or the folder of a bundled plugin with that name."""
-    path = Path(model)
-    if path.is_dir():
-        return path
-    from genbot.config import load_settings
-
-    candidate = load_settings().plugins_dir / model
-    if "/" not in model and candidate.is_dir():
-        return candidate
-    raise CheckpointError(f"{model!r} is neither a model folder nor a bundled plugin name")
+from genbot.errors import InvalidRequest
+from genbot.frontends.cli import captioner
+from genbot.frontends.cli.common import emit_json, friendly_errors, print_report, resolve_model_dir
+from genbot.frontends.cli.progress import TrainProgress
 
 
-@app.command()
+class DefaultsToCharRNN(TyperGroup):
+    """A group that runs ``charrnn`` unless its first argument names another subcommand."""
+
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        """Put ``charrnn`` in front of arguments that do not start with a subcommand name."""
+        if not args or args[0] not in self.commands:
+            args = ["charrnn", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer()
+train_app = typer.Typer(cls=DefaultsToCharRNN, help="Train a char-RNN (default) or a captioner.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("charrnn")
 @friendly_errors
 def train(
     corpus: Annotated[Path, typer.Option(help="UTF-8 text file to train on (captioner: see genbot train captioner)")],
     out: Annotated[Path, typer.Option(help="output model folder (best checkpoint + resume state)")],
-    kind: Annotated[
-        str, typer.Argument(help="charrnn, or captioner (CORPUS: captions folder or name, or synthetic)")
-    ] = "charrnn",
+    kind: Annotated[str, typer.Argument(help="charrnn (the captioner: genbot train captioner)")] = "charrnn",
     from_model: Annotated[str, typer.Option("--from", help="fine-tune this model folder or plugin")] = "",
     cell: Annotated[str, typer.Option(help="rnn | lstm | gru")] = "lstm",
     layers: Annotated[int, typer.Option(help="recurrent layers")] = 2,
@@ -63,12 +69,7 @@ def train(
 ) -> None:
     """Train a char-RNN on a corpus (or fine-tune one with --from); ``genbot train captioner`` trains a captioner."""
     if kind == "captioner":
-        from genbot.frontends.commands_caption import train_captioner_command
-
-        # The captioner keeps its own architecture defaults; the shared options it reads are these.
-        return train_captioner_command(
-            str(corpus), out, steps, seconds, batch, lr, threads, seed, name, eval_every, as_json
-        )
+        raise InvalidRequest("the captioner has its own options: genbot train captioner --corpus … --out …")
     if kind != "charrnn":
         raise InvalidRequest(f"unknown model kind {kind!r} (choose charrnn or captioner)")
     from genbot.training.trainer import TrainConfig
@@ -89,6 +90,25 @@ def train(
     with TrainProgress() as progress:
         result = run_training(cfg, corpus, out, sink=progress.on_event, resume=resume)
     progress.summary(asdict(result))
+
+
+@train_app.command("captioner")
+@friendly_errors
+def train_captioner(
+    corpus: Annotated[Path, typer.Option(help="captions folder, registered captions corpus, or synthetic")],
+    out: Annotated[Path, typer.Option(help="output model folder (the best model by BLEU-4)")],
+    steps: Annotated[int | None, typer.Option(help="budget: optimizer steps")] = None,
+    seconds: Annotated[float | None, typer.Option(help="budget: training seconds")] = None,
+    batch: Annotated[int, typer.Option(help="images per step")] = 64,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-3,
+    threads: Annotated[int, typer.Option(help="torch threads (0: default)")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1337,
+    name: Annotated[str, typer.Option(help="model name in the card (default: captioner)")] = "",
+    eval_every: Annotated[int, typer.Option(help="steps between evaluations (0: 500)")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON-lines progress and summary")] = False,
+) -> None:
+    """Train an image captioner (CNN encoder + RNN decoder) on a captions corpus or synthetic scenes."""
+    captioner.train(str(corpus), out, steps, seconds, batch, lr, threads, seed, name, eval_every, as_json)
 
 
 def _require_cuda() -> None:
@@ -115,18 +135,12 @@ def eval_cmd(
 
     folder = resolve_model_dir(model)
     if _is_captioner(folder):
-        from genbot.frontends.commands_caption import eval_captioner_command
-
-        return eval_captioner_command(folder, str(corpus), threads, as_json)
+        return captioner.evaluate(folder, str(corpus), threads, as_json)
     set_torch_threads(threads)
     loaded = load_model(folder)
     report: dict[str, Any] = evaluate_text(loaded.model, loaded.vocab, read_corpus(corpus), iters)
     report["model"] = loaded.card.name
-    if as_json:
-        emit_json(report)
-        return
-    for key, value in report.items():
-        typer.echo(f"{key:>18}: {value}")
+    print_report(report, as_json)
 
 
 def _is_captioner(folder: Path) -> bool:
@@ -135,7 +149,3 @@ def _is_captioner(folder: Path) -> bool:
     from genbot.models.checkpoint import CARD_FILE
 
     return ModelCard.read(folder / CARD_FILE).kind == "captioner"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

@@ -1,0 +1,1 @@
+"""HTTP API keys: ``store`` (stored hashed, shown once) and ``control.Keys`` (``service.keys``)."""

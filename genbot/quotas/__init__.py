@@ -1,0 +1,1 @@
+"""Per-user/guild/key quotas: ``policy`` (limits, admission, cooldowns) and ``store`` (limits, usage and slot rows)."""

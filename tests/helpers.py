@@ -1,0 +1,239 @@
+"""Helpers the tests share (fixtures are in ``conftest.py``; no test module imports another).
+
+* processes: ``genbot(*args)`` runs the real command line in a child process;
+* data: ``make_corpus_text``, ``write_model_folder`` (random weights, no training);
+* the service and jobs: ``opened()``, ``wait_until``, ``FAST`` training options;
+* the HTTP API: ``api_server`` (a live server on loopback), ``client``, ``parse_sse``, ``as_curl``;
+* Discord: ``opened_service`` (with slow scripted models), ``running_bot`` on the fake Discord,
+  ``OWNER``, ``opt``, ``callbacks``, ``ephemeral_text``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+import torch
+
+from genbot.config import ApiSettings, load_settings
+from genbot.engine.registry import GeneratorEntry
+from genbot.frontends.api import create_app
+from genbot.frontends.api.app import running
+from genbot.models.card import SamplingDefaults
+from genbot.models.vocab import Vocab
+from genbot.service import GenbotService
+from genbot.testing import RecordingModel, ScriptedModel, loaded_model
+from genbot.testing.fake_discord import STRING, FakeDiscord
+
+if TYPE_CHECKING:
+    from genbot.frontends.discord import GenbotBot
+
+T = TypeVar("T")
+FAST = {"block": 32, "batch": 8, "eval_every": 5}  # training options for a job that ends in seconds
+
+
+def genbot(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``genbot`` command in a child process."""
+    return subprocess.run([sys.executable, "-m", "genbot", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
+    """A small, learnable corpus: short dialogue lines with a few names and words."""
+    rng = random.Random(seed)
+    names = ["ROMEO", "JULIET", "NURSE", "TYBALT"]
+    words = [
+        "the",
+        "and",
+        "to",
+        "of",
+        "my",
+        "thou",
+        "art",
+        "love",
+        "night",
+        "day",
+        "sweet",
+        "fair",
+        "good",
+        "lord",
+        "come",
+        "go",
+        "now",
+    ]
+    lines: list[str] = []
+    size = 0
+    while size < n_chars:
+        line = f"{rng.choice(names)}:\n" + " ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) + ".\n\n"
+        lines.append(line)
+        size += len(line)
+    return "".join(lines)[:n_chars]
+
+
+def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
+    """A model folder with random weights over ``text``'s characters (fast, no training)."""
+    from genbot.models.card import ModelCard, Weights
+    from genbot.models.charrnn import CharRNN, CharRNNConfig
+    from genbot.models.checkpoint import architecture_of, save_model
+    from genbot.models.vocab import Vocab
+
+    torch.manual_seed(seed)
+    vocab = Vocab.from_text(text)
+    model = CharRNN(CharRNNConfig(len(vocab), "lstm", 2, hidden, 16))
+    card = ModelCard(
+        name=name,
+        description=f"test model {name}",
+        architecture=architecture_of(model.config),
+        weights=Weights(sha256=""),
+    )
+    save_model(folder / name, model, vocab, card)
+    return folder / name
+
+
+@contextlib.asynccontextmanager
+async def opened() -> AsyncIterator[GenbotService]:
+    """The service on the test's database, without models."""
+    async with GenbotService(load_settings(), serving=False) as service:
+        yield service
+
+
+async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something other than None/False."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def api_server(
+    api: ApiSettings | None = None, clock: Callable[[], float] | None = None
+) -> AsyncIterator[tuple[str, GenbotService]]:
+    """An open service (settings from the environment) behind a real uvicorn server; yields (url, service).
+
+    ``clock`` (seconds since the epoch) replaces the rate limiters' and the quota policy's clocks, so
+    a test's requests share one minute and one UTC day however slowly it runs.
+    """
+    settings = load_settings()
+    async with GenbotService(settings) as service:
+        app = create_app(service, api or settings.api)
+        if clock is not None:
+            app.state.genbot.limiter.clock = app.state.genbot.bad_keys.clock = clock
+            service.quotas.clock = lambda: datetime.fromtimestamp(clock(), UTC)
+        async with running(app) as url:
+            yield url, service
+
+
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    """(event, data) pairs of a server-sent-events body; data is JSON when it parses."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        event, data = "message", ""
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data += line[len("data: ") :]
+        try:
+            events.append((event, json.loads(data)))
+        except json.JSONDecodeError:
+            events.append((event, data))
+    return events
+
+
+def client(url: str, key: str | None = None) -> httpx.AsyncClient:
+    """An httpx client for ``url``, with a Bearer key if given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
+
+
+def as_curl(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | str | None = None) -> str:
+    """A curl command line that repeats a request (the Authorization header left out), for failure messages."""
+    parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
+    for name, value in (headers or {}).items():
+        if name.lower() != "authorization":
+            parts += ["-H", shlex.quote(f"{name}: {value}")]
+    if body:
+        raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        text = raw.decode("utf-8", "backslashreplace")  # lone surrogates and NULs stay visible and printable
+        shown = text if len(text) <= 2000 else f"{text[:2000]}… ({len(text):,} chars)"
+        parts += ["--data-binary", shlex.quote(shown)]
+    return " ".join(parts)
+
+
+SCRIPT = "static int probe(struct device *dev)\n{\n\treturn 0;\n}\n\n"
+STEP_DELAY_S = 0.0015  # per character: ~2,500 characters take several seconds
+
+
+def slow_model(name: str, code_fence: str = "") -> GeneratorEntry:
+    """A scripted generator that writes SCRIPT slowly (so a reply is edited several times)."""
+    vocab = Vocab.from_text(SCRIPT + "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz:")
+    model = RecordingModel(ScriptedModel(vocab, SCRIPT), step_delay=STEP_DELAY_S)
+    return GeneratorEntry.ok(loaded_model(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
+
+
+@contextlib.asynccontextmanager
+async def opened_service() -> AsyncIterator[GenbotService]:
+    """The service over the test's SQLite file, with the slow scripted models added."""
+    async with GenbotService(load_settings()) as service:
+        assert service.registry is not None
+        service.registry.add(slow_model("slowc", "c"))
+        service.registry.add(slow_model("slow"))
+        yield service
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterator[GenbotBot]:
+    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received)."""
+    from genbot.frontends.discord import GenbotBot
+
+    fake.reset_connection()
+    bot = GenbotBot(service)
+    task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
+    try:
+        ready = asyncio.create_task(bot.wait_until_ready())
+        await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the client stopped: show why
+        assert ready.done(), "the bot did not become ready"
+        yield bot
+    finally:
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+OWNER = FakeDiscord.member(FakeDiscord.OWNER_ID, "olive")  # the application's owner, no server permissions
+
+
+def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:
+    """One application-command option."""
+    return {"name": name, "type": kind, "value": value}
+
+
+def callbacks(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
+    """Bodies of the interaction callbacks answered for ``token``."""
+    return [c.body for c in fake.calls_to("POST", rf"/interactions/\d+/{token}/callback") if c.status != 429]
+
+
+def ephemeral_text(fake: FakeDiscord, token: str) -> str:
+    """The ephemeral answer to an interaction (a type-4 callback or a follow-up with flag 64)."""
+    for body in callbacks(fake, token):
+        data = body.get("data") or {}
+        if body["type"] == 4 and isinstance(data, dict) and data.get("flags", 0) & 64:
+            return str(data.get("content", ""))
+    for call in fake.calls_to("POST", rf"/webhooks/\d+/{token}$"):
+        if call.body and call.body.get("flags", 0) & 64:
+            return str(call.body.get("content", ""))
+    return ""
