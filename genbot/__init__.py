@@ -1,3 +1,14 @@
 """genbot: a plugin-based character-level RNN text-generation bot and HTTP API."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source."""
+    try:
+        return version("genbot")
+    except PackageNotFoundError:  # imported from a bare source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()

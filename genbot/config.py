@@ -3,7 +3,10 @@
 Where the file comes from: the ``path`` given to :func:`load_settings`, else ``$GENBOT_CONFIG``,
 else ``./bot.toml`` if it exists, else no file (defaults + environment). Relative paths in the
 file are taken relative to the file's folder, so ``data_dir = "data"`` means the same folder
-whatever directory the bot is started from.
+whatever directory the bot is started from. Without ``data_dir`` anywhere (no file, no
+``GENBOT_DATA_DIR``) the data folder is the user data folder (platformdirs), so an installed
+genbot run from any directory keeps one database. ``genbot.config_file`` renders a commented
+``bot.toml`` from the fields' descriptions (``genbot init``).
 
 Unknown keys fail loudly, in the file and in the environment (``GENBOT_FOO`` is an error, not a
 silently ignored typo). Nested sections are reached with ``__``: ``GENBOT_ENGINE__MAX_QUEUE=64``.
@@ -39,8 +42,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-import genbot
 from genbot.errors import ConfigError
+from genbot.resources import bundled_plugins_dir
 
 ENV_PREFIX = "GENBOT_"
 CONFIG_ENV = "GENBOT_CONFIG"
@@ -60,9 +63,11 @@ _MASK = "********"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-def bundled_plugins_dir() -> Path:
-    """The ``plugins/`` folder that ships next to the ``genbot`` package."""
-    return Path(genbot.__file__).resolve().parent.parent / "plugins"
+def default_data_dir() -> Path:
+    """The user data folder (``~/.local/share/genbot`` on Linux, ``~/Library/Application Support/genbot`` on macOS)."""
+    import platformdirs
+
+    return platformdirs.user_data_path("genbot", appauthor=False)
 
 
 class _Section(BaseModel):
@@ -226,9 +231,13 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_assignment=True
     )
 
-    data_dir: Path = Field(default=Path("data"), description="Folder for the database, corpora, checkpoints and jobs.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(),
+        description="Folder for the database, corpora, checkpoints and jobs (unset: the user data folder).",
+    )
     plugins_dir: Path = Field(
-        default_factory=bundled_plugins_dir, description="Folder of bundled generator plugins, one sub-folder each."
+        default_factory=bundled_plugins_dir,
+        description="Folder of generator plugins, one sub-folder each (unset: the ones bundled with genbot).",
     )
     plugins_enabled: list[str] | None = Field(
         default=None, description="Only these plugins load (env GENBOT_PLUGINS, comma-separated); unset loads all."

@@ -8,9 +8,13 @@
 * A third-party package lists a module under ``[project.entry-points.genbot]``.
 * ``plugins_enabled`` (``GENBOT_PLUGINS``) names the plugins to load: folder names and entry-point
   names. Unset loads all.
+* Where each hook is called: ``register_generators`` by the registry (every front end),
+  ``register_routes`` by the API app (:func:`add_routes`), ``register_cogs`` by the Discord bot,
+  ``register_commands`` by the ``genbot`` CLI (:func:`add_commands`).
 
 Nothing a plugin does can stop start-up: an import error, a hook that raises or a name clash is
-logged with the reason, recorded in :attr:`LoadedPlugins.failures`, and the rest load.
+logged with the reason, recorded in :attr:`LoadedPlugins.failures`, and the rest load. A plugin
+whose hook raised is unregistered, so none of its other hooks is called after that.
 """
 
 from __future__ import annotations
@@ -78,10 +82,12 @@ class LoadedPlugins:
         self.sources[name] = source
 
     def fail(self, name: str, source: str, error: BaseException | str) -> None:
-        """Log and record that plugin ``name`` is skipped."""
+        """Log and record that plugin ``name`` is skipped: none of its hooks is called from now on."""
         reason = error if isinstance(error, str) else describe_error(error)
         log.warning("plugin %s (%s) skipped: %s", name, source, reason)
         self.failures.append(PluginFailure(name, source, reason))
+        if self.manager.get_plugin(name) is not None:
+            self.manager.unregister(name=name)
 
 
 class FolderGenerator:
@@ -195,6 +201,29 @@ def call_each(plugins: LoadedPlugins, hook: str, **kwargs: Any) -> None:
             _call_impl(impl, **kwargs)
         except Exception as e:  # plugin code
             plugins.fail(impl.plugin_name, plugins.sources.get(impl.plugin_name, "unknown"), e)
+
+
+def add_commands(plugins: LoadedPlugins, cli: Any) -> None:
+    """Let every plugin add its commands to the ``genbot`` Typer app (``register_commands``)."""
+    call_each(plugins, "register_commands", cli=cli)
+
+
+def add_routes(plugins: LoadedPlugins, app: Any) -> None:
+    """Let every plugin add its HTTP endpoints to the API app (``register_routes``)."""
+    call_each(plugins, "register_routes", app=app)
+
+
+SOURCE_KINDS = {
+    "bundled": "bundled folder",
+    "version": "data folder",
+    "folder": "data folder",
+    "entrypoint": "package",
+}
+
+
+def source_kind(source: str) -> str:
+    """Where a plugin or generator came from, in words: bundled folder, data folder or package."""
+    return SOURCE_KINDS.get(source.split(":", 1)[0], "unknown")
 
 
 def _generators_of(impl: pluggy.HookImpl) -> list[GeneratorSpec]:

@@ -39,6 +39,7 @@ from genbot.errors import ConfigError, InvalidRequest
 from genbot.jobs import Jobs
 from genbot.keys.control import Keys
 from genbot.models.checkpoint import load_model
+from genbot.plugins import LoadedPlugins, load_plugins
 from genbot.quotas.policy import QuotaPolicy
 from genbot.storage import repository
 from genbot.storage.db import Database
@@ -159,6 +160,7 @@ class GenbotService:
         # loaded, no engine or version watcher runs, and other processes' generations are left alone.
         self.serving = serving
         self.db: Database | None = None
+        self.plugins: LoadedPlugins | None = None  # the plugins the registry was built from (their other hooks)
         self.engine = GenerationEngine(
             settings.engine.max_streams_per_model,
             settings.engine.max_queue,
@@ -188,7 +190,8 @@ class GenbotService:
             log.warning("%d generation(s) were interrupted by an earlier stop; marked failed", interrupted)
         if self.registry is None:
             # Loading weights is blocking file and tensor work: keep it off the event loop.
-            self.registry = await asyncio.to_thread(build_registry, self.settings)
+            self.plugins = await asyncio.to_thread(load_plugins, self.settings)
+            self.registry = await asyncio.to_thread(build_registry, self.settings, self.plugins)
         await self.engine.start()
         await self._start_version_watcher()
         return self

@@ -3,7 +3,9 @@
 * processes: ``genbot(*args)`` runs the real command line in a child process;
 * data: ``make_corpus_text``, ``write_model_folder`` (random weights, no training);
 * the service and jobs: ``opened()``, ``wait_until``, ``FAST`` training options;
-* the HTTP API: ``api_server`` (a live server on loopback), ``client``, ``parse_sse``, ``as_curl``.
+* the HTTP API: ``api_server`` (a live server on loopback), ``client``, ``parse_sse``, ``as_curl``;
+* Discord: ``opened_service`` (with slow scripted models), ``running_bot`` on the fake Discord,
+  ``OWNER``, ``opt``, ``callbacks``, ``ephemeral_text``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,23 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import torch
 
 from genbot.config import ApiSettings, load_settings
+from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.api import create_app
 from genbot.frontends.api.app import running
+from genbot.models.card import SamplingDefaults
+from genbot.models.vocab import Vocab
 from genbot.service import GenbotService
+from genbot.testing import RecordingModel, ScriptedModel, loaded_model
+from genbot.testing.fake_discord import STRING, FakeDiscord
+
+if TYPE_CHECKING:
+    from genbot.frontends.discord import GenbotBot
 
 T = TypeVar("T")
 FAST = {"block": 32, "batch": 8, "eval_every": 5}  # training options for a job that ends in seconds
@@ -161,3 +171,69 @@ def as_curl(method: str, url: str, headers: dict[str, str] | None = None, body: 
         shown = text if len(text) <= 2000 else f"{text[:2000]}… ({len(text):,} chars)"
         parts += ["--data-binary", shlex.quote(shown)]
     return " ".join(parts)
+
+
+SCRIPT = "static int probe(struct device *dev)\n{\n\treturn 0;\n}\n\n"
+STEP_DELAY_S = 0.0015  # per character: ~2,500 characters take several seconds
+
+
+def slow_model(name: str, code_fence: str = "") -> GeneratorEntry:
+    """A scripted generator that writes SCRIPT slowly (so a reply is edited several times)."""
+    vocab = Vocab.from_text(SCRIPT + "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz:")
+    model = RecordingModel(ScriptedModel(vocab, SCRIPT), step_delay=STEP_DELAY_S)
+    return GeneratorEntry.ok(loaded_model(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
+
+
+@contextlib.asynccontextmanager
+async def opened_service() -> AsyncIterator[GenbotService]:
+    """The service over the test's SQLite file, with the slow scripted models added."""
+    async with GenbotService(load_settings()) as service:
+        assert service.registry is not None
+        service.registry.add(slow_model("slowc", "c"))
+        service.registry.add(slow_model("slow"))
+        yield service
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterator[GenbotBot]:
+    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received)."""
+    from genbot.frontends.discord import GenbotBot
+
+    fake.reset_connection()
+    bot = GenbotBot(service)
+    task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
+    try:
+        ready = asyncio.create_task(bot.wait_until_ready())
+        await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the client stopped: show why
+        assert ready.done(), "the bot did not become ready"
+        yield bot
+    finally:
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+OWNER = FakeDiscord.member(FakeDiscord.OWNER_ID, "olive")  # the application's owner, no server permissions
+
+
+def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:
+    """One application-command option."""
+    return {"name": name, "type": kind, "value": value}
+
+
+def callbacks(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
+    """Bodies of the interaction callbacks answered for ``token``."""
+    return [c.body for c in fake.calls_to("POST", rf"/interactions/\d+/{token}/callback") if c.status != 429]
+
+
+def ephemeral_text(fake: FakeDiscord, token: str) -> str:
+    """The ephemeral answer to an interaction (a type-4 callback or a follow-up with flag 64)."""
+    for body in callbacks(fake, token):
+        data = body.get("data") or {}
+        if body["type"] == 4 and isinstance(data, dict) and data.get("flags", 0) & 64:
+            return str(data.get("content", ""))
+    for call in fake.calls_to("POST", rf"/webhooks/\d+/{token}$"):
+        if call.body and call.body.get("flags", 0) & 64:
+            return str(call.body.get("content", ""))
+    return ""

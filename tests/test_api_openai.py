@@ -94,12 +94,11 @@ async def test_errors_come_back_as_openai_errors(oai: tuple[openai.AsyncOpenAI, 
         await c.completions.create(model="alpha", prompt="x", max_tokens=10**7)
     with pytest.raises(openai.BadRequestError, match="role 'user'"):
         await c.chat.completions.create(model="alpha", messages=[{"role": "system", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="n: not supported"):
-        await c.completions.create(model="alpha", prompt="x", n=3)
-    bad = openai.AsyncOpenAI(base_url=str(c.base_url), api_key="gb_nope", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
-        await bad.models.list()
-    await bad.close()
+    with pytest.raises(openai.BadRequestError, match="top_logprobs: needs logprobs"):
+        await c.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}], top_logprobs=3)
+    # Keys are optional on this server: an unknown token is the local caller (see test_api_conventions).
+    async with openai.AsyncOpenAI(base_url=str(c.base_url), api_key="gb_nope", max_retries=0) as placeholder:
+        assert len((await placeholder.models.list()).data) == 2
 
 
 async def test_raw_stream_ends_with_done(oai: tuple[openai.AsyncOpenAI, GenbotService, str]) -> None:
@@ -115,14 +114,10 @@ async def test_raw_stream_ends_with_done(oai: tuple[openai.AsyncOpenAI, GenbotSe
 @pytest.mark.parametrize(
     ("route", "field", "value"),
     [
-        ("completions", "logprobs", 2),
         ("completions", "best_of", 3),
         ("completions", "suffix", "END"),
         ("completions", "logit_bias", {"50256": -100}),
         ("completions", "frequency_penalty", 0.5),
-        ("chat", "n", 2),
-        ("chat", "logprobs", True),
-        ("chat", "top_logprobs", 3),
         ("chat", "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
         ("chat", "functions", [{"name": "f", "parameters": {}}]),
         ("chat", "response_format", {"type": "json_object"}),

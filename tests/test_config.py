@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from genbot.config import EngineSettings, SamplingSettings, Settings, bundled_plugins_dir, load_settings
+from genbot.config import (
+    EngineSettings,
+    SamplingSettings,
+    Settings,
+    bundled_plugins_dir,
+    default_data_dir,
+    load_settings,
+)
 from genbot.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -185,8 +192,9 @@ def test_shipped_bot_toml_matches_the_defaults(monkeypatch: pytest.MonkeyPatch) 
     defaults = Settings()
     paths = {"data_dir", "plugins_dir"}
     assert from_file.model_dump(exclude=paths) == defaults.model_dump(exclude=paths)
-    for name in paths:
-        assert getattr(from_file, name).resolve() == getattr(defaults, name).resolve()
+    assert from_file.plugins_dir.resolve() == defaults.plugins_dir.resolve()
+    # The checkout keeps its data beside it; without a bot.toml it is the user data folder.
+    assert from_file.data_dir == REPO_ROOT / "data" and defaults.data_dir == default_data_dir()
 
 
 def test_every_field_is_described() -> None:

@@ -9,11 +9,9 @@ bot makes is recorded with its arrival time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +19,16 @@ import pytest
 import torch
 
 from genbot.config import bundled_plugins_dir, load_settings
-from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.discord import GenbotBot
 from genbot.frontends.discord.inspect import MAX_INSPECTIONS, InspectCommands
 from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
 from genbot.jobs.spec import RetrainRequest
-from genbot.models.card import SamplingDefaults
-from genbot.models.vocab import Vocab
 from genbot.quotas import store as quota_store
 from genbot.quotas.policy import Subject
 from genbot.service import GenbotService
-from genbot.testing import RecordingModel, ScriptedModel, loaded_model
 from genbot.testing.fake_discord import (
     ATTACHMENT,
     INTEGER,
-    STRING,
     SUBCOMMAND,
     USER,
     FakeClock,
@@ -45,45 +38,9 @@ from genbot.testing.fake_discord import (
 )
 from genbot.training.caption_data import HELD_OUT_SEED
 from genbot.training.scenes import render_scene
+from tests.helpers import OWNER, callbacks, ephemeral_text, opened_service, opt, running_bot
 
 torch.set_num_threads(1)
-SCRIPT = "static int probe(struct device *dev)\n{\n\treturn 0;\n}\n\n"
-STEP_DELAY_S = 0.0015  # per character: ~2,500 characters take several seconds
-
-
-def slow_model(name: str, code_fence: str = "") -> GeneratorEntry:
-    """A scripted generator that writes SCRIPT slowly (so a reply is edited several times)."""
-    vocab = Vocab.from_text(SCRIPT + "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz:")
-    model = RecordingModel(ScriptedModel(vocab, SCRIPT), step_delay=STEP_DELAY_S)
-    return GeneratorEntry.ok(loaded_model(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
-
-
-@contextlib.asynccontextmanager
-async def opened_service() -> AsyncIterator[GenbotService]:
-    """The service over the test's SQLite file, with the slow scripted models added."""
-    async with GenbotService(load_settings()) as service:
-        assert service.registry is not None
-        service.registry.add(slow_model("slowc", "c"))
-        service.registry.add(slow_model("slow"))
-        yield service
-
-
-@contextlib.asynccontextmanager
-async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterator[GenbotBot]:
-    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received)."""
-    fake.reset_connection()
-    bot = GenbotBot(service)
-    task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
-    try:
-        ready = asyncio.create_task(bot.wait_until_ready())
-        await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # the client stopped: show why
-        assert ready.done(), "the bot did not become ready"
-        yield bot
-    finally:
-        await bot.close()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture
@@ -94,7 +51,6 @@ def discord_env(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENBOT_JOBS__TRAIN_THREADS", "1")
 
 
-OWNER = FakeDiscord.member(FakeDiscord.OWNER_ID, "olive")  # the application's owner, no server permissions
 ALICE_ID = "300000000000000001"
 
 
@@ -102,28 +58,6 @@ async def synced_commands(fake: FakeDiscord, bot: GenbotBot) -> list[Any]:
     """Sync the bot's commands (what ``genbot discord sync`` does) and return what Discord got."""
     await bot.sync_commands()
     return list(fake.calls_to("PUT", r"/applications/\d+/commands$")[-1].body)
-
-
-def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:
-    """One application-command option."""
-    return {"name": name, "type": kind, "value": value}
-
-
-def callbacks(fake: FakeDiscord, token: str) -> list[dict[str, object]]:
-    """Bodies of the interaction callbacks answered for ``token``."""
-    return [c.body for c in fake.calls_to("POST", rf"/interactions/\d+/{token}/callback") if c.status != 429]
-
-
-def ephemeral_text(fake: FakeDiscord, token: str) -> str:
-    """The ephemeral answer to an interaction (a type-4 callback or a follow-up with flag 64)."""
-    for body in callbacks(fake, token):
-        data = body.get("data") or {}
-        if body["type"] == 4 and isinstance(data, dict) and data.get("flags", 0) & 64:
-            return str(data.get("content", ""))
-    for call in fake.calls_to("POST", rf"/webhooks/\d+/{token}$"):
-        if call.body and call.body.get("flags", 0) & 64:
-            return str(call.body.get("content", ""))
-    return ""
 
 
 def finished(fake: FakeDiscord, interaction: InjectedInteraction) -> bool:

@@ -28,6 +28,7 @@ from genbot.jobs.worker import Worker
 from genbot.plugins import bundled_folders
 from genbot.storage.db import Database
 from genbot.storage.tables import CorpusKind, utcnow
+from genbot.versions.own import check_model_name
 from genbot.versions.store import ModelVersionRow, active_version, active_versions, get_version, list_versions
 from genbot.versions.watcher import ensure_bundled_versions, seed_bundled_version
 
@@ -140,11 +141,17 @@ class Jobs:
         return str(Path(corpus.path).resolve())
 
     async def _parent(self, model: str, source: str) -> ModelVersionRow | None:
-        """The version a job starts from (None: from scratch); the model must be known."""
-        await self._require_known(model)
+        """The version a job starts from (None: from scratch); the model must be known, unless it starts from scratch.
+
+        ``--from scratch`` for a name no model has yet makes a brand-new generator (its first version
+        is published as version 1 and goes live as nothing else is active).
+        """
         number = spec.parse_source(source)
         if source == "scratch":
+            if not await self._is_known(model):
+                check_model_name(model)
             return None
+        await self._require_known(model)
         if number is not None:
             try:
                 return await get_version(self.db, model, number)
@@ -157,13 +164,17 @@ class Jobs:
 
     async def _require_known(self, model: str) -> None:
         """UnknownModel unless the model has versions (bundled plugins count as version 1)."""
+        if not await self._is_known(model):
+            raise UnknownModel(model, await self._known_models())
+
+    async def _is_known(self, model: str) -> bool:
+        """Whether the model has versions (bundled plugins count as version 1, seeded here)."""
         if await list_versions(self.db, model):
-            return
+            return True
         await seed_bundled_version(self.db, self.settings, model)
         if self.registry is not None:
             await ensure_bundled_versions(self.db, self.registry)
-        if not await list_versions(self.db, model):
-            raise UnknownModel(model, await self._known_models())
+        return bool(await list_versions(self.db, model))
 
     async def _known_models(self) -> builtins.list[str]:
         """Model names a retrain could name: served ones, bundled plugin folders, versioned ones."""

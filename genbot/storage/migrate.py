@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -24,11 +23,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import genbot
+from genbot.resources import migrations_dir
 from genbot.storage.engines import create_engine, write_engine
 
-# migrations/ sits next to the package at the repository root (an editable or source install).
-MIGRATIONS_DIR = Path(genbot.__file__).resolve().parent.parent / "migrations"
+# The wheel's copy of migrations/, or the checkout's top-level folder (genbot/resources.py).
+MIGRATIONS_DIR = migrations_dir()
 
 # Any constant works; it only has to be the same in every genbot process.
 _PG_MIGRATION_LOCK = 0x67656E626F74  # "genbot"

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import genbot
+from genbot.resources import migrations_dir
 
-MIGRATIONS_DIR = Path(genbot.__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = migrations_dir()
 _REVISION = re.compile(r'^revision(?::[^=]*)?=\s*["\']([^"\']+)["\']', re.M)
 _DOWN = re.compile(r'^down_revision(?::[^=]*)?=\s*["\']([^"\']+)["\']', re.M)
 

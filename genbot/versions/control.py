@@ -9,13 +9,13 @@ from pathlib import Path
 from genbot.config import Settings
 from genbot.models.checkpoint import load_model
 from genbot.storage.db import Database
-from genbot.versions import store
+from genbot.versions import own, store
 from genbot.versions.store import ModelVersionRow
 from genbot.versions.watcher import rollback_target, seed_bundled_version
 
 
 class Versions:
-    """List a model's versions, activate one, roll back; serving processes pick the change up live."""
+    """List a model's versions, activate one, roll back, add/remove/export own models; servers pick changes up live."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
@@ -39,6 +39,20 @@ class Versions:
         target = await rollback_target(self._db, model)
         await _check_loads(target)
         return await store.activate_version(self._db, model, target.version)
+
+    # ----- models of your own (genbot/versions/own.py) -----
+
+    async def add_model(self, name: str, folder: Path, *, description: str | None = None) -> ModelVersionRow:
+        """Register a folder ``genbot train`` wrote as active version 1 of a new model (served by every front end)."""
+        return await own.add_model(self._db, self._settings, name, folder, description=description)
+
+    async def remove_model(self, name: str) -> builtins.list[ModelVersionRow]:
+        """Forget a model that is not bundled (every version, and its folders under data_dir/models)."""
+        return await own.remove_model(self._db, self._settings, name)
+
+    async def export_model(self, name: str, target: Path, *, version: int | None = None) -> Path:
+        """Write a model version (default: the active one) as a plugin folder another genbot loads."""
+        return await own.export_model(self._db, self._settings, name, target, version=version)
 
 
 async def _check_loads(version: ModelVersionRow) -> None:

@@ -171,3 +171,14 @@ async def _lock_model(db: Database, session: AsyncSession, model: str) -> None:
 def _to_record(row: ModelVersion) -> ModelVersionRow:
     """A detached, immutable copy of an ORM row."""
     return ModelVersionRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(ModelVersionRow)})
+
+
+async def delete_versions(db: Database, model: str) -> list[ModelVersionRow]:
+    """Forget every version of ``model``; returns what was deleted (the folders are the caller's)."""
+    async with db.write() as session:
+        await _lock_model(db, session, model)
+        rows = (await session.scalars(select(ModelVersion).where(ModelVersion.model == model))).all()
+        gone = [_to_record(row) for row in rows]
+        for row in rows:
+            await session.delete(row)
+        return gone

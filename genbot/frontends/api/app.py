@@ -18,12 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genbot.config import ApiSettings
 from genbot.errors import ConfigError
-from genbot.frontends.api import admin, caption, inspect, native, openai, ops
+from genbot.frontends.api import admin, caption, inspect, native, ollama, openai, ops
 from genbot.frontends.api.context import ApiContext
 from genbot.frontends.api.errors import install_error_handlers
 from genbot.frontends.api.guards import AllowedHosts, CleanInput, is_loopback_name
 from genbot.frontends.api.limits import BodySizeLimit, RateLimiter
 from genbot.frontends.api.metrics import ApiMetrics
+from genbot.plugins import add_routes, load_plugins
 from genbot.service import GenbotService
 
 log = logging.getLogger("genbot.api")
@@ -45,8 +46,17 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
         RateLimiter(settings.bad_keys_per_minute, count_request, scope="addr"),
     )
     app.state.genbot = ctx
-    for router in (native.router, inspect.router, caption.router, openai.router, admin.router, ops.router):
+    for router in (
+        native.router,
+        inspect.router,
+        caption.router,
+        openai.router,
+        ollama.router,
+        admin.router,
+        ops.router,
+    ):
         app.include_router(router)
+    add_routes(service.plugins if service.plugins is not None else load_plugins(service.settings), app)
     install_error_handlers(app)
     # Innermost: reads JSON bodies only after the size cap below.
     app.add_middleware(CleanInput, raw_body_prefixes=(admin.UPLOAD_PREFIX, caption.CAPTION_PATH))

@@ -1,10 +1,12 @@
 """Bearer API keys: who is calling, whether they may, and how much.
 
-With ``[api] require_keys = false`` (allowed on loopback only) a request without a key is the
-local ``anonymous`` caller, who may generate; it may use the admin routes only with ``[api]
-unkeyed_admin = true``. A key that is sent is still checked, and invalid keys are counted per
-client address (``bad_keys_per_minute``) so a key-guessing flood gets 429. With keys required,
-every route but ``/healthz`` and ``/metrics`` needs an active key, and the admin routes an admin key.
+With ``[api] require_keys = false`` (allowed on loopback only) a request without a key, or with
+any bearer token that is not a genbot key (the placeholder every OpenAI or Ollama client sends to
+a local server), is the local ``anonymous`` caller, who may generate; it may use the admin routes
+only with ``[api] unkeyed_admin = true``. A valid genbot key is still attributed to its key. With
+keys required, every route but ``/healthz`` and ``/metrics`` needs an active key, the admin routes
+an admin key, and invalid keys are counted per client address (``bad_keys_per_minute``) so a
+key-guessing flood gets 429.
 """
 
 from __future__ import annotations
@@ -58,11 +60,14 @@ async def admin_caller(ctx: Annotated[ApiContext, Depends(context)], who: Annota
 
 async def _identify(ctx: ApiContext, credentials: HTTPAuthorizationCredentials | None, address: str) -> Caller:
     """The caller named by the Bearer key, or the anonymous local caller when keys are optional."""
+    anonymous = Caller(ANONYMOUS, ANONYMOUS, admin=ctx.settings.unkeyed_admin)
     if credentials is None or not credentials.credentials:
         if ctx.settings.require_keys:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error")
-        return Caller(ANONYMOUS, ANONYMOUS, admin=ctx.settings.unkeyed_admin)
+        return anonymous
     key = await ctx.service.keys.authenticate(credentials.credentials)
+    if key is None and not ctx.settings.require_keys:
+        return anonymous  # a placeholder token ("sk-no-key", "ollama"): keys are optional here
     if key is None:
         # Counted in the database, so a guesser spreading over replicas meets one limit.
         await ctx.bad_keys.hit(address, "invalid API keys")

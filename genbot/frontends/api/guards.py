@@ -3,7 +3,9 @@
 ``AllowedHosts`` stops DNS rebinding: a page on ``attacker.example`` that resolves to 127.0.0.1
 would otherwise reach a keyless loopback server with the user's browser. ``CleanInput`` refuses,
 in one place, what no route can store or mean: NUL or invalid UTF-8 in the path or query, and
-JSON bodies with NUL, lone surrogates, NaN/Infinity, giant integers or deep nesting.
+JSON bodies with NUL, lone surrogates, NaN/Infinity, giant integers or deep nesting. A body
+sent as a form or plain text that parses as a JSON object or array is read as JSON (``curl -d``
+labels every body ``application/x-www-form-urlencoded``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from genbot.frontends.api.errors import error_response
 
 MAX_INT_DIGITS = 40  # far past any field's range (2**63 has 19 digits), far below Python's 4,300-digit cap
 MAX_DEPTH = 64  # JSON nesting: no route takes more than a few levels
+# Content types whose bodies are read as JSON when they parse as JSON (curl -d, fetch with a string).
+LOOSE_JSON_TYPES = ("application/x-www-form-urlencoded", "text/plain")
 
 
 class AllowedHosts:
@@ -91,9 +95,16 @@ class CleanInput:
             await error_response(400, str(e), "invalid_request_error")(scope, receive, send)
             return
         if not self.reads_json(scope):
-            await self.app(scope, receive, send)
-            return
-        body, more = await _read_body(receive)
+            if not self.may_be_json(scope):
+                await self.app(scope, receive, send)
+                return
+            body, more = await _read_body(receive)
+            if not _parses_as_json(body):
+                await self.app(scope, _replay(body, more, receive), send)
+                return
+            scope = _as_json(scope)  # curl -d sends JSON as a form: read it as what it is
+        else:
+            body, more = await _read_body(receive)
         try:
             check_json(body)
         except BadInput as e:
@@ -101,11 +112,36 @@ class CleanInput:
             return
         await self.app(scope, _replay(body, more, receive), send)
 
+    def may_be_json(self, scope: Scope) -> bool:
+        """Whether a body sent as a form or plain text may be JSON (curl's ``-d`` says form-urlencoded)."""
+        if scope["method"] in ("GET", "HEAD") or scope["path"].startswith(self.raw_body_prefixes):
+            return False
+        kind = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+        return kind in LOOSE_JSON_TYPES
+
     def reads_json(self, scope: Scope) -> bool:
         """Whether the request's body is JSON for the app (uploads are streamed to disk, never buffered here)."""
         if scope["method"] in ("GET", "HEAD") or scope["path"].startswith(self.raw_body_prefixes):
             return False
         return _is_json(_header(scope, b"content-type"))
+
+
+def _parses_as_json(body: bytes) -> bool:
+    """Whether ``body`` is a JSON object or array (what every JSON route takes)."""
+    stripped = body.lstrip()
+    if not stripped.startswith((b"{", b"[")):
+        return False
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _as_json(scope: Scope) -> Scope:
+    """``scope`` with its content type replaced by ``application/json``."""
+    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
 def check_url(raw_path: bytes, query: bytes) -> None:

@@ -1,25 +1,32 @@
 """OpenAI-compatible routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
 
 Tokens are characters here: ``max_tokens`` is the number of characters to generate and
-``usage`` counts characters. Unsupported OpenAI fields (``n`` > 1, ``logprobs``, penalties,
-``tools`` …, see ``UNSUPPORTED``) are accepted when they ask for the default and otherwise refused
-with a 400 naming the field; other unknown fields are ignored, as OpenAI's newer ones (``store``,
+``usage`` counts characters. ``logprobs`` / ``top_logprobs`` score each generated character under
+the model's own distribution (genbot/engine/logprobs.py); ``n`` > 1 runs independent choices
+with seeds ``seed``, ``seed+1``, … (each stored as its own generation); ``user`` is stored as the
+generation's user. Unsupported OpenAI fields (``best_of``, penalties, ``tools`` …, see
+``UNSUPPORTED``) are accepted when they ask for the default and otherwise refused with a 400
+naming the field; other unknown fields are ignored, as OpenAI's newer ones (``store``,
 ``metadata`` …) change nothing here. The official client sends only the fields a caller passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from genbot.engine.logprobs import MAX_TOP, CharLogprob, CharScorer
 from genbot.errors import InvalidRequest
-from genbot.frontends.api.auth import CallerDep
+from genbot.frontends.api.auth import Caller, CallerDep
 from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
@@ -31,14 +38,13 @@ router = APIRouter(tags=["openai"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
 _FINISH = {"completed": "length", "cancelled": "stop", "failed": "stop"}
 MAX_STOPS = 4  # OpenAI's own limit
+MAX_N = 16  # choices per request (each is a generation of its own, charged to the key's quota)
+SEED_LIMIT = 2**63  # seeds of the n choices wrap below this
 # OpenAI fields genbot does not implement → the values (as JSON) that ask for what it does anyway.
 UNSUPPORTED: dict[str, frozenset[str]] = {
     name: frozenset(["null", *defaults])
     for name, defaults in {
-        "n": ["1"],
         "best_of": ["1"],
-        "logprobs": ["false"],
-        "top_logprobs": ["0"],
         "logit_bias": ["{}"],
         "frequency_penalty": ["0", "0.0"],
         "presence_penalty": ["0", "0.0"],
@@ -75,6 +81,7 @@ class _Sampling(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: Text | list[Text] | None = Field(None, description="A string or up to 4 strings that end generation.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    n: int = Field(1, ge=1, le=MAX_N, description="Independent choices, seeded seed, seed+1, …")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
@@ -99,6 +106,7 @@ class CompletionBody(_Sampling):
 
     prompt: Text | list[Text] = Field("", description="The prompt (a list must hold exactly one string).")
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP, description="Score each character; this many alternatives.")
 
 
 class ChatMessage(BaseModel):
@@ -122,6 +130,8 @@ class ChatBody(_Sampling):
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = Field(False, description="Score each generated character.")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP, description="Alternatives per character (logprobs).")
 
     def prompt(self) -> str:
         """The last user message's text."""
@@ -159,15 +169,16 @@ async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue ``prompt``; ``stream: true`` answers with ``data:`` chunks ending in ``[DONE]``."""
     body.refuse_unsupported()
     prompt = _one_prompt(body.prompt)
-    started = time.perf_counter()
-    gen = await start_generation(ctx, _request(body, prompt, body.max_tokens, who.key_id), who)
+    run = await _Run.start(ctx, body, prompt, body.max_tokens, who, logprobs=body.logprobs)
     if body.stream:
-        echo = prompt if body.echo else ""
-        return sse_response(_stream(gen, ctx, started, chat=False, usage=_wants_usage(body), echo=echo))
-    text = await collect(gen, ctx, started)
-    result = await gen.result()
-    choice = {"text": (prompt if body.echo else "") + text, "index": 0, "logprobs": None}
-    return _envelope(gen, "text_completion", choice | {"finish_reason": _finish(result)}, len(prompt), len(text))
+        return sse_response(_stream(run, chat=False, usage=_wants_usage(body), echo=prompt if body.echo else ""))
+    choices, chars = [], []
+    echo = prompt if body.echo else ""
+    for index, (text, result, scored) in enumerate(await run.collect()):
+        choice = {"text": echo + text, "index": index, "logprobs": _completion_logprobs(scored, len(echo))}
+        choices.append(choice | {"finish_reason": _finish(result)})
+        chars.append(len(text))
+    return _envelope(run, "text_completion", choices, chars)
 
 
 @router.post(
@@ -179,15 +190,20 @@ async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue the last user message as the assistant's reply."""
     body.refuse_unsupported()
     prompt = body.prompt()
-    started = time.perf_counter()
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs: needs logprobs: true")
     length = body.max_completion_tokens or body.max_tokens
-    gen = await start_generation(ctx, _request(body, prompt, length, who.key_id), who)
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    run = await _Run.start(ctx, body, prompt, length, who, logprobs=top)
     if body.stream:
-        return sse_response(_stream(gen, ctx, started, chat=True, usage=_wants_usage(body)))
-    text = await collect(gen, ctx, started)
-    result = await gen.result()
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None}
-    return _envelope(gen, "chat.completion", choice | {"finish_reason": _finish(result)}, len(prompt), len(text))
+        return sse_response(_stream(run, chat=True, usage=_wants_usage(body)))
+    choices, chars = [], []
+    for index, (text, result, scored) in enumerate(await run.collect()):
+        message = {"role": "assistant", "content": text}
+        choice = {"index": index, "message": message, "logprobs": _chat_logprobs(scored)}
+        choices.append(choice | {"finish_reason": _finish(result)})
+        chars.append(len(text))
+    return _envelope(run, "chat.completion", choices, chars)
 
 
 def _one_prompt(prompt: str | list[str]) -> str:
@@ -199,19 +215,126 @@ def _one_prompt(prompt: str | list[str]) -> str:
     return prompt[0]
 
 
-def _request(body: _Sampling, prompt: str, length: int | None, key_id: str) -> GenerationRequest:
-    """The service request for an OpenAI-style body."""
+def _request(body: _Sampling, prompt: str, length: int | None, key_id: str, seed: int | None) -> GenerationRequest:
+    """The service request for an OpenAI-style body (``user`` is stored as the generation's user)."""
     return GenerationRequest(
         model=body.model,
         prompt=prompt,
         temperature=body.temperature,
         top_p=body.top_p,
         length=length,
-        seed=body.seed,
+        seed=seed,
         stop=body.stops(),
         frontend="api",
+        user_id=body.user or None,
         api_key_id=key_id,
     )
+
+
+def _seeds(seed: int | None, n: int) -> list[int | None]:
+    """``seed, seed+1, …`` for ``n`` choices; one unseeded choice lets the engine pick."""
+    if seed is None and n == 1:
+        return [None]
+    base = seed if seed is not None else random.randrange(2**31)
+    return [(base + i) % SEED_LIMIT for i in range(n)]
+
+
+@dataclass
+class _Run:
+    """The ``n`` generations of one request, each with its scorer when logprobs were asked for."""
+
+    ctx: ApiContext
+    prompt: str
+    gens: list[Generation]
+    scorers: list[CharScorer | None]
+    started: float
+
+    @classmethod
+    async def start(
+        cls, ctx: ApiContext, body: _Sampling, prompt: str, length: int | None, who: Caller, *, logprobs: int | None
+    ) -> _Run:
+        """Start every choice (refused up front, none left running, if one cannot start)."""
+        started = time.perf_counter()
+        gens: list[Generation] = []
+        try:
+            for seed in _seeds(body.seed, body.n):
+                gens.append(await start_generation(ctx, _request(body, prompt, length, who.key_id, seed), who))
+        except BaseException:
+            for gen in gens:
+                gen.cancel()
+            raise
+        scorers = [None if logprobs is None else _scorer(gen, logprobs) for gen in gens]
+        return cls(ctx, prompt, gens, scorers, started)
+
+    async def collect(self) -> list[tuple[str, GenerationResult, list[CharLogprob] | None]]:
+        """Every choice's whole text, result and scores."""
+        texts = await asyncio.gather(*(collect(gen, self.ctx, self.started) for gen in self.gens))
+        out = []
+        for gen, text, scorer in zip(self.gens, texts, self.scorers, strict=True):
+            scored = None if scorer is None else await asyncio.to_thread(scorer.score, text)
+            out.append((text, await gen.result(), scored))
+        return out
+
+    async def chunks(self) -> AsyncGenerator[tuple[int, str], None]:
+        """(choice index, text) as the choices produce it, interleaved."""
+        if len(self.gens) == 1:
+            async with contextlib.aclosing(text_chunks(self.gens[0], self.ctx, self.started)) as chunks:
+                async for chunk in chunks:
+                    yield 0, chunk
+            return
+        queue: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
+
+        async def pump(index: int, gen: Generation) -> None:
+            try:
+                async with contextlib.aclosing(text_chunks(gen, self.ctx, self.started)) as chunks:
+                    async for chunk in chunks:
+                        await queue.put((index, chunk))
+            finally:
+                await queue.put((index, None))
+
+        tasks = [asyncio.create_task(pump(i, gen)) for i, gen in enumerate(self.gens)]
+        try:
+            left = len(tasks)
+            while left:
+                index, piece = await queue.get()
+                if piece is None:
+                    left -= 1
+                else:
+                    yield index, piece
+        finally:
+            for task in tasks:
+                task.cancel()  # the client left: each pump's aclosing cancels its generation
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _scorer(gen: Generation, top: int) -> CharScorer:
+    """A scorer for ``gen``'s output, reporting ``top`` alternatives per character."""
+    assert gen.entry.loaded is not None  # a running generation has a loaded model
+    return CharScorer(gen.entry.loaded, gen.stream.prime_ids, top)
+
+
+def _completion_logprobs(scored: list[CharLogprob] | None, offset: int) -> dict[str, Any] | None:
+    """The legacy completions ``logprobs`` object: characters, their log-probabilities, the top ones, offsets."""
+    if scored is None:
+        return None
+    return {
+        "tokens": [s.char for s in scored],
+        "token_logprobs": [s.logprob for s in scored],
+        "top_logprobs": [dict(s.top) for s in scored],
+        "text_offset": list(range(offset, offset + len(scored))),
+    }
+
+
+def _chat_logprobs(scored: list[CharLogprob] | None) -> dict[str, Any] | None:
+    """The chat ``logprobs`` object: one entry per character with its top alternatives."""
+    if scored is None:
+        return None
+
+    def token(char: str, logprob: float) -> dict[str, Any]:
+        return {"token": char, "logprob": logprob, "bytes": list(char.encode("utf-8"))}
+
+    content = [token(s.char, s.logprob) | {"top_logprobs": [token(c, v) for c, v in s.top]} for s in scored]
+    return {"content": content, "refusal": None}
 
 
 def _wants_usage(body: _Sampling) -> bool:
@@ -219,28 +342,34 @@ def _wants_usage(body: _Sampling) -> bool:
     return body.stream_options is not None and body.stream_options.include_usage
 
 
-async def _stream(
-    gen: Generation, ctx: ApiContext, started: float, *, chat: bool, usage: bool, echo: str = ""
-) -> AsyncGenerator[str, None]:
-    """OpenAI chunks: text deltas, a last chunk with finish_reason, the usage if asked, then ``[DONE]``."""
+async def _stream(run: _Run, *, chat: bool, usage: bool, echo: str = "") -> AsyncGenerator[str, None]:
+    """OpenAI chunks: text deltas, a last chunk per choice with finish_reason, the usage if asked, then ``[DONE]``."""
     kind = "chat.completion.chunk" if chat else "text_completion"
-    first = True
+    first = [True] * len(run.gens)
+    offsets = [len(echo)] * len(run.gens)
     if echo:  # completions with echo: the prompt comes first, as in the non-streaming text
-        yield sse(_chunk(gen, kind, {"index": 0, "text": echo, "logprobs": None, "finish_reason": None}))
-    async with contextlib.aclosing(text_chunks(gen, ctx, started)) as chunks:
-        async for chunk in chunks:
-            delta = {"role": "assistant", "content": chunk} if first else {"content": chunk}
-            choice = {"index": 0, "delta": delta} if chat else {"index": 0, "text": chunk, "logprobs": None}
-            first = False
-            yield sse(_chunk(gen, kind, choice | {"finish_reason": None}))
-    result = await gen.result()
-    if result.status == "failed":
-        yield sse(error_body(result.stats.error or "generation failed", "server_error"))
-    last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
-    yield sse(_chunk(gen, kind, last | {"finish_reason": _finish(result)}))
+        for index in range(len(run.gens)):
+            yield sse(_chunk(run, kind, {"index": index, "text": echo, "logprobs": None, "finish_reason": None}))
+    async with contextlib.aclosing(run.chunks()) as chunks:
+        async for index, chunk in chunks:
+            scorer = run.scorers[index]
+            scored = None if scorer is None else await asyncio.to_thread(scorer.score, chunk)
+            if chat:
+                delta = {"role": "assistant", "content": chunk} if first[index] else {"content": chunk}
+                choice = {"index": index, "delta": delta, "logprobs": _chat_logprobs(scored)}
+            else:
+                choice = {"index": index, "text": chunk, "logprobs": _completion_logprobs(scored, offsets[index])}
+            first[index] = False
+            offsets[index] += len(chunk)
+            yield sse(_chunk(run, kind, choice | {"finish_reason": None}))
+    results = [await gen.result() for gen in run.gens]
+    for index, result in enumerate(results):
+        if result.status == "failed":
+            yield sse(error_body(result.stats.error or "generation failed", "server_error"))
+        last = {"index": index, "delta": {}} if chat else {"index": index, "text": "", "logprobs": None}
+        yield sse(_chunk(run, kind, last | {"finish_reason": _finish(result)}))
     if usage:
-        counted = _envelope(gen, kind, {}, len(gen.stream.prompt), len(result.output))
-        yield sse(counted | {"choices": []})
+        yield sse(_envelope(run, kind, [], [len(r.output) for r in results]))
     yield sse("[DONE]")
 
 
@@ -249,22 +378,30 @@ def _finish(result: GenerationResult) -> str:
     return "stop" if result.stats.done_reason == "stop" else _FINISH.get(result.status, "stop")
 
 
-def _chunk(gen: Generation, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
-    """One OpenAI response object (or stream chunk) around ``choice``."""
+def _chunk(run: _Run, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    """One OpenAI stream chunk around ``choice``."""
+    return _response(run, kind, [choice])
+
+
+def _response(run: _Run, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """One OpenAI response object around ``choices`` (named after the first generation)."""
+    gen = run.gens[0]
     return {
         "id": _id(gen, kind),
         "object": kind,
         "created": int(time.time()),
         "model": gen.model,
         "system_fingerprint": _fingerprint(gen),
-        "choices": [choice],
+        "choices": choices,
     }
 
 
-def _envelope(gen: Generation, kind: str, choice: dict[str, Any], prompt_chars: int, chars: int) -> dict[str, Any]:
-    """A complete OpenAI response with usage counted in characters."""
-    usage = {"prompt_tokens": prompt_chars, "completion_tokens": chars, "total_tokens": prompt_chars + chars}
-    return _chunk(gen, kind, choice) | {"usage": usage}
+def _envelope(run: _Run, kind: str, choices: list[dict[str, Any]], chars: list[int]) -> dict[str, Any]:
+    """A complete OpenAI response with usage counted in characters (the prompt once, every choice's output)."""
+    prompt_chars = len(run.gens[0].stream.prompt)
+    completion = sum(chars)
+    usage = {"prompt_tokens": prompt_chars, "completion_tokens": completion, "total_tokens": prompt_chars + completion}
+    return _response(run, kind, choices) | {"usage": usage}
 
 
 def _id(gen: Generation, kind: str) -> str:

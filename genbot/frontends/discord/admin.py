@@ -19,7 +19,7 @@ import asyncio
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -129,18 +129,20 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
         corpus: str,
         steps: app_commands.Range[int, 1, 1_000_000] | None = None,
         seconds: app_commands.Range[float, 1.0, 86_400.0] | None = None,
+        start: Literal["active", "scratch"] = "active",
     ) -> None:
         """Fine-tune a model on a corpus in the background, with live progress here.
 
         Args:
-            model: model to fine-tune (from its active version)
+            model: model to fine-tune, or a new model's name (with start: scratch)
             corpus: a registered corpus
             steps: training steps (default 500 unless seconds is given)
             seconds: wall-clock budget instead of steps
+            start: from the active version, or from scratch (also makes a brand-new model)
         """
         if steps is None and seconds is None:
             steps = DEFAULT_STEPS
-        request = RetrainRequest(model=model, corpus=corpus, steps=steps, seconds=seconds)
+        request = RetrainRequest(model=model, corpus=corpus, steps=steps, seconds=seconds, source=start)
         job = await self.bot.service.jobs.retrain(request)
         await interaction.response.send_message(f"Queued job #{job.id}; progress follows below.")
         channel = interaction.channel

@@ -168,7 +168,8 @@ def plugin_cogs(service: GenbotService) -> list[type[commands.Cog]]:
 
     cogs: list[type[commands.Cog]] = []
     try:
-        call_each(load_plugins(service.settings), "register_cogs", register=cogs.append)
+        plugins = service.plugins if service.plugins is not None else load_plugins(service.settings)
+        call_each(plugins, "register_cogs", register=cogs.append)
     except GenbotError:
         log.exception("plugin cogs could not be loaded; running without them")
     return cogs
