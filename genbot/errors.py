@@ -13,12 +13,16 @@ bot replies ephemerally with the wording. Anything else that escapes is a bug.
     │   └── ImageError          400   invalid_request_error   the message                2
     ├── CorpusError             400   invalid_request_error   the message                2
     ├── CheckpointError         400   invalid_request_error   the message                2
-    ├── PluginLoadError         400   invalid_request_error   the message                2
+    ├── PluginLoadError         400   invalid_request_error   the message                1
     ├── NotFound                404   not_found               the message                2
-    ├── LeaseLost               409   lease_lost              the message                2
-    └── RetryLater              503   server_busy             the message                2
-        ├── Busy                503   server_busy             the message                2
-        └── QuotaExceeded       429   quota_exceeded          the message + "try again"  2
+    ├── LeaseLost               409   lease_lost              the message                1
+    └── RetryLater              503   server_busy             the message                1
+        ├── Busy                503   server_busy             the message                1
+        └── QuotaExceeded       429   quota_exceeded          the message + "try again"  1
+
+The CLI's exit status: 2 for a usage error (what the caller gave is wrong: arguments, files,
+names, configuration; Typer's own usage errors exit 2 too), 1 for a runtime failure (the request
+was fine but could not be done now: busy, over quota, a lost lease, a plugin that failed).
 
 * ``ConfigError`` — bad or unknown configuration (the API logs it: it is the operator's to fix).
 * ``InvalidRequest`` — a caller's parameters make no sense (length, temperature, …);
@@ -110,7 +114,7 @@ class Translation:
     http_status: int
     api_type: str
     discord_retry_hint: bool = False  # Discord adds "(try again <relative time>)" to the message
-    exit_code: int = 2
+    exit_code: int = 2  # the CLI's: 2 usage error, 1 runtime failure
 
 
 TABLE: dict[type[GenbotError], Translation] = {
@@ -121,12 +125,12 @@ TABLE: dict[type[GenbotError], Translation] = {
     ImageError: Translation(400, "invalid_request_error"),
     CorpusError: Translation(400, "invalid_request_error"),
     CheckpointError: Translation(400, "invalid_request_error"),
-    PluginLoadError: Translation(400, "invalid_request_error"),
+    PluginLoadError: Translation(400, "invalid_request_error", exit_code=1),
     NotFound: Translation(404, "not_found"),
-    LeaseLost: Translation(409, "lease_lost"),
-    RetryLater: Translation(503, "server_busy"),
-    Busy: Translation(503, "server_busy"),
-    QuotaExceeded: Translation(429, "quota_exceeded", discord_retry_hint=True),
+    LeaseLost: Translation(409, "lease_lost", exit_code=1),
+    RetryLater: Translation(503, "server_busy", exit_code=1),
+    Busy: Translation(503, "server_busy", exit_code=1),
+    QuotaExceeded: Translation(429, "quota_exceeded", discord_retry_hint=True, exit_code=1),
 }
 
 

@@ -43,9 +43,11 @@ T = TypeVar("T")
 FAST = {"block": 32, "batch": 8, "eval_every": 5}  # training options for a job that ends in seconds
 
 
-def genbot(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real ``genbot`` command in a child process."""
-    return subprocess.run([sys.executable, "-m", "genbot", *args], capture_output=True, text=True, timeout=timeout)
+def genbot(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``genbot`` command in a child process (in ``cwd``, default the current folder)."""
+    return subprocess.run(
+        [sys.executable, "-m", "genbot", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:

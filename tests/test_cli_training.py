@@ -63,3 +63,23 @@ def test_eval_of_corrupt_weights_is_a_clear_error(corpus_file: Path, tmp_path: P
     assert proc.returncode == 2
     assert "sha256 does not match" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_register_serves_the_output_as_a_new_model(corpus_file: Path, tmp_path: Path, plugins_dir: Path) -> None:
+    out = tmp_path / "runs" / "first"
+    proc = genbot(
+        "train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3", "--register", "mine", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    registered = json.loads(proc.stdout.splitlines()[-1])
+    assert (registered["event"], registered["model"], registered["version"]) == ("registered", "mine", 1)
+    listed = genbot("plugins", "--json")
+    kinds = {row["name"]: row["kind"] for row in map(json.loads, listed.stdout.splitlines())}
+    assert kinds == {"alpha": "bundled folder", "beta": "bundled folder", "mine": "data folder"}
+
+
+def test_train_register_refuses_a_bad_name_before_training(corpus_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    proc = genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3", "--register", "A B")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: invalid model name")
+    assert not out.exists()

@@ -7,6 +7,7 @@ its reason while everything else loads.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from genbot.config import load_settings
 from genbot.engine.registry import build_registry
 from genbot.plugins import add_commands, load_plugins, source_kind
 from genbot.testing.fake_discord import FakeDiscord
-from tests.helpers import api_server, client, write_model_folder
+from tests.helpers import api_server, client, genbot, write_model_folder
 
 PACKAGE = Path(__file__).resolve().parent / "plugin_package"
 
@@ -105,3 +106,20 @@ async def test_the_packages_cog_answers_its_slash_command(demo: Path) -> None:
         await fake.wait_for(lambda: callbacks(fake, call.token))
         [answer] = callbacks(fake, call.token)
     assert answer["data"]["content"] == "hello from the demo plugin"  # type: ignore[index]
+
+
+def test_the_packages_command_runs_through_genbot_and_genbot_plugins_shows_it(
+    demo: Path, installed_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(installed_package), os.environ.get("PYTHONPATH")]))
+    )
+    hello = genbot("demo-hello", "--name", "tester")
+    assert hello.returncode == 0, hello.stderr
+    assert "hello tester from the demo plugin" in hello.stdout
+    listed = genbot("plugins")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert "package" in rows["demo"] and "loaded" in rows["demo"]
+    assert "bundled folder" in rows["alpha"]
+    assert "FAILED" in rows["demo_broken"] and "the demo" in rows["demo_broken"]

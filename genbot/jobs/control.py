@@ -28,7 +28,7 @@ from genbot.jobs.worker import Worker
 from genbot.plugins import bundled_folders
 from genbot.storage.db import Database
 from genbot.storage.tables import CorpusKind, utcnow
-from genbot.versions.own import check_model_name
+from genbot.versions.names import check_model_name
 from genbot.versions.store import ModelVersionRow, active_version, active_versions, get_version, list_versions
 from genbot.versions.watcher import ensure_bundled_versions, seed_bundled_version
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from genbot.errors import CheckpointError
 
+CARD_FILE = "plugin.toml"  # a model folder's card (read without torch: plugin discovery needs no weights)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -21,11 +21,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from genbot.errors import CheckpointError
-from genbot.models.card import Architecture, ModelCard, Weights
+from genbot.models.card import CARD_FILE, Architecture, ModelCard, Weights
 from genbot.models.charrnn import CharRNN, CharRNNConfig
 from genbot.models.vocab import Vocab
 
-CARD_FILE = "plugin.toml"
 VOCAB_FILE = "vocab.json"
 # mkstemp creates files readable by the owner only; published model files follow the umask.
 _UMASK = os.umask(0o022)

@@ -11,14 +11,13 @@ The service offers them as ``service.versions.add_model``, ``remove_model`` and 
   ``data_dir/models/NAME``. Running servers keep serving what they loaded until they restart.
 * :func:`export_model` writes a plugin folder (``plugin.toml``, ``vocab.json``,
   ``model.safetensors``, ``README.md``) that another genbot loads from its ``plugins_dir``.
-* :func:`check_model_name` is the rule for new model names (``genbot retrain --from scratch`` of
+* :func:`genbot.versions.names.check_model_name` is the rule for new model names (``genbot retrain --from scratch`` of
   a model that does not exist yet uses it too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from genbot.models.card import ModelCard
 from genbot.models.checkpoint import CARD_FILE, VOCAB_FILE, atomic_write, load_model
 from genbot.plugins import bundled_folders
 from genbot.storage.db import Database
+from genbot.versions.names import check_model_name
 from genbot.versions.store import (
     ModelVersionRow,
     active_version,
@@ -38,18 +38,7 @@ from genbot.versions.store import (
 )
 from genbot.versions.watcher import VAL_METRIC, seed_bundled_version
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 README_FILE = "README.md"
-
-
-def check_model_name(name: str) -> str:
-    """``name`` if it may name a new model; InvalidRequest saying what is allowed otherwise."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidRequest(
-            f"invalid model name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 def models_dir(settings: Settings) -> Path:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from genbot.hookspecs import GeneratorSpec, hookimpl
-from genbot.models.captioner_checkpoint import load_captioner
+
+
+def load_captioner(folder: Path) -> Any:
+    """The captioner in ``folder`` (torch loads only when a generator is built, not when plugins are listed)."""
+    from genbot.models.captioner_checkpoint import load_captioner as load
+
+    return load(folder)
 
 
 @hookimpl

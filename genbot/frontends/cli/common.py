@@ -1,8 +1,10 @@
 """What every command module shares: error translation, the service runner, JSON output, logging, signals.
 
 Errors from genbot's own tree become one ``error: …`` line on stderr and the exit status the
-error table in ``genbot.errors`` gives (2 for all of them); anything else escaping is a bug and
-keeps its traceback.
+error table in ``genbot.errors`` gives (2 for a usage error, 1 for a runtime failure); an
+``OSError`` is a runtime failure (1: disk full, permission denied) unless it says a path given is
+wrong (2: no such file, not a folder); anything else escaping is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from genbot.errors import GenbotError, describe
 log = logging.getLogger("genbot.serve")
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+RUNTIME_FAILURE = 1  # exit status of a command that was asked right but failed
+USAGE_ERROR = 2  # exit status of a command given wrong arguments (also Typer's own)
+BAD_PATH = (FileNotFoundError, NotADirectoryError, IsADirectoryError)  # a path argument that is wrong: usage
 STOP_GRACE_S = 30.0  # how long background loops get to wind down after Ctrl-C / SIGTERM
 
 
 def friendly_errors(fn: F) -> F:
-    """Turn genbot errors into a one-line message and their exit status (2)."""
+    """Turn genbot errors into a one-line message and their exit status (``describe(e).exit_code``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,6 +44,9 @@ def friendly_errors(fn: F) -> F:
         except GenbotError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(describe(e).exit_code) from None
+        except OSError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(USAGE_ERROR if isinstance(e, BAD_PATH) else RUNTIME_FAILURE) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

@@ -1,11 +1,14 @@
-"""``genbot models [versions | activate | rollback]`` and ``genbot plugins``: the generators and their versions.
+"""``genbot models [versions | activate | rollback | add | remove | export]`` and ``genbot plugins``.
 
-Listing loads the plugins without opening the database; the version commands open the service
-without loading any model (``serving=False``).
+Listing opens the service, so it shows what a server serves: the plugins' generators and every
+model's active version (your own models too); the version commands and your own
+models' commands (add a folder ``genbot train`` wrote, remove it, export any version as a plugin
+folder) open the service without loading any model (``serving=False``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,31 +16,50 @@ import typer
 from genbot.errors import NotFound
 from genbot.frontends.cli.common import emit_json, friendly_errors, with_service
 
+COMMAND_FAILURES: list[Any] = []  # plugins whose register_commands raised (filled by genbot's main())
+
 app = typer.Typer()
-models_app = typer.Typer(help="Loaded generators with their cards; their versions (versions, activate, rollback).")
+models_app = typer.Typer(
+    help="Loaded generators with their cards; their versions (versions, activate, rollback); "
+    "your own models (add, remove, export)."
+)
 app.add_typer(models_app, name="models")
 
 
 @app.command()
 @friendly_errors
 def plugins(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every plugin's generators: loaded, or failed with the reason."""
+    """Every plugin's generators, where each came from (bundled folder, data folder, package): loaded, or failed."""
+    from genbot.plugins import source_kind
+
     for entry in _entries():
+        if not hasattr(entry, "status"):  # a plugin that failed outside its generators (a PluginFailure)
+            entry = _failed(entry)
+        kind = source_kind(entry.source)
         if as_json:
-            emit_json({"name": entry.name, "status": entry.status, "source": entry.source, "error": entry.error})
+            emit_json(
+                {"name": entry.name, "status": entry.status, "kind": kind, "source": entry.source, "error": entry.error}
+            )
         else:
             state = "loaded" if entry.status == "loaded" else f"FAILED: {entry.error}"
-            typer.echo(f"{entry.name:<14} {entry.source:<40} {state}")
+            typer.echo(f"{entry.name:<14} {kind:<14} {entry.source:<40} {state}")
+
+
+def _failed(failure: Any) -> Any:
+    """A plugin failure shaped like a failed generator entry, for the listing."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=failure.name, status="failed", source=failure.source, error=failure.error, card=None)
 
 
 @models_app.callback(invoke_without_command=True)
 @friendly_errors
 def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Loaded generators with their cards (subcommands: versions, activate, rollback)."""
+    """Loaded generators with their cards (subcommands: versions, activate, rollback, add, remove, export)."""
     if ctx.invoked_subcommand is not None:
         return  # `genbot models versions …`: the subcommand does the work
     for entry in _entries():
-        if entry.status != "loaded" or entry.card is None:
+        if getattr(entry, "status", None) != "loaded" or entry.card is None:
             continue
         card = entry.card
         if as_json:
@@ -51,10 +73,16 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 
 
 def _entries() -> list[Any]:
-    from genbot.config import load_settings
-    from genbot.service import generators
+    """What a server would serve: the plugins' generators (loaded or failed) and the active versions."""
 
-    return generators(load_settings())
+    async def body(service: Any) -> list[Any]:
+        entries: list[Any] = service.models()
+        return entries
+
+    entries = with_service(body)
+    listed = {entry.name for entry in entries}
+    # Plugins whose other hooks failed in this process (register_commands, run by `genbot` itself).
+    return entries + [f for f in COMMAND_FAILURES if f.name not in listed]
 
 
 @models_app.command("versions")
@@ -104,6 +132,54 @@ def models_rollback(model: Annotated[str, typer.Argument(help="model name")]) ->
 
     row = with_service(body, serving=False)
     typer.echo(f"{row.model}: rolled back to version {row.version}")
+
+
+@models_app.command("add")
+@friendly_errors
+def models_add(
+    name: Annotated[str, typer.Argument(help="the new model's name")],
+    folder: Annotated[Path, typer.Argument(help="a model folder `genbot train --out` wrote")],
+    description: Annotated[str | None, typer.Option(help="the card's description (default: the folder's)")] = None,
+) -> None:
+    """Serve a trained folder as model NAME (copied into data_dir/models/NAME/v1); servers pick it up live."""
+
+    async def body(service: Any) -> Any:
+        return await service.versions.add_model(name, folder, description=description)
+
+    row = with_service(body, serving=False)
+    typer.echo(f"added model {row.model}: version {row.version} is active ({row.path})")
+
+
+@models_app.command("remove")
+@friendly_errors
+def models_remove(
+    name: Annotated[str, typer.Argument(help="a model you added or trained (not a bundled one)")],
+) -> None:
+    """Forget a model of your own: every version and its folders (running servers keep it until restarted)."""
+
+    async def body(service: Any) -> list[Any]:
+        rows: list[Any] = await service.versions.remove_model(name)
+        return rows
+
+    rows = with_service(body, serving=False)
+    typer.echo(f"removed model {name} ({len(rows)} version{'s' if len(rows) != 1 else ''})")
+
+
+@models_app.command("export")
+@friendly_errors
+def models_export(
+    name: Annotated[str, typer.Argument(help="model name")],
+    target: Annotated[Path, typer.Argument(help="a new (or empty) folder to write the plugin into")],
+    version: Annotated[int | None, typer.Option(help="version number (default: the active one)")] = None,
+) -> None:
+    """Write a model version as a plugin folder (plugin.toml, vocab.json, model.safetensors, README.md)."""
+
+    async def body(service: Any) -> Path:
+        path: Path = await service.versions.export_model(name, target, version=version)
+        return path
+
+    path = with_service(body, serving=False)
+    typer.echo(f"exported {name} to {path}")
 
 
 def _version_line(row: Any) -> str:

@@ -1,9 +1,11 @@
-"""``genbot config`` and ``genbot db upgrade``: the effective settings, and the database schema."""
+"""``genbot init``, ``genbot config``, ``genbot db upgrade``: a commented bot.toml, the settings, the schema."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,6 +14,16 @@ from genbot.frontends.cli.common import friendly_errors
 app = typer.Typer()
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+@app.command()
+@friendly_errors
+def init(force: Annotated[bool, typer.Option("--force", help="overwrite an existing bot.toml")] = False) -> None:
+    """Write a commented bot.toml (every setting with its default) into the current folder."""
+    from genbot.config_file import write_config_file
+
+    path = write_config_file(Path.cwd(), force=force)
+    typer.echo(f"wrote {path}")
 
 
 @app.command()

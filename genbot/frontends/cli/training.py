@@ -16,8 +16,9 @@ from typer.core import TyperGroup, _click  # typer ships its own copy of click
 
 from genbot.errors import InvalidRequest
 from genbot.frontends.cli import captioner
-from genbot.frontends.cli.common import emit_json, friendly_errors, print_report, resolve_model_dir
+from genbot.frontends.cli.common import emit_json, friendly_errors, print_report, resolve_model_dir, with_service
 from genbot.frontends.cli.progress import TrainProgress
+from genbot.versions.names import check_model_name
 
 
 class DefaultsToCharRNN(TyperGroup):
@@ -65,6 +66,9 @@ def train(
     save_dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16 weights")] = "float32",
     name: Annotated[str, typer.Option(help="model name in the card")] = "",
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint if present")] = False,
+    register: Annotated[
+        str, typer.Option(help="then serve OUT as a new model of this name (genbot models add NAME OUT)")
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="JSON-lines progress and summary")] = False,
 ) -> None:
     """Train a char-RNN on a corpus (or fine-tune one with --from); ``genbot train captioner`` trains a captioner."""
@@ -84,12 +88,29 @@ def train(
     )  # fmt: skip
     if device == "cuda":
         _require_cuda()
+    if register:
+        check_model_name(register)  # before the training, not after it
     if as_json:
         result = run_training(cfg, corpus, out, sink=emit_json, resume=resume)
-        return
-    with TrainProgress() as progress:
-        result = run_training(cfg, corpus, out, sink=progress.on_event, resume=resume)
-    progress.summary(asdict(result))
+    else:
+        with TrainProgress() as progress:
+            result = run_training(cfg, corpus, out, sink=progress.on_event, resume=resume)
+        progress.summary(asdict(result))
+    if register:
+        _register(register, out, as_json)
+
+
+def _register(name: str, folder: Path, as_json: bool) -> None:
+    """Add the folder training wrote as model ``name`` (what ``genbot models add`` does)."""
+
+    async def body(service: Any) -> Any:
+        return await service.versions.add_model(name, folder)
+
+    row = with_service(body, serving=False)
+    if as_json:
+        emit_json({"event": "registered", "model": row.model, "version": row.version, "path": row.path})
+    else:
+        typer.echo(f"registered model {row.model}: version {row.version} is active")
 
 
 @train_app.command("captioner")
