@@ -30,7 +30,7 @@ from genbot.versions.store import (
     list_versions,
     register_version,
 )
-from genbot.versions.watcher import ensure_bundled_versions, register_and_maybe_activate, rollback
+from genbot.versions.watcher import VersionWatcher, ensure_bundled_versions, register_and_maybe_activate, rollback
 from tests.helpers import genbot, write_model_folder
 
 
@@ -363,6 +363,29 @@ async def test_swapped_in_versions_serve_through_the_forced_paths(
             paths = _registry(svc).get(name).serving_paths()
             assert paths is not None and (paths["prime"], paths["step"]) == ("bf16", "fp32"), name
         assert set(svc.serving_paths()) >= {"alpha", "beta", "gamma"}
+
+
+async def test_a_pass_that_meets_a_running_pass_returns_only_once_the_version_is_served(
+    fast_polling: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What a caller of sync() is owed even while the background poll is loading the same version."""
+    await upgrade_database(fast_polling)
+    async with GenbotService(load_settings()) as svc:
+        watcher = VersionWatcher(_db(svc), _registry(svc), poll_seconds=3600)
+        real = watcher._load_and_replace
+
+        def slow_load(row: Any) -> None:
+            time.sleep(0.5)  # a big model under load: the other pass must wait for it
+            real(row)
+
+        monkeypatch.setattr(watcher, "_load_and_replace", slow_load)
+        gamma = write_model_folder(tmp_path / "gamma", "gamma", "GAMMA text for the gamma model\n", seed=6)
+        await register_and_maybe_activate(_db(svc), svc.settings, model="gamma", path=str(gamma), val_loss=2.0)
+        first = asyncio.create_task(watcher.sync())
+        await asyncio.sleep(0.1)  # the first pass is loading gamma now
+        await watcher.sync()
+        assert "gamma" in _registry(svc).names()
+        assert "gamma" in await first
 
 
 # ----- the command line --------------------------------------------------------------------------------

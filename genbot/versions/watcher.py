@@ -174,6 +174,9 @@ class VersionWatcher:
         self.poll_seconds = poll_seconds
         self._seen: dict[str, tuple[int, str]] = {}  # model -> (version, path) last acted on
         self._stopping = asyncio.Event()
+        # One pass at a time: a pass marks a version seen before its swap ends, so a second,
+        # concurrent pass would return while the first is still loading that version.
+        self._pass = asyncio.Lock()
 
     async def run(self) -> None:
         """Poll until ``stop()``; a failing poll is logged and the next one tries again."""
@@ -195,11 +198,12 @@ class VersionWatcher:
 
     async def sync(self) -> list[str]:
         """One pass: swap in every active version the registry does not serve; returns the swapped names."""
-        swapped = []
-        for model, row in sorted((await active_versions(self.db)).items()):
-            if self._changed(row) and self._needs_swap(row) and await self._swap(row):
-                swapped.append(model)
-        return swapped
+        async with self._pass:
+            swapped = []
+            for model, row in sorted((await active_versions(self.db)).items()):
+                if self._changed(row) and self._needs_swap(row) and await self._swap(row):
+                    swapped.append(model)
+            return swapped
 
     def _changed(self, row: ModelVersionRow) -> bool:
         """Whether ``row`` is news: a model's active version differs from the last pass's."""
