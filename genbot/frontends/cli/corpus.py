@@ -29,11 +29,10 @@ def corpus_add(
     description: Annotated[str, typer.Option(help="what the corpus is")] = "",
 ) -> None:
     """Validate a corpus, copy it into the data folder and record it."""
-
-    async def body(service: Any) -> Any:
-        return await service.corpora.add(name, paths, kind=kind, licence=licence, description=description)
-
-    row = with_service(body, serving=False)
+    row = with_service(
+        lambda service: service.corpora.add(name, paths, kind=kind, licence=licence, description=description),
+        serving=False,
+    )
     typer.echo(
         f"added corpus {row.name} ({row.kind}): {row.size_bytes:,} bytes, {row.chars:,} chars, "
         f"{len(row.charset)} distinct characters, sha256 {row.sha256[:12]}… → {row.path}"
@@ -44,12 +43,7 @@ def corpus_add(
 @friendly_errors
 def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
     """Every registered corpus."""
-
-    async def body(service: Any) -> list[Any]:
-        rows: list[Any] = await service.corpora.list()
-        return rows
-
-    for row in with_service(body, serving=False):
+    for row in with_service(lambda service: service.corpora.list(), serving=False):
         if as_json:
             emit_json(row)
         else:
@@ -66,11 +60,7 @@ def corpus_show(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Everything recorded about one corpus."""
-
-    async def body(service: Any) -> Any:
-        return await service.corpora.get(name)
-
-    data = json_ready(with_service(body, serving=False))
+    data = json_ready(with_service(lambda service: service.corpora.get(name), serving=False))
     if as_json:
         emit_json(data)
         return
@@ -82,11 +72,7 @@ def corpus_show(
 @friendly_errors
 def corpus_remove(name: Annotated[str, typer.Argument(help="corpus name")]) -> None:
     """Delete a corpus's record and its copied files."""
-
-    async def body(service: Any) -> Any:
-        return await service.corpora.remove(name)
-
-    row = with_service(body, serving=False)
+    row = with_service(lambda service: service.corpora.remove(name), serving=False)
     typer.echo(f"removed corpus {row.name} and its files")
 
 

@@ -47,12 +47,7 @@ def history(
 @friendly_errors
 def forget(user: Annotated[str, typer.Argument(help="user id whose prompts and outputs are deleted")]) -> None:
     """Delete every stored prompt and output of one user."""
-
-    async def body(service: Any) -> int:
-        count: int = await service.forget(user)
-        return count
-
-    typer.echo(f"deleted {with_service(body)} generation(s) of {user}")
+    typer.echo(f"deleted {with_service(lambda service: service.forget(user))} generation(s) of {user}")
 
 
 def _when(value: str | None) -> datetime | None:

@@ -5,7 +5,7 @@ Keys are shown once, at creation; only their sha256 is stored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -24,11 +24,7 @@ def keys_create(
     admin: Annotated[bool, typer.Option("--admin", help="may manage corpora, jobs and models")] = False,
 ) -> None:
     """Create an API key and print it (the only time it is shown)."""
-
-    async def body(service: Any) -> Any:
-        return await service.keys.create(name, admin=admin)
-
-    row, key = with_service(body, serving=False)
+    row, key = with_service(lambda service: service.keys.create(name, admin=admin), serving=False)
     typer.echo(key)
     scope = "admin " if row.admin else ""
     typer.echo(f"created {scope}key {row.name!r}; store it now, it is not shown again", err=True)
@@ -38,11 +34,7 @@ def keys_create(
 @friendly_errors
 def keys_list(json_out: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
     """Every key: name, prefix, scope, created, last used, revoked."""
-
-    async def body(service: Any) -> Any:
-        return await service.keys.list()
-
-    for row in with_service(body, serving=False):
+    for row in with_service(lambda service: service.keys.list(), serving=False):
         if json_out:
             emit_json(row, KEY_FIELDS)
             continue
@@ -55,9 +47,5 @@ def keys_list(json_out: Annotated[bool, typer.Option("--json", help="JSON lines"
 @friendly_errors
 def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> None:
     """Revoke a key: requests with it are refused from now on."""
-
-    async def body(service: Any) -> Any:
-        return await service.keys.revoke(name)
-
-    row = with_service(body, serving=False)
+    row = with_service(lambda service: service.keys.revoke(name), serving=False)
     typer.echo(f"revoked key {row.name!r} ({row.prefix}…)")

@@ -92,12 +92,7 @@ def models_versions(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
 ) -> None:
     """Every recorded version of a model; * marks the active one."""
-
-    async def body(service: Any) -> list[Any]:
-        rows: list[Any] = await service.versions.list(model)
-        return rows
-
-    rows = with_service(body, serving=False)
+    rows = with_service(lambda service: service.versions.list(model), serving=False)
     if not rows:
         raise NotFound(f"no versions recorded for model {model!r}")
     for row in rows:
@@ -114,11 +109,7 @@ def models_activate(
     version: Annotated[int, typer.Argument(help="version number")],
 ) -> None:
     """Make a version the active one; running servers switch to it without a restart."""
-
-    async def body(service: Any) -> Any:
-        return await service.versions.activate(model, version)
-
-    row = with_service(body, serving=False)
+    row = with_service(lambda service: service.versions.activate(model, version), serving=False)
     typer.echo(f"{row.model}: version {row.version} is active")
 
 
@@ -126,11 +117,7 @@ def models_activate(
 @friendly_errors
 def models_rollback(model: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Go back to the version the active one replaced (its parent, else the one before)."""
-
-    async def body(service: Any) -> Any:
-        return await service.versions.rollback(model)
-
-    row = with_service(body, serving=False)
+    row = with_service(lambda service: service.versions.rollback(model), serving=False)
     typer.echo(f"{row.model}: rolled back to version {row.version}")
 
 
@@ -142,11 +129,7 @@ def models_add(
     description: Annotated[str | None, typer.Option(help="the card's description (default: the folder's)")] = None,
 ) -> None:
     """Serve a trained folder as model NAME (copied into data_dir/models/NAME/v1); servers pick it up live."""
-
-    async def body(service: Any) -> Any:
-        return await service.versions.add_model(name, folder, description=description)
-
-    row = with_service(body, serving=False)
+    row = with_service(lambda service: service.versions.add_model(name, folder, description=description), serving=False)
     typer.echo(f"added model {row.model}: version {row.version} is active ({row.path})")
 
 
@@ -156,12 +139,7 @@ def models_remove(
     name: Annotated[str, typer.Argument(help="a model you added or trained (not a bundled one)")],
 ) -> None:
     """Forget a model of your own: every version and its folders (running servers keep it until restarted)."""
-
-    async def body(service: Any) -> list[Any]:
-        rows: list[Any] = await service.versions.remove_model(name)
-        return rows
-
-    rows = with_service(body, serving=False)
+    rows = with_service(lambda service: service.versions.remove_model(name), serving=False)
     typer.echo(f"removed model {name} ({len(rows)} version{'s' if len(rows) != 1 else ''})")
 
 
@@ -173,12 +151,7 @@ def models_export(
     version: Annotated[int | None, typer.Option(help="version number (default: the active one)")] = None,
 ) -> None:
     """Write a model version as a plugin folder (plugin.toml, vocab.json, model.safetensors, README.md)."""
-
-    async def body(service: Any) -> Path:
-        path: Path = await service.versions.export_model(name, target, version=version)
-        return path
-
-    path = with_service(body, serving=False)
+    path = with_service(lambda service: service.versions.export_model(name, target, version=version), serving=False)
     typer.echo(f"exported {name} to {path}")
 
 

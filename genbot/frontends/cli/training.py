@@ -102,11 +102,7 @@ def train(
 
 def _register(name: str, folder: Path, as_json: bool) -> None:
     """Add the folder training wrote as model ``name`` (what ``genbot models add`` does)."""
-
-    async def body(service: Any) -> Any:
-        return await service.versions.add_model(name, folder)
-
-    row = with_service(body, serving=False)
+    row = with_service(lambda service: service.versions.add_model(name, folder), serving=False)
     if as_json:
         emit_json({"event": "registered", "model": row.model, "version": row.version, "path": row.path})
     else:
