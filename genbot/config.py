@@ -83,6 +83,11 @@ class SamplingSettings(_Section):
     length: int = Field(default=400, ge=1, description="Default number of characters to generate.")
     max_length: int = Field(default=5000, ge=1, description="Most characters one request may generate.")
     max_prompt_chars: int = Field(default=4000, ge=0, description="Longest prompt accepted, in characters.")
+    context_chars: int = Field(
+        default=2000,
+        ge=1,
+        description="Characters of a stored generation (or a chat) a continuation reads (capped by max_prompt_chars).",
+    )
     max_temperature: float = Field(default=5.0, gt=0.0, description="Highest temperature a request may ask for.")
 
     @model_validator(mode="after")

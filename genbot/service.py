@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,9 @@ from genbot.jobs import Jobs
 from genbot.keys.control import Keys
 from genbot.models.checkpoint import load_model
 from genbot.plugins import LoadedPlugins, load_plugins
+from genbot.presets.control import Presets
+from genbot.presets.rules import PresetParams
+from genbot.presets.rules import parse_params as parse_preset
 from genbot.quotas.policy import QuotaPolicy
 from genbot.storage import repository
 from genbot.storage.db import Database
@@ -47,6 +51,7 @@ from genbot.storage.leases import ProcessLease, reap
 from genbot.storage.repository import GenerationRow, NewGeneration
 from genbot.storage.schema import is_current
 from genbot.storage.tables import GenerationStatus
+from genbot.threads import Identity, context, owned, thread
 from genbot.versions.control import Versions
 from genbot.versions.watcher import VersionWatcher, ensure_bundled_versions
 
@@ -87,11 +92,22 @@ class GenerationRequest:
     guild_id: str | None = None
     channel_id: str | None = None
     api_key_id: str | None = None
+    # Continue a stored generation (its tail is the context; ``prompt`` is added after it), or run
+    # one again with a new seed (same prompt and settings); only the caller's own rows, or any for an admin.
+    continue_from: int | None = None
+    again_of: int | None = None
+    preset: str | None = None  # the caller's (else a global) preset fills the fields left unset
+    admin: bool = False
 
     @property
     def requester(self) -> Requester:
-        """Who asks (the request's last five fields)."""
+        """Who asks (front end, user, guild, channel, API key)."""
         return Requester(self.frontend, self.user_id, self.guild_id, self.channel_id, self.api_key_id)
+
+    @property
+    def identity(self) -> Identity:
+        """Who asks, as owner of generations and presets."""
+        return Identity(self.frontend, self.user_id, self.api_key_id, self.admin)
 
 
 @dataclass
@@ -107,11 +123,21 @@ class GenerationResult:
 class Generation:
     """A running generation: iterate for text chunks, ``cancel()``, ``await result()``."""
 
-    def __init__(self, entry: GeneratorEntry, stream: Stream, row_id: int, writer: asyncio.Task[GenerationResult]):
+    def __init__(
+        self,
+        entry: GeneratorEntry,
+        stream: Stream,
+        row_id: int,
+        writer: asyncio.Task[GenerationResult],
+        parent_id: int | None = None,
+        prompt: str = "",
+    ):
         self.entry = entry
         self.stream = stream
         self.id = row_id
         self._writer = writer
+        self.parent_id = parent_id  # the generation this one continues or repeats
+        self.prompt = prompt  # what the model was given (a continuation's whole context)
 
     @property
     def model(self) -> str:
@@ -233,7 +259,8 @@ class GenbotService:
         return params.within(limits.max_length)
 
     async def generate(self, req: GenerationRequest) -> Generation:
-        """Start a generation; raises InvalidRequest, UnknownModel or Busy before anything runs."""
+        """Start a generation; raises InvalidRequest, UnknownModel, NotFound or Busy before anything runs."""
+        req, parent_id = await self.resolve(req)
         limit = self.settings.sampling.max_prompt_chars
         if len(req.prompt) > limit:
             raise InvalidRequest(f"the prompt has {len(req.prompt):,} characters; the limit is {limit:,}")
@@ -245,14 +272,45 @@ class GenbotService:
         stream = self.engine.submit(entry.loaded, req.prompt, params)
         try:
             owner = self.process.id if self.process else None
-            row_id = await repository.start_generation(self._db, _new_row(req, entry, stream.params, owner))
+            row = _new_row(req, entry, stream.params, owner, parent_id)
+            row_id = await repository.start_generation(self._db, row)
         except BaseException:
             stream.cancel()
             raise
         writer = asyncio.create_task(self._record(row_id, stream), name=f"genbot-generation-{row_id}")
         self._writers.add(writer)
         writer.add_done_callback(self._writers.discard)
-        return Generation(entry, stream, row_id, writer)
+        return Generation(entry, stream, row_id, writer, parent_id, req.prompt)
+
+    @property
+    def context_chars(self) -> int:
+        """Characters a continuation or a chat reads: ``[sampling] context_chars``, within the prompt limit."""
+        sampling = self.settings.sampling
+        return min(sampling.context_chars, sampling.max_prompt_chars)
+
+    async def resolve(self, req: GenerationRequest) -> tuple[GenerationRequest, int | None]:
+        """``req`` with its preset and the generation it continues or repeats filled in; and the parent's id.
+
+        Fields the request sets win over the preset's, which win over the stored generation's.
+        """
+        if req.continue_from is not None and req.again_of is not None:
+            raise InvalidRequest("continue_from and again_of: give one or the other")
+        if req.preset is not None:
+            preset = await self.presets.find(req.identity.preset_owner, req.preset)
+            req = _with_defaults(req, preset.params)
+        if req.continue_from is not None:
+            parent = await owned(self._db, req.continue_from, req.identity)
+            prompt = context(parent, req.prompt, self.context_chars)
+            return _with_defaults(dataclasses.replace(req, prompt=prompt), _params_of(parent)), parent.id
+        if req.again_of is not None:
+            original = await owned(self._db, req.again_of, req.identity)
+            if original.status == GenerationStatus.RUNNING:
+                raise InvalidRequest(f"generation {original.id} is still running: try again once it has finished")
+            again = _with_defaults(dataclasses.replace(req, prompt=original.prompt), _params_of(original))
+            return again, original.parent_id  # an alternative at the same place in its thread
+        if not req.model:
+            raise InvalidRequest("model: name a generator (or a preset that names one)")
+        return req, None
 
     async def _record(self, row_id: int, stream: Stream) -> GenerationResult:
         """Save partial output now and then, and the final row when the stream ends."""
@@ -366,6 +424,14 @@ class GenbotService:
         """Stored generations, newest first (filters: model, user_id, api_key_id, search, since, until, limit, …)."""
         return await repository.list_generations(self._db, **filters)
 
+    async def generation(self, gen_id: int, who: Identity) -> GenerationRow:
+        """One stored generation ``who`` may see (NotFound otherwise, the same as for an unknown id)."""
+        return await owned(self._db, gen_id, who)
+
+    async def thread(self, gen_id: int, who: Identity) -> list[GenerationRow]:
+        """The chain of continuations through ``gen_id``, oldest first (only rows ``who`` may see)."""
+        return await thread(self._db, gen_id, who)
+
     async def forget(self, user_id: str) -> int:
         """Delete everything stored about one user (generations, usage, quotas, slots); returns how many generations."""
         return await repository.forget_user(self._db, user_id)
@@ -412,6 +478,11 @@ class GenbotService:
         return Versions(self._db, self.settings)
 
     @property
+    def presets(self) -> Presets:
+        """Named presets of sampling settings: save, find, list, delete; the REPL's last used settings."""
+        return Presets(self._db)
+
+    @property
     def keys(self) -> Keys:
         """HTTP API keys: create, list, revoke, authenticate, touch."""
         return Keys(self._db)
@@ -447,8 +518,35 @@ async def _require_current_schema(db: Database) -> None:
         )
 
 
+def _params_of(row: GenerationRow) -> PresetParams:
+    """A stored generation's settings, as defaults for its continuation or repeat (never its seed)."""
+    return PresetParams(
+        model=row.model, temperature=row.temperature, top_k=row.top_k, top_p=row.top_p, length=row.max_length,
+        stop=[s for s in row.stop if s],
+    )  # fmt: skip
+
+
+def _with_defaults(req: GenerationRequest, params: PresetParams) -> GenerationRequest:
+    """``req`` with the fields it leaves unset taken from ``params``."""
+    seed = params.seed if params.seed_policy == "fixed" else None
+    return dataclasses.replace(
+        req,
+        model=req.model or params.model or "",
+        temperature=req.temperature if req.temperature is not None else params.temperature,
+        top_k=req.top_k if req.top_k is not None else params.top_k,
+        top_p=req.top_p if req.top_p is not None else params.top_p,
+        length=req.length if req.length is not None else params.length,
+        seed=req.seed if req.seed is not None else seed,
+        stop=req.stop or list(params.stop),
+    )
+
+
 def _new_row(
-    req: GenerationRequest, entry: GeneratorEntry, params: SamplingParams, owner: str | None = None
+    req: GenerationRequest,
+    entry: GeneratorEntry,
+    params: SamplingParams,
+    owner: str | None = None,
+    parent_id: int | None = None,
 ) -> NewGeneration:
     return NewGeneration(
         model=entry.name,
@@ -461,6 +559,7 @@ def _new_row(
         seed=params.seed,
         stop=list(params.stop),
         owner=owner,
+        parent_id=parent_id,
         **asdict(req.requester),
     )
 
@@ -471,8 +570,11 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "GenerationStatus",
+    "Identity",
+    "PresetParams",
     "Requester",
     "generators",
+    "parse_preset",
     "upgrade_schema",
 ]
 

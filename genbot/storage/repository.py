@@ -60,6 +60,7 @@ class NewGeneration:
     api_key_id: str | None = None
     created_at: datetime | None = None  # None: now
     owner: str | None = None  # the serving process writing it (see genbot.storage.processes)
+    parent_id: int | None = None  # the generation this one continues (or repeats with a new seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +90,7 @@ class GenerationRow:
     guild_id: str | None
     channel_id: str | None
     api_key_id: str | None
+    parent_id: int | None = None
 
 
 async def start_generation(db: Database, record: NewGeneration) -> int:
@@ -166,6 +168,15 @@ async def get_generation(db: Database, gen_id: int) -> GenerationRow:
         if row is None:
             raise NotFound(f"no generation with id {gen_id}")
         return _to_record(row)
+
+
+async def children_of(db: Database, parent_ids: Sequence[int]) -> list[GenerationRow]:
+    """Generations whose parent is one of ``parent_ids``, oldest first."""
+    if not parent_ids:
+        return []
+    query = select(Generation).where(Generation.parent_id.in_(list(parent_ids))).order_by(Generation.id)
+    async with db.read() as session:
+        return [_to_record(row) for row in await session.scalars(query)]
 
 
 async def list_generations(

@@ -125,6 +125,8 @@ class Generation(Base):
     # The serving process writing the row (processes.id); only a row whose owner stopped
     # heartbeating is marked failed, never one another live process is still writing.
     owner: Mapped[str | None] = mapped_column(String(200))
+    # The generation this one continues (or repeats with a new seed): threads of continuations.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
 
 
 class CorpusKind(StrEnum):
@@ -365,3 +367,21 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Preset(Base):
+    """Named sampling settings of one owner (a front end and its user key), or global (owner ``*``/``*``)."""
+
+    __tablename__ = "presets"
+    __table_args__ = (
+        UniqueConstraint("owner_frontend", "owner_key", "name", name="uq_presets_owner_name"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_frontend: Mapped[str] = mapped_column(String(16))  # api / discord / repl, or "*" for a global preset
+    owner_key: Mapped[str] = mapped_column(String(64))  # API key id, Discord user id, local user, or "*"
+    name: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # genbot.presets.PresetParams, validated both ways
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

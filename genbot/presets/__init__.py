@@ -1,0 +1,1 @@
+"""Named presets of sampling settings: rules (``rules``), queries (``store``), the facade (``control``)."""
