@@ -82,7 +82,9 @@ def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
     return "".join(lines)[:n_chars]
 
 
-def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
+def write_model_folder(
+    folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32, chat_template: str | None = None
+) -> Path:
     """A model folder with random weights over ``text``'s characters (fast, no training)."""
     from genbot.models.card import ModelCard, Weights
     from genbot.models.charrnn import CharRNN, CharRNNConfig
@@ -97,6 +99,7 @@ def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden
         description=f"test model {name}",
         architecture=architecture_of(model.config),
         weights=Weights(sha256=""),
+        chat_template=chat_template,
     )
     save_model(folder / name, model, vocab, card)
     return folder / name

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genbot.chat import check_template
 from genbot.errors import CheckpointError
 
 CARD_FILE = "plugin.toml"  # a model folder's card (read without torch: plugin discovery needs no weights)
@@ -76,6 +77,14 @@ class ModelCard(_Strict):
     sampling: SamplingDefaults = SamplingDefaults()
     metrics: dict[str, float] = {}
     training: dict[str, Any] = {}
+    # How a chat is rendered for this model: one message with {name} and {text} (see genbot/chat.py);
+    # unset: chat routes continue the last user message alone.
+    chat_template: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_has_placeholders(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
     @model_validator(mode="after")
     def _captioner_has_encoder(self) -> ModelCard:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genbot.config import ApiSettings
 from genbot.errors import ConfigError
-from genbot.frontends.api import admin, caption, inspect, native, ollama, openai, ops
+from genbot.frontends.api import admin, caption, inspect, native, ollama, openai, ops, presets
 from genbot.frontends.api.context import ApiContext
 from genbot.frontends.api.errors import install_error_handlers
 from genbot.frontends.api.guards import AllowedHosts, CleanInput, is_loopback_name
@@ -48,6 +48,7 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
     app.state.genbot = ctx
     for router in (
         native.router,
+        presets.router,
         inspect.router,
         caption.router,
         openai.router,

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from genbot.frontends.api.auth import CallerDep
@@ -16,7 +16,7 @@ from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
 from genbot.frontends.api.text import Text
 from genbot.frontends.api.usage import start_generation
-from genbot.service import Generation, GenerationRequest, GenerationResult
+from genbot.service import Generation, GenerationRequest, GenerationResult, Identity
 
 router = APIRouter(tags=["native"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -28,7 +28,11 @@ class GenerateBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(max_length=100, description="Generator name (GET /v1/generators).")
+    model: str = Field(
+        "",
+        max_length=100,
+        description="Generator name (GET /v1/generators); may be left out with a preset or continue_from.",
+    )
     prompt: Text = Field("", description="Text the model continues; empty starts from the model's primer.")
     temperature: float | None = Field(None, ge=0.0, description="0 = argmax; higher = more random.")
     top_k: int | None = Field(None, ge=0, le=1_000_000, description="Keep the k most likely characters (0 = off).")
@@ -37,6 +41,21 @@ class GenerateBody(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Same seed, same text; unset picks one.")
     stop: list[Text] = Field(default_factory=list, max_length=MAX_STOPS, description="End at any of these strings.")
     stream: bool = Field(False, description="Answer with server-sent events (token, done, error).")
+    continue_from: int | None = Field(
+        None,
+        ge=1,
+        le=2**62,
+        description="Continue this stored generation of yours: its tail, then prompt, is the context.",
+    )
+    again_of: int | None = Field(
+        None,
+        ge=1,
+        le=2**62,
+        description="Run this stored generation of yours again: same prompt and settings, new seed.",
+    )
+    preset: str | None = Field(
+        None, max_length=100, description="A preset of yours (or a global one) for unset fields."
+    )
 
 
 class GenerateResult(BaseModel):
@@ -52,9 +71,11 @@ class GenerateResult(BaseModel):
     mapped: dict[str, str]
     dropped: list[str]
     stats: dict[str, Any]
+    parent_id: int | None = None
+    prompt: str = ""
 
 
-def to_request(body: GenerateBody, key_id: str) -> GenerationRequest:
+def to_request(body: GenerateBody, key_id: str, admin: bool = False) -> GenerationRequest:
     """The service request for a native body."""
     return GenerationRequest(
         model=body.model,
@@ -67,6 +88,10 @@ def to_request(body: GenerateBody, key_id: str) -> GenerationRequest:
         stop=list(body.stop),
         frontend="api",
         api_key_id=key_id,
+        continue_from=body.continue_from,
+        again_of=body.again_of,
+        preset=body.preset,
+        admin=admin,
     )
 
 
@@ -91,7 +116,7 @@ def _entry(entry: Any) -> dict[str, Any]:
 async def generate(body: GenerateBody, ctx: Ctx, who: CallerDep) -> Any:
     """Run one generation; refused up front (400/404/503) if it cannot start."""
     started = time.perf_counter()
-    gen = await start_generation(ctx, to_request(body, who.key_id), who)
+    gen = await start_generation(ctx, to_request(body, who.key_id, who.admin), who)
     if body.stream:
         return sse_response(_events(gen, ctx, started))
     text = await collect(gen, ctx, started)
@@ -131,6 +156,8 @@ def _result(gen: Generation, result: GenerationResult, text: str | None) -> Gene
         mapped=gen.mapped,
         dropped=gen.dropped,
         stats=result.stats.to_dict(),
+        parent_id=gen.parent_id,
+        prompt=gen.prompt,
     )
 
 
@@ -148,11 +175,30 @@ async def generations(
     return {"generations": [_row(r) for r in rows]}
 
 
+@router.get("/v1/generations/{gen_id}", summary="One stored generation of the caller's")
+async def generation(ctx: Ctx, who: CallerDep, gen_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+    """A generation made with the caller's key (any, for an admin key); 404 for anyone else's."""
+    return _row(await ctx.service.generation(gen_id, _identity(who)))
+
+
+@router.get("/v1/generations/{gen_id}/thread", summary="The chain of continuations through a generation")
+async def generation_thread(ctx: Ctx, who: CallerDep, gen_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+    """Its ancestors, itself and its continuations, oldest first (only the caller's rows)."""
+    rows = await ctx.service.thread(gen_id, _identity(who))
+    return {"generations": [_row(r) for r in rows]}
+
+
+def _identity(who: Any) -> Identity:
+    """The caller as owner of generations and presets."""
+    return Identity("api", api_key_id=who.key_id, admin=who.admin)
+
+
 def _row(row: Any) -> dict[str, Any]:
     """A stored generation as JSON (who made it is left out: it is the caller)."""
     fields = (
         "id", "created_at", "finished_at", "model", "model_version", "prompt", "output", "temperature", "top_k",
         "top_p", "max_length", "seed", "stop", "chars", "time_to_first_char_ms", "duration_ms", "status", "error",
+        "parent_id",
     )  # fmt: skip
     out = {name: getattr(row, name) for name in fields}
     out["created_at"] = row.created_at.isoformat()

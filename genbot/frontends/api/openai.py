@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from genbot.chat import DEFAULT_REPLY_NAME, Turn, render, reply_stop
 from genbot.engine.logprobs import MAX_TOP, CharLogprob, CharScorer
 from genbot.errors import InvalidRequest
 from genbot.frontends.api.auth import Caller, CallerDep
@@ -116,6 +117,11 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer", "function"]
     content: Text | list[dict[str, Any]] | None = None
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9 _.'-]*$")
+
+    def speaker(self) -> str:
+        """Who speaks, for a chat template: the message's name, else its role in capitals."""
+        return self.name or self.role.upper()
 
     def text(self) -> str:
         """The message's text (text parts joined)."""
@@ -126,15 +132,21 @@ class ChatMessage(BaseModel):
 
 
 class ChatBody(_Sampling):
-    """``POST /v1/chat/completions``: the model continues the last user message."""
+    """``POST /v1/chat/completions``: the conversation in the model's chat template, else the last user message."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = Field(False, description="Score each generated character.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP, description="Alternatives per character (logprobs).")
 
-    def prompt(self) -> str:
-        """The last user message's text."""
+    def prompt(self, template: str | None = None, limit: int = 0) -> str:
+        """The conversation rendered with ``template`` (cut to ``limit``), or without one the last user message."""
+        if not any(m.role == "user" for m in self.messages):
+            raise InvalidRequest("messages: no message with role 'user'")
+        if template is not None:
+            turns = [Turn(m.speaker(), _storable(m.text())) for m in self.messages]
+            replies = [m.speaker() for m in self.messages if m.role == "assistant"]
+            return render(template, turns, replies[-1] if replies else DEFAULT_REPLY_NAME, limit)
         for message in reversed(self.messages):
             if message.role == "user":
                 return _storable(message.text())
@@ -189,7 +201,10 @@ async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
 async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue the last user message as the assistant's reply."""
     body.refuse_unsupported()
-    prompt = body.prompt()
+    template = _chat_template(ctx, body.model)
+    prompt = body.prompt(template, ctx.service.context_chars)
+    if template is not None and body.stop is None and (end := reply_stop(template)):
+        body.stop = end  # the reply ends where the template ends a message
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("top_logprobs: needs logprobs: true")
     length = body.max_completion_tokens or body.max_tokens
@@ -204,6 +219,15 @@ async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
         choices.append(choice | {"finish_reason": _finish(result)})
         chars.append(len(text))
     return _envelope(run, "chat.completion", choices, chars)
+
+
+def _chat_template(ctx: ApiContext, model: str) -> str | None:
+    """The generator's chat template (None without one; an unknown model fails later, with the usual 404)."""
+    try:
+        card = ctx.service.model(model).card
+    except InvalidRequest:
+        return None
+    return card.chat_template if card else None
 
 
 def _one_prompt(prompt: str | list[str]) -> str:
