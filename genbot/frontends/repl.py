@@ -8,6 +8,7 @@ streams as it is generated; Ctrl-C stops the current generation, not the REPL; C
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from genbot.errors import GenbotError, InvalidRequest
-from genbot.service import GenbotService, Generation, GenerationRequest, Requester
+from genbot.service import GenbotService, Generation, GenerationRequest, Identity, PresetParams, Requester
 
 if TYPE_CHECKING:
     from genbot.analysis.report import InspectRequest
@@ -29,12 +30,17 @@ commands:
   /topk N           top-k (0 = off)             /topp X        top-p (1 = off)
   /seed N|random    fixed seed or a new one     /stop TEXT|off stop when TEXT is generated
   /settings         show current settings       /history [N]   your last N generations
+  /more [N]         continue the last generation (N more characters; its settings, your /seed)
+  /again            the last prompt again with a new seed (same settings)
+  /save NAME        save these settings as a preset             /load NAME     use a saved preset
+  /presets          your presets and the global ones            /presets delete NAME
   /inspect [--find FEATURE] [--layer L] [--unit U] [--kind K] [--surprise] [--gates] TEXT
                     colour TEXT by a unit's activation (or find the unit tracking FEATURE:
                     quotes, line-position, bracket-depth, comment, math, env-depth); writes PNG + HTML
   /caption PATH     describe an image file with the captioner (beam search; sampled with /temp > 0)
   /help             this help                   /quit          leave (or Ctrl-D)
-Any other line is a prompt; "\\n" in it stands for a newline. Ctrl-C stops a generation."""
+Any other line is a prompt; "\\n" in it stands for a newline. Ctrl-C stops a generation.
+Your settings are kept between sessions (restored when the REPL starts)."""
 
 
 @dataclass
@@ -49,6 +55,31 @@ class ReplState:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
 
+    def to_params(self) -> PresetParams:
+        """These settings as a preset (InvalidRequest if one is out of a preset's range)."""
+        from genbot.service import parse_preset
+
+        return parse_preset(
+            {
+                "model": self.model or None,
+                "temperature": self.temperature,
+                "top_k": self.top_k,
+                "top_p": self.top_p,
+                "length": self.length,
+                "stop": list(self.stop),
+                "seed_policy": "random" if self.seed is None else "fixed",
+                "seed": self.seed,
+            }
+        )
+
+    def apply(self, params: PresetParams, models: list[str]) -> None:
+        """Take a preset's settings (its model only if it is loaded here)."""
+        if params.model and params.model in models:
+            self.model = params.model
+        self.temperature, self.top_k, self.top_p = params.temperature, params.top_k, params.top_p
+        self.length, self.stop = params.length, list(params.stop)
+        self.seed = params.seed if params.seed_policy == "fixed" else None
+
 
 class Repl:
     """Reads lines, runs commands and prompts against the service, writes to ``out``."""
@@ -58,15 +89,19 @@ class Repl:
         self.out = out
         self.user = user
         self.state = ReplState(model=default_model(service))
+        self.last_id: int | None = None  # the newest generation of this session (/more, /again)
+        self.identity = Identity("repl", user_id=user)
         self.commands: dict[str, Callable[[str], Awaitable[None] | None]] = {
             "/use": self._use, "/models": self._models, "/temp": self._temp, "/len": self._len,
             "/topk": self._topk, "/topp": self._topp, "/seed": self._seed, "/stop": self._stop,
             "/settings": self._settings, "/history": self._history, "/help": self._help,
-            "/inspect": self._inspect, "/caption": self._caption,
+            "/inspect": self._inspect, "/caption": self._caption, "/more": self._more, "/again": self._again,
+            "/save": self._save, "/load": self._load, "/presets": self._presets,
         }  # fmt: skip
 
     async def run(self, lines: AsyncIterator[str]) -> None:
         """Handle lines until they end or ``/quit``."""
+        await self.restore()
         self.say(f"genbot REPL: model {self.state.model or '(none loaded)'}; /help for commands")
         async for line in lines:
             if line.strip() in ("/quit", "/exit"):
@@ -91,18 +126,50 @@ class Repl:
         handler = self.commands.get(name)
         if handler is None:
             raise InvalidRequest(f"unknown command {name}; /help lists them")
+        before = dataclasses.replace(self.state, stop=list(self.state.stop))
         result = handler(arg.strip())
         if result is not None:
             await result
+        if self.state != before:
+            await self._remember()
+
+    async def restore(self) -> None:
+        """Start with this user's settings from the last session, if any."""
+        params = await self.service.presets.last_used(self.identity.preset_owner)
+        if params is not None:
+            self.state.apply(params, self.service.model_names())
+            self.say(f"restored your last settings: {params.summary()}")
+
+    async def _remember(self) -> None:
+        """Keep the settings for the next session; settings no preset could hold are not kept."""
+        try:
+            params = self.state.to_params()
+        except InvalidRequest:
+            return  # e.g. /len -5: the next generation says what is wrong with it
+        await self.service.presets.remember(self.identity.preset_owner, params)
 
     async def generate(self, prompt: str) -> None:
-        """Stream one generation to the terminal; Ctrl-C cancels it."""
+        """Stream one generation of ``prompt`` with the current settings."""
         s = self.state
-        req = GenerationRequest(
-            model=s.model, prompt=prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-            length=s.length, seed=s.seed, stop=s.stop, frontend="repl", user_id=self.user,
-        )  # fmt: skip
+        await self._stream(
+            GenerationRequest(
+                model=s.model,
+                prompt=prompt,
+                temperature=s.temperature,
+                top_k=s.top_k,
+                top_p=s.top_p,
+                length=s.length,
+                seed=s.seed,
+                stop=s.stop,
+                frontend="repl",
+                user_id=self.user,
+            )
+        )
+
+    async def _stream(self, req: GenerationRequest) -> None:
+        """Stream one generation to the terminal; Ctrl-C cancels it."""
         gen = await self.service.generate(req)
+        self.last_id = gen.id
         self._warn_unknown(gen)
         with _cancel_on_sigint(gen):
             async for chunk in gen:
@@ -175,6 +242,59 @@ class Repl:
         for row in reversed(rows):
             text = row.output.replace("\n", " ")
             self.say(f"#{row.id} {row.created_at:%H:%M:%S} {row.model} [{row.status}] {row.prompt!r} → {text[:60]!r}")
+
+    async def _more(self, arg: str) -> None:
+        length = _int(arg, "/more") if arg else None
+        parent = await self._last("/more")
+        await self._stream(
+            GenerationRequest(
+                model="", length=length, seed=self.state.seed, frontend="repl", user_id=self.user, continue_from=parent
+            )
+        )
+
+    async def _again(self, arg: str) -> None:
+        if arg:
+            raise InvalidRequest("/again takes no argument: it repeats the last generation with a new seed")
+        original = await self._last("/again")
+        await self._stream(GenerationRequest(model="", frontend="repl", user_id=self.user, again_of=original))
+
+    async def _last(self, command: str) -> int:
+        """The generation /more and /again work on: this session's last, else this user's newest stored one."""
+        if self.last_id is not None:
+            return self.last_id
+        rows = await self.service.history(user_id=self.user, limit=1)
+        if not rows:
+            raise InvalidRequest(f"{command}: nothing generated yet")
+        return rows[0].id
+
+    async def _save(self, arg: str) -> None:
+        if not arg:
+            raise InvalidRequest("/save needs a preset name")
+        row = await self.service.presets.save(self.identity.preset_owner, arg, self.state.to_params())
+        self.say(f"saved preset {row.name}: {row.params.summary()}")
+
+    async def _load(self, arg: str) -> None:
+        if not arg:
+            raise InvalidRequest("/load needs a preset name (/presets lists them)")
+        row = await self.service.presets.find(self.identity.preset_owner, arg)
+        if row.params.model and row.params.model not in self.service.model_names():
+            raise InvalidRequest(f"preset {row.name} uses {row.params.model!r}, which is not loaded here")
+        self.state.apply(row.params, self.service.model_names())
+        self.say(f"loaded preset {row.name}: {row.params.summary()}")
+
+    async def _presets(self, arg: str) -> None:
+        action, _, name = arg.partition(" ")
+        if action == "delete":
+            await self.service.presets.delete(self.identity.preset_owner, name.strip())
+            self.say(f"deleted preset {name.strip()}")
+            return
+        if action:
+            raise InvalidRequest("/presets lists your presets; /presets delete NAME removes one")
+        rows = await self.service.presets.list(self.identity.preset_owner)
+        for row in rows:
+            self.say(f"{row.name:<20} {'(global) ' if row.is_global else ''}{row.params.summary()}")
+        if not rows:
+            self.say("no presets yet: /save NAME keeps the current settings")
 
     def _help(self, _: str) -> None:
         self.say(HELP)

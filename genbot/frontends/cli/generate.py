@@ -37,7 +37,9 @@ def repl(model: Annotated[str, typer.Option(help="generator to start with")] = "
 @app.command()
 @friendly_errors
 def sample(
-    model: Annotated[str, typer.Argument(help="bundled generator name or model folder")],
+    model: Annotated[
+        str, typer.Argument(help="bundled generator name or model folder (optional with --continue)")
+    ] = "",
     prompt: Annotated[str, typer.Option(help="text to continue")] = "",
     temperature: Annotated[float | None, typer.Option(help="0 = argmax")] = None,
     length: Annotated[int | None, typer.Option(help="characters to generate")] = None,
@@ -45,18 +47,24 @@ def sample(
     top_k: Annotated[int | None, typer.Option(help="0 = off")] = None,
     top_p: Annotated[float | None, typer.Option(help="1 = off")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
+    continue_from: Annotated[
+        int | None, typer.Option("--continue", help="continue this stored generation (its tail, then --prompt)")
+    ] = None,
+    again: Annotated[int | None, typer.Option(help="run this stored generation again with a new seed")] = None,
+    preset: Annotated[str | None, typer.Option(help="a saved preset for the options left out")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object at the end")] = False,
 ) -> None:
-    """Stream a sample from a model to stdout."""
+    """Stream a sample from a model to stdout (or continue a stored one: --continue ID)."""
     from genbot.service import GenerationRequest
 
     async def body(service: Any) -> None:
         name = model
-        if Path(model).is_dir():
+        if model and Path(model).is_dir():
             name = service.add_model_folder(Path(model)).name
         req = GenerationRequest(
             model=name, prompt=prompt, temperature=temperature, length=length, seed=seed,
             top_k=top_k, top_p=top_p, stop=stop or [], frontend="cli", user_id="local",
+            continue_from=continue_from, again_of=again, preset=preset, admin=True,
         )  # fmt: skip
         gen = await service.generate(req)
         async for chunk in gen:
@@ -66,6 +74,7 @@ def sample(
         result = await gen.result()
         if as_json:
             emit_json({"id": result.id, "model": gen.model, "output": result.output, "seed": gen.params.seed,
+                       "parent_id": gen.parent_id, "prompt": gen.prompt,
                        "status": result.status, "stats": result.stats.to_dict(), "dropped": gen.dropped,
                        "mapped": gen.mapped})  # fmt: skip
         else:

@@ -22,11 +22,17 @@ def history(
     since: Annotated[str | None, typer.Option(help="ISO date or time, inclusive")] = None,
     until: Annotated[str | None, typer.Option(help="ISO date or time, exclusive")] = None,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+    thread: Annotated[int | None, typer.Option(help="the chain of continuations through this id, oldest first")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
 ) -> None:
     """Stored generations, newest first."""
 
     async def body(service: Any) -> list[Any]:
+        if thread is not None:
+            from genbot.service import Identity
+
+            # The CLI runs with the database itself: the operator sees every row (like plain history).
+            return list(await service.thread(thread, Identity("cli", admin=True)))
         rows: list[Any] = await service.history(
             model=model, user_id=user, search=search, since=_when(since), until=_when(until), limit=limit
         )
@@ -37,9 +43,13 @@ def history(
             emit_json(row)
         else:
             text = row.output.replace("\n", "⏎")
+            link = f" ← #{row.parent_id}" if row.parent_id is not None else ""
+            # A continuation's prompt is its parent's tail: its end is the part worth showing.
+            prompt = row.prompt[:30] if row.parent_id is None else "…" + row.prompt[-29:]
             typer.echo(
-                f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} {row.model} {row.status} {row.frontend}/{row.user_id} "
-                f"{row.prompt[:30]!r} → {text[:60]!r}"
+                f"#{row.id}{link} {row.created_at:%Y-%m-%d %H:%M} {row.model} {row.status} "
+                f"{row.frontend}/{row.user_id} "
+                f"{prompt!r} → {text[:60]!r}"
             )
 
 
