@@ -5,7 +5,7 @@
 * the service and jobs: ``opened()``, ``wait_until``, ``FAST`` training options;
 * the HTTP API: ``api_server`` (a live server on loopback), ``client``, ``parse_sse``, ``as_curl``;
 * Discord: ``opened_service`` (with slow scripted models), ``running_bot`` on the fake Discord,
-  ``OWNER``, ``opt``, ``callbacks``, ``ephemeral_text``.
+  ``OWNER``, ``opt``, ``callbacks``, ``ephemeral_text``, ``finished``, ``pages_of``, ``buttons``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from genbot.models.card import SamplingDefaults
 from genbot.models.vocab import Vocab
 from genbot.service import GenbotService
 from genbot.testing import RecordingModel, ScriptedModel, loaded_model
-from genbot.testing.fake_discord import STRING, FakeDiscord
+from genbot.testing.fake_discord import STRING, FakeDiscord, FakeMessage, InjectedInteraction
 
 if TYPE_CHECKING:
     from genbot.frontends.discord import GenbotBot
@@ -220,6 +220,23 @@ async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterato
 
 
 OWNER = FakeDiscord.member(FakeDiscord.OWNER_ID, "olive")  # the application's owner, no server permissions
+
+
+def buttons(message: FakeMessage) -> dict[str, str]:
+    """The buttons on a message: label → custom_id."""
+    return {b["label"]: b["custom_id"] for row in message.components for b in row.get("components", [])}
+
+
+def finished(fake: FakeDiscord, interaction: InjectedInteraction) -> bool:
+    """Whether a reply is complete: the Stop button is gone and the last page shows the footer."""
+    pages = pages_of(fake, interaction)
+    return bool(pages) and "Stop" not in buttons(pages[0]) and "chars/s" in pages[-1].content
+
+
+def pages_of(fake: FakeDiscord, interaction: InjectedInteraction) -> list[FakeMessage]:
+    """The original reply and its follow-ups."""
+    original = fake.original(interaction)
+    return ([original] if original else []) + fake.followups(interaction)
 
 
 def opt(name: str, value: object, kind: int = STRING) -> dict[str, object]:

@@ -34,11 +34,10 @@ from genbot.testing.fake_discord import (
     FakeClock,
     FakeDiscord,
     FakeMessage,
-    InjectedInteraction,
 )
 from genbot.training.caption_data import HELD_OUT_SEED
 from genbot.training.scenes import render_scene
-from tests.helpers import OWNER, callbacks, ephemeral_text, opened_service, opt, running_bot
+from tests.helpers import OWNER, callbacks, ephemeral_text, finished, opened_service, opt, pages_of, running_bot
 
 torch.set_num_threads(1)
 
@@ -58,18 +57,6 @@ async def synced_commands(fake: FakeDiscord, bot: GenbotBot) -> list[Any]:
     """Sync the bot's commands (what ``genbot discord sync`` does) and return what Discord got."""
     await bot.sync_commands()
     return list(fake.calls_to("PUT", r"/applications/\d+/commands$")[-1].body)
-
-
-def finished(fake: FakeDiscord, interaction: InjectedInteraction) -> bool:
-    """Whether a reply is complete: the Stop button is gone and the last page shows the footer."""
-    pages = pages_of(fake, interaction)
-    return bool(pages) and not pages[0].components and "chars/s" in pages[-1].content
-
-
-def pages_of(fake: FakeDiscord, interaction: InjectedInteraction) -> list[FakeMessage]:
-    """The original reply and its follow-ups."""
-    original = fake.original(interaction)
-    return ([original] if original else []) + fake.followups(interaction)
 
 
 def assert_paced(message: FakeMessage, interval: float) -> float:

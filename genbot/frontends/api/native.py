@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genbot.frontends.api.auth import CallerDep
 from genbot.frontends.api.context import ApiContext, context
@@ -56,6 +56,12 @@ class GenerateBody(BaseModel):
     preset: str | None = Field(
         None, max_length=100, description="A preset of yours (or a global one) for unset fields."
     )
+
+    @model_validator(mode="after")
+    def _names_a_model(self) -> GenerateBody:
+        if not self.model and self.preset is None and self.continue_from is None and self.again_of is None:
+            raise ValueError("model is required (unless preset, continue_from or again_of gives one)")
+        return self
 
 
 class GenerateResult(BaseModel):

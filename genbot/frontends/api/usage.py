@@ -26,7 +26,7 @@ async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Cal
         # No limit to enforce: skip the two usage writes per request (they queue behind every
         # other write on SQLite and would sit between the request and its first character).
         return await ctx.service.generate(request)
-    admission = await ctx.service.quotas.admit([subject], chars=_wanted(ctx, request))
+    admission = await ctx.service.quotas.admit([subject], chars=await _wanted(ctx, request))
     try:
         gen = await ctx.service.generate(_capped(request, admission.remaining_chars))
     except BaseException:
@@ -38,8 +38,10 @@ async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Cal
     return gen
 
 
-def _wanted(ctx: ApiContext, request: GenerationRequest) -> int:
-    """The characters to reserve: the length asked for, or the default length."""
+async def _wanted(ctx: ApiContext, request: GenerationRequest) -> int:
+    """The characters to reserve: the length asked for, else a preset's or the parent's, else the default."""
+    if request.length is None and (request.preset or request.continue_from or request.again_of):
+        request = (await ctx.service.resolve(request))[0]  # NotFound for someone else's: refused before admission
     wanted = request.length if request.length is not None else ctx.service.settings.sampling.length
     return max(1, wanted)  # a length the service refuses is refunded by finish(0)
 

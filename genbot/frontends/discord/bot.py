@@ -28,10 +28,18 @@ from genbot.config import DiscordSettings
 from genbot.errors import ConfigError, GenbotError, RetryLater, describe
 from genbot.frontends.discord.admin import AdminCommands
 from genbot.frontends.discord.caption import CaptionCommands
-from genbot.frontends.discord.commands import GenerateCommands, describe_error, stream_generation, subjects_of
+from genbot.frontends.discord.commands import (
+    GenerateCommands,
+    describe_error,
+    generate_reply,
+    stream_generation,
+    subjects_of,
+)
 from genbot.frontends.discord.inspect import InspectCommands
 from genbot.frontends.discord.mention import answer_mention
-from genbot.service import GenbotService
+from genbot.frontends.discord.presets import PresetCommands
+from genbot.frontends.discord.views import FollowUpButton
+from genbot.service import GenbotService, GenerationRequest
 
 log = logging.getLogger("genbot.discord")
 
@@ -59,6 +67,9 @@ class GenbotBot(commands.Bot):
         await self.add_cog(AdminCommands(self))
         await self.add_cog(InspectCommands(self))
         await self.add_cog(CaptionCommands(self))
+        await self.add_cog(PresetCommands(self))
+        # Continue / Again under any finished reply, also those sent before this process started.
+        self.add_dynamic_items(FollowUpButton)
         for cog in plugin_cogs(self.service):
             await self.add_cog(cog(self))
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
@@ -137,10 +148,16 @@ class GenbotBot(commands.Bot):
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         if not isinstance(original, GenbotError | app_commands.CheckFailure):
             log.error("/%s failed", interaction.command.name if interaction.command else "?", exc_info=original)
-        message = describe_error(original)
-        if isinstance(original, RetryLater) and describe(original).discord_retry_hint:
-            message += f" (try again <t:{int(discord.utils.utcnow().timestamp() + original.retry_after) + 1}:R>)"
-        await send_ephemeral(interaction, message)
+        await send_ephemeral(interaction, error_message(original))
+
+    async def follow_up(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
+        """Stream ``request`` as the answer to a button press; a button's errors reach no command handler."""
+        try:
+            await generate_reply(self, interaction, request)
+        except Exception as error:
+            if not isinstance(error, GenbotError):
+                log.error("a button press failed", exc_info=error)
+            await send_ephemeral(interaction, error_message(error))
 
     async def on_message(self, message: discord.Message) -> None:
         """The optional mention trigger: '@genbot prompt' streams a reply in the channel."""
@@ -149,6 +166,14 @@ class GenbotBot(commands.Bot):
         if self.user not in message.mentions:
             return
         self.background(answer_mention(self, message), name=f"genbot-discord-mention-{message.id}")
+
+
+def error_message(error: BaseException) -> str:
+    """What the user is told: the error's wording, and when to try again for a quota refusal."""
+    message = describe_error(error)
+    if isinstance(error, RetryLater) and describe(error).discord_retry_hint:
+        message += f" (try again <t:{int(discord.utils.utcnow().timestamp() + error.retry_after) + 1}:R>)"
+    return message
 
 
 async def send_ephemeral(interaction: discord.Interaction, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from discord.ext import commands
 
 from genbot.errors import GenbotError, UnknownModel
 from genbot.frontends.discord.streaming import InteractionPages, StreamingReply
-from genbot.frontends.discord.views import StopView
+from genbot.frontends.discord.views import FollowUpView, StopView
 from genbot.quotas.policy import Admission, Limits, Subject
 from genbot.service import Generation, GenerationRequest, GenerationResult
 
@@ -76,10 +77,16 @@ def replaced_note(generation: Generation) -> str:
 async def stream_generation(
     bot: BotHost, generation: Generation, pages: InteractionPages, requester_id: int, admission: Admission
 ) -> GenerationResult:
-    """Stream into ``pages`` with a Stop button, then record the characters against the quotas."""
+    """Stream into ``pages`` with a Stop button, then record the characters against the quotas.
+
+    The finished reply keeps Continue and Again buttons that still work after a restart.
+    """
     view = StopView(generation, requester_id, bot.may_moderate)
     lang = generation.entry.card.sampling.code_fence if generation.entry.card else None
-    reply = StreamingReply(pages, prefix="", lang=lang or None, interval=bot.settings.edit_interval_s, view=view)
+    reply = StreamingReply(
+        pages, prefix="", lang=lang or None, interval=bot.settings.edit_interval_s, view=view,
+        final_view=FollowUpView(generation.id),
+    )  # fmt: skip
     try:
         return await reply.run(generation, lambda result: _footer_with_note(generation, result))
     finally:
@@ -90,6 +97,36 @@ async def stream_generation(
 def _footer_with_note(generation: Generation, result: GenerationResult) -> str:
     note = replaced_note(generation)
     return footer_for(generation, result) + (f"\n{note}" if note else "")
+
+
+async def generate_reply(bot: BotHost, interaction: discord.Interaction, request: GenerationRequest) -> None:
+    """Admit the user under the quotas, defer publicly, then stream ``request`` as the reply.
+
+    ``request`` carries what to generate; who asks, where, and the length cap come from here.
+    """
+    service = bot.service
+    guild_id = interaction.guild_id
+    request = dataclasses.replace(
+        request,
+        frontend="discord",
+        user_id=str(interaction.user.id),
+        guild_id=str(guild_id) if guild_id else None,
+        channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+    )
+    # The length a preset or the continued generation gives, else the default (unknown ids: refused here).
+    default = (await service.resolve(request))[0].length or service.settings.sampling.length
+    # Quota refusals must be ephemeral, so they are decided before the (public) deferral.
+    wanted = request.length or default  # reserved from the daily quota until it ends
+    admission = await service.quotas.admit(subjects_of(bot, interaction.user.id, guild_id), chars=wanted)
+    try:
+        await interaction.response.defer(thinking=True)
+        request = dataclasses.replace(request, length=capped_length(request.length, admission.remaining_chars, default))
+        generation = await service.generate(request)
+    except BaseException:
+        await admission.finish(0)
+        await drop_thinking(interaction)  # the error handler then answers ephemerally
+        raise
+    await stream_generation(bot, generation, InteractionPages(interaction), interaction.user.id, admission)
 
 
 class GenerateCommands(commands.Cog):
@@ -117,33 +154,10 @@ class GenerateCommands(commands.Cog):
             length: characters to generate
             seed: same seed, same text
         """
-        service = self.bot.service
         if model not in self.bot.loaded_models():
             raise UnknownModel(model, self.bot.loaded_models())
-        guild_id = interaction.guild_id
-        # Quota refusals must be ephemeral, so they are decided before the (public) deferral.
-        wanted = length or service.settings.sampling.length  # reserved from the daily quota until it ends
-        admission = await service.quotas.admit(subjects_of(self.bot, interaction.user.id, guild_id), chars=wanted)
-        try:
-            await interaction.response.defer(thinking=True)
-            length = capped_length(length, admission.remaining_chars, service.settings.sampling.length)
-            request = GenerationRequest(
-                model=model,
-                prompt=prompt,
-                temperature=temperature,
-                length=length,
-                seed=seed,
-                frontend="discord",
-                user_id=str(interaction.user.id),
-                guild_id=str(guild_id) if guild_id else None,
-                channel_id=str(interaction.channel_id) if interaction.channel_id else None,
-            )
-            generation = await service.generate(request)
-        except BaseException:
-            await admission.finish(0)
-            await drop_thinking(interaction)  # the error handler then answers ephemerally
-            raise
-        await stream_generation(self.bot, generation, InteractionPages(interaction), interaction.user.id, admission)
+        request = GenerationRequest(model=model, prompt=prompt, temperature=temperature, length=length, seed=seed)
+        await generate_reply(self.bot, interaction, request)
 
     @generate.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -12,7 +12,7 @@ import discord
 
 if TYPE_CHECKING:
     from genbot.config import DiscordSettings
-    from genbot.service import GenbotService
+    from genbot.service import GenbotService, GenerationRequest
 
 
 class BotHost(Protocol):
@@ -35,3 +35,6 @@ class BotHost(Protocol):
 
     def may_moderate(self, interaction: discord.Interaction) -> bool:
         """An owner anywhere, or a server admin in their own server."""
+
+    async def follow_up(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
+        """Stream ``request`` as the answer to a button press (Continue, Again); errors answered ephemerally."""

@@ -79,8 +79,10 @@ class StreamingReply:
         lang: str | None,
         interval: float,
         view: discord.ui.View | None = None,
+        final_view: discord.ui.View | None = None,
     ) -> None:
         self.sink = sink
+        self.final_view = final_view  # replaces ``view`` on the finished reply (None: no buttons left)
         self.prefix = prefix  # the prompt, shown before the generated text
         self.lang = lang
         self.interval = interval
@@ -117,7 +119,7 @@ class StreamingReply:
             unchanged = index < len(self._shown) and self._shown[index] == content
             if unchanged and not (final and index == 0):
                 continue
-            view = None if final else self.view
+            view = self.final_view if final else self.view
             await self.sink.write(index, content, view)
             if index < len(self._shown):
                 self._shown[index] = content
