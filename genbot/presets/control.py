@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 
 from genbot.errors import InvalidRequest, NotFound
 from genbot.presets import store
@@ -18,7 +19,7 @@ class Presets:
         self._db = db
 
     async def save(
-        self, owner: PresetOwner, name: str, params: PresetParams | dict[str, object], *, global_: bool = False
+        self, owner: PresetOwner, name: str, params: PresetParams | Mapping[str, object], *, global_: bool = False
     ) -> PresetRow:
         """Create or replace a preset (``global_``: for everyone; the caller checks it is an admin)."""
         check_name(name)

@@ -11,6 +11,7 @@ starting with ``_`` are reserved for genbot's own rows, such as the REPL's last 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,7 +71,7 @@ def parse_params(data: object, where: str = "preset") -> PresetParams:
     """``data`` (a JSON object) as preset parameters, or InvalidRequest naming the first problem."""
     if isinstance(data, PresetParams):
         data = data.model_dump()
-    if not isinstance(data, dict):
+    if not isinstance(data, Mapping):
         raise InvalidRequest(f"{where}: parameters must be an object")
     try:
         # JSON floats written as whole numbers ("temperature": 1) are still numbers.
