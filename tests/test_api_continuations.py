@@ -171,3 +171,18 @@ def test_a_card_with_a_broken_chat_template_is_refused(tmp_path: Path, template:
     with pytest.raises(CheckpointError, match="chat_template") as refused:
         ModelCard.read(card)
     assert problem in str(refused.value)
+
+
+async def test_ollama_chat_uses_the_template_too(api: tuple[str, GenbotService, dict[str, str]]) -> None:
+    url, service, keys = api
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Yes"},
+        {"role": "user", "content": "Go"},
+    ]
+    body = {"model": "play:latest", "messages": messages, "stream": False, "options": {"num_predict": 8, "seed": 1}}
+    async with client(url, keys["alice"]) as c:
+        reply = (await c.post("/api/chat", json=body)).json()
+    [row] = await service.history(limit=1)
+    assert row.prompt == "USER:\nHi\n\nASSISTANT:\nYes\n\nUSER:\nGo\n\nASSISTANT:\n"
+    assert row.stop == ("\n\n",) and reply["message"]["role"] == "assistant"

@@ -24,10 +24,12 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from genbot.chat import DEFAULT_REPLY_NAME, Turn, render, reply_stop
 from genbot.errors import InvalidRequest
 from genbot.frontends.api.auth import Caller, CallerDep
 from genbot.frontends.api.context import ApiContext, context
 from genbot.frontends.api.errors import COMMON, documented
+from genbot.frontends.api.openai import chat_template_of
 from genbot.frontends.api.streaming import SSE_HEADERS, collect, text_chunks
 from genbot.frontends.api.text import Text
 from genbot.frontends.api.usage import start_generation
@@ -77,7 +79,7 @@ class OllamaMessage(BaseModel):
 
 
 class OllamaChatBody(_Body):
-    """``POST /api/chat``: the model continues the last user message."""
+    """``POST /api/chat``: the conversation in the model's chat template, else the last user message."""
 
     messages: list[OllamaMessage] = Field(min_length=1)
 
@@ -130,10 +132,17 @@ async def ollama_generate(body: OllamaGenerateBody, ctx: Ctx, who: CallerDep) ->
 
 @router.post("/api/chat", summary="Chat, Ollama style", responses={200: {"content": {NDJSON: {}}}})
 async def ollama_chat(body: OllamaChatBody, ctx: Ctx, who: CallerDep) -> Any:
-    """Continue the last user message as the assistant's reply."""
+    """The assistant's reply: the conversation rendered in the model's chat template (or the last user message)."""
     prompt = next((m.content for m in reversed(body.messages) if m.role == "user"), None)
     if prompt is None:
         raise InvalidRequest("messages: no message with role 'user'")
+    template = chat_template_of(ctx, body.model.removesuffix(TAG))
+    if template is not None:
+        turns = [Turn(m.role.upper(), m.content) for m in body.messages]
+        replies = [m.role.upper() for m in body.messages if m.role == "assistant"]
+        prompt = render(template, turns, replies[-1] if replies else DEFAULT_REPLY_NAME, ctx.service.context_chars)
+        if body.options.stop is None and (end := reply_stop(template)):
+            body.options.stop = [end]  # the reply ends where the template ends a message
     return await _run(ctx, body, prompt, who.key_id, who, chat=True)
 
 

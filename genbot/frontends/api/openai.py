@@ -201,7 +201,7 @@ async def completions(body: CompletionBody, ctx: Ctx, who: CallerDep) -> Any:
 async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     """Continue the last user message as the assistant's reply."""
     body.refuse_unsupported()
-    template = _chat_template(ctx, body.model)
+    template = chat_template_of(ctx, body.model)
     prompt = body.prompt(template, ctx.service.context_chars)
     if template is not None and body.stop is None and (end := reply_stop(template)):
         body.stop = end  # the reply ends where the template ends a message
@@ -221,7 +221,7 @@ async def chat_completions(body: ChatBody, ctx: Ctx, who: CallerDep) -> Any:
     return _envelope(run, "chat.completion", choices, chars)
 
 
-def _chat_template(ctx: ApiContext, model: str) -> str | None:
+def chat_template_of(ctx: ApiContext, model: str) -> str | None:
     """The generator's chat template (None without one; an unknown model fails later, with the usual 404)."""
     try:
         card = ctx.service.model(model).card
