@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from genbot.errors import CheckpointError
-from genbot.models.card import ModelCard
+from genbot.networks.card import ModelCard
 from genbot.service import GenbotService
 from tests.helpers import api_server, client, parse_sse, write_model_folder
 
