@@ -13,6 +13,7 @@ every row. Any other row is refused exactly like an id that does not exist, so i
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from genbot.errors import InvalidRequest, NotFound
@@ -23,6 +24,7 @@ from genbot.storage.repository import GenerationRow
 from genbot.storage.tables import GenerationStatus
 
 LOCAL_FRONTENDS = ("repl", "cli")  # one local user, whichever terminal command made the row
+MAX_ID = 2**62  # ids beyond this are refused as unknown (SQLite and PostgreSQL integers are 64-bit)
 MAX_THREAD = 500  # rows one thread listing walks, up and down (a thread is a person's chain, not a log)
 
 
@@ -56,10 +58,10 @@ class Identity:
 
 async def owned(db: Database, gen_id: int, who: Identity) -> GenerationRow:
     """The generation ``gen_id`` if ``who`` may see it; NotFound (the same as for no such id) otherwise."""
-    try:
-        row = await repository.get_generation(db, gen_id)
-    except NotFound:
-        row = None
+    row = None
+    if 1 <= gen_id <= MAX_ID:  # larger ids exist nowhere, and some databases cannot even compare them
+        with contextlib.suppress(NotFound):
+            row = await repository.get_generation(db, gen_id)
     if row is None or not who.owns(row):
         raise NotFound(f"no generation with id {gen_id}")
     return row

@@ -65,6 +65,9 @@ async def test_someone_elses_generation_is_refused_like_an_unknown_id(service: G
         await service.generate(_req(model="", continue_from=10**9, api_key_id="2"))
     assert str(other.value) == f"no generation with id {parent_id}"
     assert str(unknown.value) == f"no generation with id {10**9}"
+    for absurd in (0, -1, 2**70):  # never reach the database as a comparison it cannot make
+        with pytest.raises(NotFound, match=f"no generation with id {absurd}"):
+            await service.generate(_req(model="", continue_from=absurd))
     with pytest.raises(NotFound):
         await service.generate(_req(model="", again_of=parent_id, frontend="discord", user_id="1", api_key_id=None))
     with pytest.raises(NotFound):

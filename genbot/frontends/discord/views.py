@@ -52,7 +52,7 @@ _LABELS = {"continue": ("Continue", discord.ButtonStyle.primary), "again": ("Aga
 
 class FollowUpButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"genbot:(?P<action>continue|again):(?P<id>[0-9]{1,19})",
+    template=r"genbot:(?P<action>continue|again):(?P<id>[0-9]{1,18})",
 ):
     """Continue or Again under a finished reply; the generation id lives in the custom_id, so it survives restarts.
 
