@@ -131,3 +131,19 @@ async def test_preset_save_use_list_and_delete(discord_env: None) -> None:
     assert "preset name '../etc'" in ephemeral_text(fake, hostile.token)
     assert "Deleted preset `calm`" in ephemeral_text(fake, delete.token)
     assert left == []
+
+
+async def test_a_mention_reply_has_the_buttons_too(discord_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENBOT_DISCORD__MENTION_TRIGGER", "true")
+    monkeypatch.setenv("GENBOT_DISCORD__MENTION_MODEL", "alpha")
+    carol = FakeDiscord.member("300000000000000003", "carol")
+    bot_user = {"id": FakeDiscord.APP_ID, "username": "genbot", "discriminator": "0", "bot": True, "avatar": None}
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        await fake.post_message(f"<@{FakeDiscord.APP_ID}> ROMEO:", author=carol, mentions=[bot_user])
+        reply = await fake.wait_for(
+            lambda: next((m for m in fake.messages.values() if "Continue" in buttons(m)), None), timeout=20
+        )
+        pressed = await fake.click(buttons(reply)["Continue"], reply.id, member=carol)
+        await fake.wait_for(lambda: finished(fake, pressed), timeout=30)
+        child, root = await service.history(user_id="300000000000000003")
+    assert child.parent_id == root.id and child.prompt.endswith(root.output)

@@ -10,7 +10,7 @@ import discord
 from genbot.errors import GenbotError
 from genbot.frontends.discord.commands import capped_length, footer_for, subjects_of
 from genbot.frontends.discord.streaming import ChannelPages, StreamingReply
-from genbot.frontends.discord.views import StopView
+from genbot.frontends.discord.views import FollowUpView, StopView
 from genbot.service import GenerationRequest
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ async def answer_mention(bot: BotHost, message: discord.Message) -> None:
     view = StopView(generation, message.author.id, lambda _: False)
     lang = generation.entry.card.sampling.code_fence if generation.entry.card else None
     reply = StreamingReply(
-        ChannelPages(message), prefix=prompt, lang=lang or None, interval=bot.settings.edit_interval_s, view=view
-    )
+        ChannelPages(message), prefix=prompt, lang=lang or None, interval=bot.settings.edit_interval_s, view=view,
+        final_view=FollowUpView(generation.id),
+    )  # fmt: skip
     try:
         await reply.run(generation, lambda result: footer_for(generation, result))
     finally:
