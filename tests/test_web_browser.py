@@ -41,18 +41,17 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Pyt
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``genbot serve --api`` over alpha and the captioner, with fast job polling; yields its URL."""
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of the module's server (and of ``genbot`` commands on its database)."""
     base = tmp_path_factory.mktemp("web")
     plugins = base / "plugins"
     write_model_folder(plugins, "alpha", make_corpus_text() + HOSTILE + "\"'&;", seed=3)
     for bundled in ("captioner", "linux"):  # linux: a trained model, for features worth seeing
         shutil.copytree(bundled_plugins_dir() / bundled, plugins / bundled)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENBOT_") and k != "DISCORD_TOKEN"} | {
+    return {k: v for k, v in os.environ.items() if not k.startswith("GENBOT_") and k != "DISCORD_TOKEN"} | {
         "GENBOT_DATA_DIR": str(base / "data"),
         "GENBOT_PLUGINS_DIR": str(plugins),
-        "GENBOT_API__PORT": str(port),
+        "GENBOT_API__PORT": str(free_port()),
         "GENBOT_API__UNKEYED_ADMIN": "true",
         "GENBOT_ENGINE__TORCH_THREADS": "1",
         "GENBOT_JOBS__POLL_SECONDS": "0.2",
@@ -60,10 +59,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "GENBOT_JOBS__TRAIN_THREADS": "1",
         "GENBOT_VERSIONS__POLL_SECONDS": "0.5",
     }
+
+
+@pytest.fixture(scope="module")
+def server(server_env: dict[str, str]) -> Iterator[str]:
+    """``genbot serve --api`` (API, page and job worker) over alpha, linux and the captioner; yields its URL."""
     cmd = [sys.executable, "-m", "genbot", "serve", "--api", "--no-discord", "--no-scheduler"]
-    proc = subprocess.Popen(cmd, env=env, cwd=base, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=server_env, stderr=subprocess.PIPE, text=True)
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{server_env['GENBOT_API__PORT']}"
         wait_json(f"{url}/healthz", proc)
         yield url
     finally:
@@ -347,3 +351,35 @@ def test_phone_width_has_no_sideways_scroll(browser: Any, server: str, shots: Pa
     p.click("#tab-generate")
     p.screenshot(path=str(shots / "generate-phone-dark.png"), full_page=True)
     context.close()
+
+
+def test_a_saved_key_is_sent_as_a_bearer_token_and_history_is_the_keys_own(
+    page: Watched, server: str, server_env: dict[str, str]
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "genbot", "keys", "create", "browser"], env=server_env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[0]
+    p = page.page
+    p.click("#key-summary")
+    p.fill("#key-input", key)
+    p.click("#key-form button[type=submit]")
+    assert p.evaluate("localStorage.getItem('genbot.apiKey')") == key
+    assert p.context.cookies() == []
+    p.fill("#gen-prompt", "NURSE:\n")
+    p.fill("#gen-length", "30")
+    with p.expect_request("**/v1/generate") as sent:
+        p.click("#gen-go")
+    assert sent.value.headers["authorization"] == f"Bearer {key}"
+    p.wait_for_selector('#gen-output[data-status="completed"]', timeout=60_000)
+    p.click("#tab-history")
+    p.wait_for_selector("#hist-rows tr")
+    assert p.locator("#hist-rows tr").count() == 1  # only this key's generation, none of the anonymous ones
+    assert p.inner_text("#hist-rows tr .prompt") == "NURSE:\n"
+    # A reload keeps the key (localStorage); Forget drops it.
+    p.reload()
+    assert p.input_value("#key-input") == key
+    p.click("#key-summary")
+    p.click("#key-clear")
+    assert p.evaluate("localStorage.getItem('genbot.apiKey')") is None

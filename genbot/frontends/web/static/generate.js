@@ -276,6 +276,7 @@ function refill(q) {
 function liveColouring(state) {
   const out = byId("gen-output");
   const mode = byId("gen-colour").value;
+  delete out.dataset.coloured;
   let shown = 0; // characters already coloured
   let inFlight = null;
   let lastAt = 0;
@@ -295,11 +296,16 @@ function liveColouring(state) {
     colourText(out, text, Math.min(shown, values.length), colour, title);
   }
 
-  async function refresh() {
+  async function refresh(final = false) {
     const text = state.text;
     const promptChars = Array.from(state.request.prompt);
     const whole = promptChars.join("") + text;
-    if (Array.from(whole).length > INSPECT_MAX || Array.from(whole).length < 2) return;
+    const length = Array.from(whole).length;
+    if (length > INSPECT_MAX) {
+      if (final) say(byId("gen-status"), `Done; colouring covers up to ${INSPECT_MAX} characters of prompt and text.`, "warn");
+      return;
+    }
+    if (length < 2) return;
     const req = { model: state.request.model, text: whole };
     if (mode === "unit") {
       const layer = byId("gen-layer").value.trim();
@@ -310,17 +316,21 @@ function liveColouring(state) {
       const result = await post("/v1/inspect", req);
       const offset = promptChars.length;
       const count = Array.from(text).length;
-      if (result.values.length !== offset + count) return; // unknown characters were dropped: no alignment
+      if (result.values.length !== offset + count) {
+        // The model dropped characters it does not know: the values no longer line up with the text.
+        if (final) say(byId("gen-status"), "Done; not coloured: the prompt has characters the model does not know.", "warn");
+        return;
+      }
       values =
         mode === "prob"
           ? result.surprise.slice(offset).map((s) => (s === null ? 1 : Math.exp(-s)))
           : result.values.slice(offset);
       shown = count;
-      out.dataset.coloured = mode;
+      // "live" while the text still grows; the mode's name once the whole text is coloured.
+      out.dataset.coloured = final ? mode : "live";
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 503)) {
-        say(byId("gen-status"), `Colouring: ${error.message}`, "error");
-      }
+      if (error instanceof ApiError && error.status === 503) return "busy";
+      say(byId("gen-status"), `Colouring: ${error.message}`, "error");
     }
   }
 
@@ -342,7 +352,11 @@ function liveColouring(state) {
     async finish() {
       if (!mode) return;
       if (inFlight) await inFlight;
-      await refresh();
+      // The inspection slots may be busy for a moment (503): try again briefly, then leave it.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        if (attempt) await new Promise((resolve) => setTimeout(resolve, 500));
+        if ((await refresh(true)) !== "busy") break;
+      }
       paint();
     },
   };
