@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from genbot.errors import CheckpointError
-from genbot.models.card import ModelCard, Weights
-from genbot.models.charrnn import CharRNN, CharRNNConfig
-from genbot.models.checkpoint import architecture_of, load_model, save_model
-from genbot.models.vocab import Vocab
+from genbot.networks.card import ModelCard, Weights
+from genbot.networks.charrnn import CharRNN, CharRNNConfig
+from genbot.networks.checkpoint import architecture_of, load_model, save_model
+from genbot.networks.vocab import Vocab
 
 
 def _save_tiny(folder: Path, cell: str = "lstm", dtype: str = "float32") -> tuple[CharRNN, Vocab]:
@@ -79,7 +79,7 @@ def test_save_load_round_trips_bit_exactly(tmp_path: Path, cell: str) -> None:
     loaded = load_model(tmp_path / "m")
     assert loaded.vocab.chars == vocab.chars
     for key, value in model.state_dict().items():
-        assert torch.equal(loaded.model.state_dict()[key], value), key
+        assert torch.equal(loaded.network.state_dict()[key], value), key
     assert not any(p.endswith(".tmp") for p in map(str, (tmp_path / "m").iterdir()))
 
 
@@ -92,7 +92,7 @@ def test_float16_storage_halves_the_file_and_loads_close(tmp_path: Path) -> None
     size_b = (tmp_path / "b" / "model.safetensors").stat().st_size
     assert size_b < 0.6 * size_a
     loaded = load_model(tmp_path / "b")
-    torch.testing.assert_close(loaded.model.emb.weight, model.emb.weight, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(loaded.network.emb.weight, model.emb.weight, atol=1e-3, rtol=1e-3)
 
 
 def test_corrupt_weights_fail_with_a_clear_error(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_truncated_weights_with_matching_hash_fail_cleanly(tmp_path: Path) -> No
     weights = tmp_path / "m" / "model.safetensors"
     weights.write_bytes(b"not a safetensors file")
     card = ModelCard.read(tmp_path / "m" / "plugin.toml")
-    from genbot.models.checkpoint import sha256_bytes
+    from genbot.networks.checkpoint import sha256_bytes
 
     fixed = card.model_copy(update={"weights": Weights(sha256=sha256_bytes(weights.read_bytes()))})
     (tmp_path / "m" / "plugin.toml").write_text(fixed.to_toml(), encoding="utf-8")
@@ -179,7 +179,7 @@ def test_shared_step_weights_keep_every_result() -> None:
 
 
 def _paths_cases() -> list[tuple[str, str, str]]:
-    from genbot.models.charrnn import fp16_available
+    from genbot.networks.charrnn import fp16_available
 
     cases = [(cell, "fp32", "fp32") for cell in ("rnn", "lstm", "gru")]
     cases += [(cell, "bf16", "fp32") for cell in ("lstm", "gru")]

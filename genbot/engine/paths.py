@@ -33,7 +33,7 @@ from typing import Literal
 
 import torch
 
-from genbot.models.charrnn import (
+from genbot.networks.charrnn import (
     PRIME_PATHS,
     STEP_PATHS,
     CharRNN,
