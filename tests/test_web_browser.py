@@ -338,6 +338,13 @@ def test_admin_uploads_a_corpus_fine_tunes_and_rolls_back(page: Watched, shots: 
     p.screenshot(path=str(shots / "admin.png"), full_page=True)
     p.locator('#adm-versions tr[data-version="1"] button', has_text="Roll back").click()
     p.wait_for_selector('#adm-versions tr[data-version="1"][data-active="true"]', timeout=30_000)
+    # A long fine-tune is cancelled from the page while it runs.
+    p.fill("#adm-job-steps", "100000")
+    p.click("#adm-job-form button[type=submit]")
+    p.wait_for_selector('#adm-job-panel[data-status="running"]', timeout=60_000)
+    p.click("#adm-job-cancel")
+    p.wait_for_selector('#adm-job-panel[data-status="cancelled"]', timeout=60_000)
+    assert p.locator("#adm-jobs tr .badge.cancelled").count() == 1
 
 
 def test_phone_width_has_no_sideways_scroll(browser: Any, server: str, shots: Path) -> None:
@@ -377,6 +384,13 @@ def test_a_saved_key_is_sent_as_a_bearer_token_and_history_is_the_keys_own(
     p.wait_for_selector("#hist-rows tr")
     assert p.locator("#hist-rows tr").count() == 1  # only this key's generation, none of the anonymous ones
     assert p.inner_text("#hist-rows tr .prompt") == "NURSE:\n"
+    # A plain key may not administer: the Admin view says so and what to do.
+    p.click("#tab-admin")
+    until(p, "document.getElementById('adm-status').textContent.includes('not an admin key')")
+    assert "genbot keys create NAME --admin" in p.inner_text("#adm-status")
+    refused = [e for e in page.errors if "status of 403" in e]
+    assert len(refused) == 1  # one refused request, reported once; Chromium logs it as a console error
+    page.errors.remove(refused[0])
     # A reload keeps the key (localStorage); Forget drops it.
     p.reload()
     assert p.input_value("#key-input") == key

@@ -47,7 +47,8 @@ function problem(error) {
 async function refresh() {
   const status = byId("adm-status");
   try {
-    await Promise.all([loadCorpora(), loadJobs(), loadVersions()]);
+    await loadCorpora(); // first alone: without admin rights, one refusal says it all
+    await Promise.all([loadJobs(), loadVersions()]);
     say(status, "");
   } catch (error) {
     say(status, problem(error), "error");
@@ -175,7 +176,8 @@ function showJob(job) {
   for (const e of job.events || []) {
     const d = e.data || {};
     if (typeof d.step !== "number") continue;
-    if (typeof d.train_loss === "number" && e.kind === "step") train.push([d.step, d.train_loss]);
+    // Step events come about once a second, eval events every eval_every steps: both carry train_loss.
+    if (typeof d.train_loss === "number" && (e.kind === "step" || e.kind === "eval")) train.push([d.step, d.train_loss]);
     if (typeof d.val_loss === "number" && e.kind === "eval") val.push([d.step, d.val_loss]);
   }
   const canvas = byId("adm-loss");
