@@ -29,6 +29,7 @@ from tests.helpers import chromium_executable, make_corpus_text, wait_json, writ
 
 pytestmark = pytest.mark.slow
 HOSTILE = "<img src=x onerror=alert(1)>"
+BIG_SEED = 2**63 - 1  # past 2**53: a JavaScript number would round it (to 2**63, out of range)
 CHROMIUM = chromium_executable()
 
 if CHROMIUM is None:
@@ -161,7 +162,7 @@ def test_page_loads_with_cards_and_no_console_errors(page: Watched, shots: Path)
 def test_generation_streams_and_equals_the_api_text_for_the_seed(page: Watched, server: str, shots: Path) -> None:
     p = page.page
     p.fill("#gen-prompt", "ROMEO:\n")
-    p.fill("#gen-seed", "7")
+    p.fill("#gen-seed", str(BIG_SEED))
     p.fill("#gen-length", "1500")
     p.fill("#gen-temperature", "0.9")
     record_growth(p)
@@ -170,20 +171,20 @@ def test_generation_streams_and_equals_the_api_text_for_the_seed(page: Watched, 
     shown = output(p)
     api = httpx.post(
         f"{server}/v1/generate",
-        json={"model": "alpha", "prompt": "ROMEO:\n", "seed": 7, "length": 1500, "temperature": 0.9},
+        json={"model": "alpha", "prompt": "ROMEO:\n", "seed": BIG_SEED, "length": 1500, "temperature": 0.9},
         timeout=60,
     ).json()
     assert shown == api["text"] and len(shown) == 1500
     seen = p.evaluate("window.seenLengths")
     assert len({n for n in seen if 0 < n < 1500}) >= 2, f"the text did not arrive in pieces: {seen[:20]}"
     footer = p.inner_text("#gen-footer")
-    assert "seed 7" in footer and "chars/s" in footer and "first char" in footer
+    assert f"seed {BIG_SEED}" in footer and "chars/s" in footer and "first char" in footer
     p.screenshot(path=str(shots / "generate.png"), full_page=True)
     # "reproduce" refills the form from the link, and the same seed gives the same text again.
     p.fill("#gen-prompt", "")
     p.fill("#gen-seed", "")
     p.click("#gen-footer a.reproduce")
-    until(p, "document.getElementById('gen-seed').value === '7'")
+    until(p, f"document.getElementById('gen-seed').value === '{BIG_SEED}'")
     assert p.input_value("#gen-prompt") == "ROMEO:\n"
     p.keyboard.press("Control+Enter")
     p.wait_for_selector('#gen-output[data-status="completed"]', timeout=60_000)
@@ -225,9 +226,12 @@ def test_hostile_prompt_is_shown_as_text_and_runs_nothing(page: Watched, server:
     prompt.wait_for()
     assert prompt.inner_text() == HOSTILE
     assert p.locator("main img:not(#cap-preview):not([src^='/static/'])").count() == 0
-    # Re-run puts the stored prompt back in the form as text.
+    shown = output(p, "#hist-rows tr .output-text")
+    # Re-run puts the stored prompt back in the form, as text, and generates the same text again.
     p.locator("#hist-rows tr button", has_text="Re-run").first.click()
     until(p, f"document.getElementById('gen-prompt').value === {HOSTILE!r}")
+    p.wait_for_selector('#gen-output[data-status="completed"]', timeout=60_000)
+    assert output(p) == shown
     assert page.dialogs == []
 
 

@@ -13,6 +13,15 @@ export function setApiKey(key) {
   else localStorage.removeItem(KEY_STORE);
 }
 
+/**
+ * JSON.parse that keeps seeds exact: they go up to 2**63 - 1, past the 2**53 a JavaScript number
+ * holds, so a long one stays a string of digits (the API takes either back). An escaped quote
+ * inside a string value can never match the unescaped "seed": key this looks for.
+ */
+export function parseJson(text) {
+  return JSON.parse(text.replace(/"seed":\s*(\d{16,})/g, '"seed":"$1"'));
+}
+
 /** An error from the API, with its HTTP status and the server's message. */
 export class ApiError extends Error {
   constructor(status, message, retryAfter = null) {
@@ -30,7 +39,7 @@ function headers(extra = {}) {
 async function failure(response) {
   let message = `${response.status} ${response.statusText}`;
   try {
-    const body = await response.json();
+    const body = parseJson(await response.text());
     const detail = body?.error?.message ?? body?.detail ?? body?.message;
     if (typeof detail === "string") message = detail;
     else if (Array.isArray(detail)) message = detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
@@ -52,7 +61,7 @@ export async function call(method, path, { json, body, contentType, signal } = {
   }
   const response = await fetch(path, init);
   if (!response.ok) throw await failure(response);
-  return response.status === 204 ? null : response.json();
+  return response.status === 204 ? null : parseJson(await response.text());
 }
 
 export const get = (path, options) => call("GET", path, options);
@@ -104,7 +113,7 @@ function dispatch(block, onEvent) {
   }
   let parsed = data;
   try {
-    parsed = JSON.parse(data);
+    parsed = parseJson(data);
   } catch {
     // a plain-text event
   }

@@ -112,6 +112,9 @@ function body() {
     .split(",")
     .map((s) => s.replaceAll("\\n", "\n").replaceAll("\\t", "\t"))
     .filter((s) => s !== "");
+  // The seed stays text: Number() would round one above 2**53 and break "same seed, same text".
+  const seed = value("gen-seed");
+  if (seed !== "" && !/^\d+$/.test(seed)) throw new Error("The seed is a whole number, 0 or more.");
   return {
     model: selected,
     prompt: byId("gen-prompt").value,
@@ -119,7 +122,7 @@ function body() {
     top_k: number("gen-top-k"),
     top_p: number("gen-top-p"),
     length: number("gen-length"),
-    seed: number("gen-seed"),
+    seed: seed === "" ? undefined : seed,
     stop: stops,
     stream: true,
   };
@@ -131,7 +134,13 @@ async function run() {
     say(status, "Pick a generator first.", "error");
     return;
   }
-  const request = body();
+  let request;
+  try {
+    request = body();
+  } catch (error) {
+    say(status, error.message, "error");
+    return;
+  }
   const out = byId("gen-output");
   out.textContent = "";
   out.dataset.status = "running";
@@ -229,7 +238,18 @@ function footer(state, seed, stats) {
   const ttfc = state.firstAt === null ? null : state.firstAt - state.started;
   const rate = stats?.chars_per_s ?? (elapsed > 0 ? chars / elapsed : 0);
   const params = { ...state.request, seed: seed ?? state.request.seed };
-  const link = el("a", { href: reproduceHash(params), class: "reproduce", text: "reproduce" });
+  const hash = reproduceHash(params);
+  const link = el("a", {
+    href: hash,
+    class: "reproduce",
+    text: "reproduce",
+    title: "Fill the form with these parameters and this seed",
+    onclick: (event) => {
+      event.preventDefault(); // the same link twice would not fire hashchange
+      history.replaceState(null, "", hash);
+      refill(new URLSearchParams(hash.slice("#generate?".length)));
+    },
+  });
   fill(
     byId("gen-footer"),
     el("span", { text: `${chars} chars` }),
@@ -245,6 +265,17 @@ function reproduceHash(params) {
   for (const name of FIELDS) if (params[name] !== undefined && params[name] !== null) q.set(name, String(params[name]));
   if (params.stop?.length) q.set("stop", JSON.stringify(params.stop));
   return `#generate?${q.toString()}`;
+}
+
+/**
+ * Fill the form with a stored generation's prompt and parameters and run it again (History's
+ * Re-run): the same seed gives the same text.
+ */
+export function rerun(params) {
+  const hash = reproduceHash(params);
+  history.replaceState(null, "", hash);
+  refill(new URLSearchParams(hash.slice("#generate?".length)));
+  if (!running) run();
 }
 
 /** Fill the form from a reproduce link's parameters. */

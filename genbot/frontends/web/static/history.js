@@ -1,10 +1,12 @@
 // History: the caller's own generations, newest first, searchable; each one re-runnable.
 import { get, query } from "./api.js";
 import { byId, el, fill, say } from "./dom.js";
+import { rerun } from "./generate.js";
 
 const PAGE = 25;
 let offset = 0;
 let show = () => {};
+let textModels = new Set();
 
 export function init(app) {
   show = app.show;
@@ -20,6 +22,7 @@ export function shown() {
 }
 
 export function setGenerators(list) {
+  textModels = new Set(list.filter((g) => g.status === "loaded" && g.card?.kind !== "captioner").map((g) => g.name));
   const select = byId("hist-model");
   const keep = select.value;
   fill(select, el("option", { value: "", text: "all" }), list.map((g) => el("option", { value: g.name, text: g.name })));
@@ -46,19 +49,17 @@ async function load(fresh) {
 
 function row(g) {
   const when = new Date(g.created_at);
-  const rerun = el("button", {
+  const again = el("button", {
     type: "button",
     class: "quiet",
     text: "Re-run",
-    title: "Fill the Generate form with this generation's prompt and parameters",
+    title: "Generate again with this prompt, these parameters and this seed",
     onclick: () => {
-      const q = new URLSearchParams({ model: g.model, prompt: g.prompt ?? "" });
-      for (const [name, value] of [["temperature", g.temperature], ["top_k", g.top_k], ["top_p", g.top_p], ["length", g.max_length], ["seed", g.seed]]) {
-        if (value !== null && value !== undefined) q.set(name, String(value));
-      }
-      if (g.stop?.length) q.set("stop", JSON.stringify(g.stop));
-      location.hash = `generate?${q.toString()}`;
       show("generate");
+      rerun({
+        model: g.model, prompt: g.prompt ?? "", temperature: g.temperature, top_k: g.top_k, top_p: g.top_p,
+        length: g.max_length, seed: g.seed, stop: g.stop ?? [],
+      });
     },
   });
   return el(
@@ -68,6 +69,6 @@ function row(g) {
     el("td", { text: g.model }),
     el("td", { class: "text" }, el("span", { class: "prompt", text: g.prompt ?? "" }), el("span", { class: "output-text", text: g.output ?? "" })),
     el("td", {}, el("span", { class: `badge ${g.status}`, text: g.status })),
-    el("td", {}, g.model ? rerun : null),
+    el("td", {}, textModels.has(g.model) ? again : null), // captions and unloaded models cannot re-run here
   );
 }
