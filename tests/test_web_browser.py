@@ -348,6 +348,7 @@ def test_admin_uploads_a_corpus_fine_tunes_and_rolls_back(page: Watched, shots: 
     p.wait_for_selector('#adm-job-panel[data-status="running"]', timeout=60_000)
     p.click("#adm-job-cancel")
     p.wait_for_selector('#adm-job-panel[data-status="cancelled"]', timeout=60_000)
+    p.wait_for_selector("#adm-jobs tr .badge.cancelled")  # the job list follows once the job ends
     assert p.locator("#adm-jobs tr .badge.cancelled").count() == 1
 
 

@@ -7,6 +7,7 @@ import { lineChart } from "./plot.js";
 const POLL_MS = 1000;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 let watching = null; // job id being watched
+let events = []; // its log so far: each poll asks only for lines after the last one
 let timer = null;
 let models = [];
 
@@ -129,6 +130,7 @@ async function loadJobs() {
 /** Follow one job: poll it until it finishes, drawing its figures and loss curve each time. */
 function watch(id) {
   watching = id;
+  events = [];
   clearTimeout(timer);
   poll();
 }
@@ -137,8 +139,11 @@ async function poll() {
   const id = watching;
   if (id === null) return;
   try {
-    const job = await get(`/v1/admin/jobs/${id}`);
+    const after = events.length ? events[events.length - 1].id : 0;
+    const job = await get(`/v1/admin/jobs/${id}${query({ events_after: after })}`);
     if (id !== watching) return;
+    const last = events.length ? events[events.length - 1].id : 0;
+    events = events.concat((job.events || []).filter((e) => e.id > last)); // two polls may overlap
     showJob(job);
     if (FINISHED.has(job.status)) {
       await Promise.all([loadJobs(), loadVersions()]);
@@ -173,7 +178,7 @@ function showJob(job) {
   byId("adm-job-cancel").disabled = FINISHED.has(job.status);
   const train = [];
   const val = [];
-  for (const e of job.events || []) {
+  for (const e of events) {
     const d = e.data || {};
     if (typeof d.step !== "number") continue;
     // Step events come about once a second, eval events every eval_every steps: both carry train_loss.
