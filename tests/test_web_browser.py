@@ -122,7 +122,7 @@ def page(browser: Any, server: str) -> Iterator[Watched]:
     assert watched.dialogs == [], f"the page opened dialogs: {watched.dialogs}"
 
 
-def output(page: Any, selector: str = "#gen-output") -> str:
+def output(page: Any, selector: str = "#gen-text") -> str:
     """The text of an element, as the user sees it."""
     return str(page.eval_on_selector(selector, "e => e.textContent"))
 
@@ -141,8 +141,8 @@ def record_growth(page: Any) -> None:
     page.evaluate(
         """() => {
         window.seenLengths = [];
-        new MutationObserver(() => window.seenLengths.push(document.getElementById('gen-output').textContent.length))
-          .observe(document.getElementById('gen-output'), {childList: true, characterData: true, subtree: true});
+        new MutationObserver(() => window.seenLengths.push(document.getElementById('gen-text').textContent.length))
+          .observe(document.getElementById('gen-text'), {childList: true, characterData: true, subtree: true});
     }"""
     )
 
@@ -196,7 +196,7 @@ def test_stop_and_escape_cancel_and_the_row_says_cancelled(page: Watched, server
     p.fill("#gen-prompt", "JULIET:\n")
     p.fill("#gen-length", "5000")
     p.click("#gen-go")
-    until(p, "document.getElementById('gen-output').textContent.length > 20", timeout=30)
+    until(p, "document.getElementById('gen-text').textContent.length > 20", timeout=30)
     p.click("#gen-stop-button")
     p.wait_for_selector('#gen-output[data-status="cancelled"]', timeout=30_000)
     until(p, "document.getElementById('gen-status').textContent.includes('stored as cancelled')")
@@ -208,7 +208,7 @@ def test_stop_and_escape_cancel_and_the_row_says_cancelled(page: Watched, server
     p.click("#tab-generate")
     p.focus("#gen-prompt")
     p.keyboard.press("Control+Enter")
-    until(p, "document.getElementById('gen-output').textContent.length > 20", timeout=30)
+    until(p, "document.getElementById('gen-text').textContent.length > 20", timeout=30)
     p.keyboard.press("Escape")
     p.wait_for_selector('#gen-output[data-status="cancelled"]', timeout=30_000)
 
@@ -219,6 +219,7 @@ def test_hostile_prompt_is_shown_as_text_and_runs_nothing(page: Watched, server:
     p.fill("#gen-length", "40")
     p.click("#gen-go")
     p.wait_for_selector('#gen-output[data-status="completed"]', timeout=60_000)
+    assert output(p, "#gen-echo") == HOSTILE  # the prompt shown ahead of the output, as text
     p.click("#tab-history")
     p.fill("#hist-search", "onerror")
     p.click("#hist-form button[type=submit]")
@@ -287,7 +288,7 @@ def test_live_colouring_by_a_unit_and_by_probability(page: Watched, shots: Path)
     p.fill("#gen-seed", "1")
     p.click("#gen-go")
     p.wait_for_selector('#gen-output[data-status="completed"][data-coloured="unit"]', timeout=60_000)
-    assert p.locator("#gen-output span.ch").count() == 300
+    assert p.locator("#gen-text span.ch").count() == 300
     # A trained model coloured by how likely it found each character it wrote.
     p.locator('.card[data-model="linux"]').click()
     p.select_option("#gen-colour", "prob")
@@ -296,7 +297,7 @@ def test_live_colouring_by_a_unit_and_by_probability(page: Watched, shots: Path)
     p.fill("#gen-temperature", "0.7")
     p.click("#gen-go")
     p.wait_for_selector('#gen-output[data-status="completed"][data-coloured="prob"]', timeout=60_000)
-    titles = p.eval_on_selector_all("#gen-output span.ch", "s => s.map(e => e.title)")
+    titles = p.eval_on_selector_all("#gen-text span.ch", "s => s.map(e => e.title)")
     assert len(titles) == 600 and all(t.startswith("p = ") for t in titles)
     p.screenshot(path=str(shots / "generate-probability.png"), full_page=True)
 

@@ -142,7 +142,8 @@ async function run() {
     return;
   }
   const out = byId("gen-output");
-  out.textContent = "";
+  byId("gen-echo").textContent = request.prompt; // the prompt, muted, ahead of what the model adds
+  byId("gen-text").textContent = "";
   out.dataset.status = "running";
   fill(byId("gen-footer"));
   say(status, "Generating…");
@@ -306,6 +307,7 @@ function refill(q) {
  */
 function liveColouring(state) {
   const out = byId("gen-output");
+  const textNode = byId("gen-text");
   const mode = byId("gen-colour").value;
   delete out.dataset.coloured;
   let shown = 0; // characters already coloured
@@ -316,7 +318,7 @@ function liveColouring(state) {
   function paint() {
     const text = state.text;
     if (!values) {
-      out.textContent = text;
+      textNode.textContent = text;
       return;
     }
     const colour = mode === "prob" ? (i) => likelihood(values[i]) : (i) => diverging(values[i] / scale(values));
@@ -324,7 +326,7 @@ function liveColouring(state) {
       mode === "prob"
         ? (i) => `p = ${num(values[i], 4)}`
         : (i) => `value ${num(values[i], 4)}`;
-    colourText(out, text, Math.min(shown, values.length), colour, title);
+    colourText(textNode, text, Math.min(shown, values.length), colour, title);
   }
 
   async function refresh(final = false) {
