@@ -247,8 +247,11 @@ def ephemeral_text(fake: FakeDiscord, token: str) -> str:
 
 
 def chromium_executable() -> str | None:
-    """The Chromium the browser tests drive: GENBOT_TEST_CHROMIUM, else ``chromium`` on the PATH."""
-    return os.environ.get("GENBOT_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """The Chromium the browser tests drive: GENBOT_TEST_CHROMIUM, else ``chromium`` on the PATH (None: none)."""
+    given = os.environ.get("GENBOT_TEST_CHROMIUM")
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def wait_json(url: str, proc: subprocess.Popen[str], timeout: float = 90.0) -> Any:
