@@ -439,7 +439,7 @@ def test_engine_settings_force_a_path(tmp_path: Path) -> None:
 def test_exact_mode_never_picks_a_path_whose_rows_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     from genbot.engine import paths
 
-    monkeypatch.setattr(paths, "_prime_rows", lambda model, path: 2 if path == "fp32" else 0)
+    monkeypatch.setattr(paths, "_prime_rows", lambda model, path, step="fp32": 2 if path == "fp32" else 0)
     monkeypatch.setattr(paths, "_step_rows", lambda model, path: 2 if path == "fp32" else 0)
     model = tiny_charrnn(CHARS, seed=1).network
     with torch.inference_mode():
@@ -447,6 +447,36 @@ def test_exact_mode_never_picks_a_path_whose_rows_depend_on_the_batch(monkeypatc
         loose = paths.measure(model, batch_invariant=False)
     assert (exact.prime, exact.step) == ("fp32", "fp32") and "not batch-invariant" in exact.reason
     assert set(loose.measured) >= {"prime_fp32", "prime_bf16", "step_fp32"}  # every path was timed
+
+
+def test_exact_mode_falls_back_to_exact_readers_where_float32_rounds_by_row_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from genbot.engine import paths
+
+    def prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
+        return 1 if path == "steps" and step == "rowwise" else 0  # only one-character reads through rowwise agree
+
+    monkeypatch.setattr(paths, "_prime_rows", prime_rows)
+    monkeypatch.setattr(paths, "_step_rows", lambda model, path: 1 if path == "rowwise" else 0)
+    model = tiny_charrnn(CHARS, seed=1).network
+    with torch.inference_mode():
+        chosen = paths.measure(model, batch_invariant=True)
+        loose = paths.measure(model, batch_invariant=False)
+    assert (chosen.prime, chosen.step) == ("steps", "rowwise"), chosen.reason
+    assert "fp32" not in chosen.reason.split("fastest of")[1].split("(")[0]
+    assert (loose.prime, loose.step) != ("steps", "rowwise")  # never chosen for speed where it is not needed
+
+
+def test_no_exact_path_at_all_serves_float32_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genbot.engine import paths
+
+    monkeypatch.setattr(paths, "_prime_rows", lambda model, path, step="fp32": 0)
+    monkeypatch.setattr(paths, "_step_rows", lambda model, path: 0)
+    with torch.inference_mode():
+        chosen = paths.measure(tiny_charrnn(CHARS, seed=1).network, batch_invariant=True)
+    assert (chosen.prime, chosen.step) == ("fp32", "fp32")
+    assert "is batch-invariant here" in chosen.reason and "none of" in chosen.reason
 
 
 async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest.MonkeyPatch) -> None:

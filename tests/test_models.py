@@ -183,14 +183,16 @@ def _paths_cases() -> list[tuple[str, str, str]]:
 
     cases = [(cell, "fp32", "fp32") for cell in ("rnn", "lstm", "gru")]
     cases += [(cell, "bf16", "fp32") for cell in ("lstm", "gru")]
+    cases += [(cell, "steps", "fp32") for cell in ("rnn", "lstm", "gru")]
     if fp16_available():
         cases += [("lstm", "fp16", "fp16"), ("gru", "fp16", "fp16"), ("rnn", "fp32", "fp16")]
+        cases += [(cell, "steps", "fp16") for cell in ("rnn", "lstm", "gru")]
     return cases
 
 
 @pytest.mark.parametrize(("cell", "prime", "step"), _paths_cases())
 def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cell: str, prime: str, step: str) -> None:
-    from genbot.engine.paths import measure
+    from genbot.engine.paths import _step_rows, measure
 
     torch.manual_seed(0)
     model = CharRNN(CharRNNConfig(30, cell, 2, 32, 12)).eval().requires_grad_(False)  # type: ignore[arg-type]
@@ -209,7 +211,8 @@ def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cel
             alone_logits, alone_state = model.prime(ids[i : i + 1])
             assert torch.equal(alone_logits, logits[i : i + 1])
             assert all(torch.equal(a, b[:, i : i + 1]) for a, b in zip(alone_state, state, strict=True))
-        assert exact or prime == "bf16"  # float32 and FBGEMM float16 always are
+        if prime == "steps":  # one step per character: exact wherever the step kernel is
+            assert exact == bool(_step_rows(model, step))
         tol = 0.05 if prime == "bf16" else 1e-3
         torch.testing.assert_close(logits, full[:, -1], atol=tol, rtol=tol)
         # stepping on from the primed state follows the full forward closely on every step path
@@ -217,3 +220,28 @@ def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cel
         stepped, _ = model.step(nxt, state)
         longer, _ = model(torch.cat([ids, nxt[:, None]], dim=1))
         torch.testing.assert_close(stepped, longer[:, -1], atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_exact_mode_picks_prompt_and_step_paths_that_are_batch_invariant_on_this_cpu(cell: str) -> None:
+    """Whatever this CPU's BLAS does with row counts, a prompt read in a batch, in chunks, equals it read alone."""
+    from genbot.engine.paths import measure
+
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(30, cell, 2, 48, 12)).eval().requires_grad_(False)  # type: ignore[arg-type]
+    model.share_step_weights()
+    with torch.inference_mode():
+        paths = measure(model)
+        if "none of" in paths.reason:
+            pytest.skip(f"no exact path on this CPU: {paths.reason}")
+        model.use_paths(paths)
+        ids = torch.randint(30, (4, 23))
+        _, state = model.read(ids[:, :9], model.initial_state(4))
+        logits, state = model.read_end(*model.read(ids[:, 9:], state))
+        steps = torch.randint(30, (4,))
+        stepped, _ = model.step(steps, state)
+        for i in range(4):
+            alone_logits, alone_state = model.prime(ids[i : i + 1])
+            assert torch.equal(alone_logits, logits[i : i + 1]), paths.reason
+            alone_step, _ = model.step(steps[i : i + 1], alone_state)
+            assert torch.equal(alone_step, stepped[i : i + 1]), paths.reason
