@@ -236,6 +236,23 @@ def test_hostile_prompt_is_shown_as_text_and_runs_nothing(page: Watched, server:
     assert page.dialogs == []
 
 
+def test_the_pages_csp_refuses_inline_script(page: Watched) -> None:
+    p = page.page
+    p.evaluate(
+        """() => {
+        const script = document.createElement('script');
+        script.textContent = 'window.injected = true';
+        document.body.append(script);
+    }"""
+    )
+    deadline = time.monotonic() + 5
+    while not page.errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.evaluate("() => window.injected === undefined")
+    assert page.errors and all("Content Security Policy" in e for e in page.errors), page.errors
+    page.errors.clear()  # Chromium logs each refusal as a console error: these were expected
+
+
 def test_inspect_colours_the_text_and_lists_units_against_chance(page: Watched, shots: Path) -> None:
     p = page.page
     p.click("#tab-inspect")
