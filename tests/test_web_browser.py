@@ -245,7 +245,7 @@ def test_the_pages_csp_refuses_inline_script(page: Watched) -> None:
         document.body.append(script);
     }"""
     )
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5  # the refusal reaches the console a moment later
     while not page.errors and time.monotonic() < deadline:
         time.sleep(0.05)
     assert p.evaluate("() => window.injected === undefined")

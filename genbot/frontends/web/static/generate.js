@@ -316,6 +316,13 @@ function liveColouring(state) {
   let values = null;
 
   function paint() {
+    // Follow the text as it grows, unless the reader has scrolled up to look at something.
+    const following = out.scrollHeight - out.scrollTop - out.clientHeight < 24;
+    draw();
+    if (following) out.scrollTop = out.scrollHeight;
+  }
+
+  function draw() {
     const text = state.text;
     if (!values) {
       textNode.textContent = text;
