@@ -9,7 +9,7 @@ const LIVE_EVERY_MS = 400; // re-colour a streaming text at most this often (one
 
 let generators = [];
 let selected = "";
-let running = null; // { controller, started, firstAt, text, model }
+let running = null; // the generation in progress: { controller, started, firstAt, text, request, done }
 let pendingFill = null; // a reproduce link seen before the generators were known
 
 export function init() {
@@ -50,11 +50,6 @@ export function setGenerators(list) {
     refill(pendingFill);
     pendingFill = null;
   }
-}
-
-/** The selected generator's name (the inspect view offers the same list). */
-export function current() {
-  return selected;
 }
 
 function renderCards(list) {
@@ -168,7 +163,8 @@ async function run() {
       },
       state.controller.signal,
     );
-    if (state.done) finished(state, state.done);
+    if (!state.done) throw new Error("The connection closed before the generation finished.");
+    finished(state, state.done);
     await live.finish();
   } catch (error) {
     if (error.name === "AbortError") await cancelled(state);
