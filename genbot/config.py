@@ -198,6 +198,7 @@ class ApiSettings(_Section):
     bad_keys_per_minute: int = Field(
         default=20, ge=0, description="Invalid API keys per minute per client address before 429 (0 = no limit)."
     )
+    playground: bool = Field(default=True, description="Serve the web playground at / (false: the API alone).")
 
 
 class DiscordQuotaSettings(_Section):

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -259,3 +261,27 @@ def ephemeral_text(fake: FakeDiscord, token: str) -> str:
         if call.body and call.body.get("flags", 0) & 64:
             return str(call.body.get("content", ""))
     return ""
+
+
+# ----- the web playground: a browser and a live `genbot serve --api` ------------------------------
+
+
+def chromium_executable() -> str | None:
+    """The Chromium the browser tests drive: GENBOT_TEST_CHROMIUM, else ``chromium`` on the PATH (None: none)."""
+    given = os.environ.get("GENBOT_TEST_CHROMIUM")
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def wait_json(url: str, proc: subprocess.Popen[str], timeout: float = 90.0) -> Any:
+    """GET ``url`` until it answers JSON; fails with the server's stderr if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            return httpx.get(url, timeout=2).json()
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout} s")

@@ -223,6 +223,12 @@ async def test_admin_corpus_jobs_and_versions(plugins_dir: Path, corpus_text: st
         job_id = job.json()["id"]
         assert (await c.get(f"/v1/admin/jobs/{job_id}")).json()["status"] == "queued"
         assert (await c.post(f"/v1/admin/jobs/{job_id}/cancel")).json()["status"] == "cancelled"
+        log = (await c.get(f"/v1/admin/jobs/{job_id}")).json()["events"]
+        assert [e["data"].get("message") for e in log][-1] == "cancelled before it ran"
+        newer = await c.get(f"/v1/admin/jobs/{job_id}", params={"events_after": log[-1]["id"]})
+        older = await c.get(f"/v1/admin/jobs/{job_id}", params={"events_after": log[-1]["id"] - 1})
+        assert newer.json()["events"] == [] and newer.json()["status"] == "cancelled"  # a watcher gets only new lines
+        assert older.json()["events"] == log[-1:]
         assert (await c.get("/v1/admin/jobs/999")).status_code == 404
         bad = await c.post("/v1/admin/jobs", json={"model": "alpha", "corpus": "nope", "steps": 5})
         assert bad.status_code in (400, 404) and "nope" in bad.json()["error"]["message"]

@@ -72,6 +72,8 @@ def test_genbot_api_serves_until_sigterm(plugins_dir: Path) -> None:
         assert body["models"] == ["alpha", "beta"]
         r = httpx.post(f"http://127.0.0.1:{port}/v1/generate", json={"model": "alpha", "length": 10}, timeout=30)
         assert r.status_code == 200 and len(r.json()["text"]) == 10
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)  # the web playground, on by default
+        assert page.status_code == 200 and "<title>genbot playground</title>" in page.text
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""

@@ -46,6 +46,17 @@ async def test_inspect_returns_the_values_of_a_direct_inspection(
     assert body["summary"]["chars"] == len(text) and body["png_base64"] is None  # no picture unless asked
 
 
+async def test_inspect_returns_the_text_the_values_follow(api: tuple[str, GenbotService]) -> None:
+    url, _ = api
+    async with client(url) as c:
+        response = await c.post("/v1/inspect", json={"model": "alpha", "text": "ROMEO:\n{good} night"})
+    body = response.json()
+    assert response.status_code == 200, body
+    # alpha's corpus has no braces: the model reads the text without them, and the values follow that.
+    assert "{" not in body["text"] and "good" in body["text"]
+    assert len(body["values"]) == len(body["surprise"]) == len(body["text"]) == body["summary"]["chars"]
+
+
 async def test_png_true_adds_the_pictures_and_find_reports_the_discovery(
     api: tuple[str, GenbotService], corpus_text: str
 ) -> None:

@@ -121,6 +121,11 @@ def test_api_serves_every_bundled_generator(installed: Path, outside: tuple[Path
         )
         assert reply.status_code == 200, reply.text
         assert reply.json()["status"] == "completed" and len(reply.json()["text"]) == 30
+        # The playground's files are package data: the page and every script come from the wheel.
+        page = httpx.get(f"{url}/", timeout=10)
+        assert page.status_code == 200 and "/static/app.js" in page.text
+        for name in ("app.js", "api.js", "generate.js", "style.css"):
+            assert httpx.get(f"{url}/static/{name}", timeout=10).status_code == 200, name
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -58,6 +58,7 @@ class InspectReport:
     discovery: Discovery | None = None
     gate_saturation: Saturation | None = None
     files: dict[str, bytes] = field(default_factory=dict)
+    text: str = ""  # the characters the model read (unknown ones mapped or dropped): values align with it
 
     def to_dict(self, values: bool = False) -> dict[str, object]:
         """JSON-ready data; per-char values only when asked (they are as long as the text)."""
@@ -65,7 +66,7 @@ class InspectReport:
         if self.discovery is not None:
             out["discovery"] = self.discovery.to_dict()
         if values:
-            out |= {"values": self.values, "surprise": self.surprise}
+            out |= {"text": self.text, "values": self.values, "surprise": self.surprise}
         if self.gate_saturation is not None:
             out["gate_saturation"] = self.gate_saturation
         return out
@@ -125,6 +126,7 @@ def inspect_model(loaded: LoadedGenerator, req: InspectRequest) -> InspectReport
         surprise=[None if not np.isfinite(s) else round(float(s), 5) for s in trace.surprise],
         discovery=found,
         gate_saturation=gate_saturation(trace) if want_gates else None,
+        text=trace.text,
     )
     if req.render:
         report.files = render_views(trace, report, req)

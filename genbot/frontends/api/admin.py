@@ -139,10 +139,17 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="One job with its log")
-async def get_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], ctx: Ctx, who: AdminDep) -> dict[str, Any]:
+async def get_job(
+    job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    ctx: Ctx,
+    who: AdminDep,
+    events_after: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Only log lines with a larger id (a watcher polls for what is new).")
+    ] = 0,
+) -> dict[str, Any]:
     """A job and its events (404 if there is none)."""
     job = await ctx.service.jobs.get(job_id)
-    events = await ctx.service.jobs.events(job_id)
+    events = await ctx.service.jobs.events(job_id, after_id=events_after)
     return plain(job) | {"events": [plain(e) for e in events]}
 
 

@@ -24,6 +24,7 @@ from genbot.frontends.api.errors import install_error_handlers
 from genbot.frontends.api.guards import AllowedHosts, CleanInput, is_loopback_name
 from genbot.frontends.api.limits import BodySizeLimit, RateLimiter
 from genbot.frontends.api.metrics import ApiMetrics
+from genbot.frontends.web import router as web_router
 from genbot.plugins import add_routes, load_plugins
 from genbot.service import GenbotService
 
@@ -57,6 +58,8 @@ def create_app(service: GenbotService, settings: ApiSettings | None = None) -> F
         ops.router,
     ):
         app.include_router(router)
+    if settings.playground:
+        app.include_router(web_router)  # the page at /, a client of the routes above
     add_routes(service.plugins if service.plugins is not None else load_plugins(service.settings), app)
     install_error_handlers(app)
     # Innermost: reads JSON bodies only after the size cap below.

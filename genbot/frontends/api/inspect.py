@@ -60,7 +60,8 @@ class InspectResult(BaseModel):
     model: str
     summary: dict[str, Any] = Field(description="chars, bits_per_char, mapped and dropped characters, …")
     unit: UnitShown
-    values: list[float] = Field(description="The unit's activation after each character.")
+    text: str = Field("", description="The characters the model read (unknown ones mapped or dropped).")
+    values: list[float] = Field(description="The unit's activation after each character of text.")
     surprise: list[float | None] = Field(description="-log p of each character in nats (null for the first).")
     discovery: dict[str, Any] | None = Field(None, description="Top units for find, with the chance baseline.")
     gate_saturation: list[dict[str, Any]] | None = Field(None, description="Per layer: gate → (left, right) per unit.")
