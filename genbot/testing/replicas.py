@@ -144,7 +144,10 @@ class LoadRun:
 
 async def run_load(urls: Sequence[str], key: str, plan: LoadPlan) -> LoadRun:
     """Clients stream over every server while a retrain runs and its version is activated mid-run."""
-    limits = httpx.Limits(max_connections=plan.clients + 8, max_keepalive_connections=plan.clients + 8)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends: a request sent on one the
+    # server is closing at that moment fails in transit, which no server can answer.
+    size = plan.clients + 8
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=2.0)
     headers = {"Authorization": f"Bearer {key}"}
     async with contextlib.AsyncExitStack() as stack:
         http = [
