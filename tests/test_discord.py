@@ -354,6 +354,35 @@ async def test_one_process_runs_every_shard_discord_recommends(discord_env: None
     assert all("no stored generations" in ephemeral_text(fake, i.token) for i in answers)
 
 
+async def test_the_fake_gateway_refuses_a_bad_shard_and_an_identify_too_soon() -> None:
+    # What Discord answers a client breaking the gateway's rules: 4010 for a shard outside its
+    # count, op 9 Invalid Session for a second IDENTIFY of one rate-limit key within 5 s.
+    import aiohttp
+
+    def identify(shard: list[int]) -> dict[str, Any]:
+        return {"op": 2, "d": {"token": FakeDiscord.TOKEN, "intents": 0, "properties": {}, "shard": shard}}
+
+    async with FakeDiscord(shard_count=2) as fake, aiohttp.ClientSession() as http:
+        url = f"ws://127.0.0.1:{fake.port}/gateway"
+        async with http.ws_connect(url) as bad:
+            assert (await bad.receive_json())["op"] == 10  # HELLO
+            await bad.send_json(identify([2, 2]))
+            closed = await bad.receive()
+            assert (closed.type, bad.close_code) == (aiohttp.WSMsgType.CLOSE, 4010)
+        async with http.ws_connect(url) as first, http.ws_connect(url) as second:
+            await first.receive_json(), await second.receive_json()
+            await first.send_json(identify([0, 2]))
+            ready = await first.receive_json()
+            await second.send_json(identify([1, 2]))
+            too_soon = await second.receive_json()
+    assert (ready["t"], ready["d"]["shard"], [g["id"] for g in ready["d"]["guilds"]]) == (
+        "READY",
+        [0, 2],
+        [FakeDiscord.GUILD_ID],
+    )
+    assert too_soon == {"op": 9, "d": False, "s": None, "t": None}
+
+
 def test_shard_ids_outside_the_shard_count_are_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENBOT_DISCORD__SHARD_COUNT", "2")
     monkeypatch.setenv("GENBOT_DISCORD__SHARD_IDS", "[1, 2]")
