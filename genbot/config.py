@@ -229,7 +229,29 @@ class DiscordSettings(_Section):
         default_factory=list, description="Sync commands to these guilds (instant); empty: global commands."
     )
     max_corpus_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Largest /admin corpus-add attachment.")
+    shard_count: int | None = Field(
+        default=None, ge=1, description="Gateway shards of the whole application; unset: Discord's recommendation."
+    )
+    shard_ids: list[int] | None = Field(
+        default=None, description="Shards this process runs (needs shard_count); unset: all of them."
+    )
     quotas: DiscordQuotaSettings = Field(default_factory=DiscordQuotaSettings, description="Default quotas.")
+
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> DiscordSettings:
+        """shard_ids name shards of shard_count, each once (discord.py would fail only at connect)."""
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("discord.shard_ids needs discord.shard_count (the total of every process's shards)")
+        if not self.shard_ids:
+            raise ValueError("discord.shard_ids is empty: list this process's shards, or leave it unset for all")
+        wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if wrong:
+            raise ValueError(f"discord.shard_ids {wrong} outside 0..{self.shard_count - 1} (shard_count)")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("discord.shard_ids lists a shard twice")
+        return self
 
 
 # pydantic-settings builds its sources inside the class, with no per-call argument for the TOML

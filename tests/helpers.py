@@ -202,12 +202,20 @@ async def opened_service() -> AsyncIterator[GenbotService]:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeDiscord, service: GenbotService) -> AsyncIterator[GenbotBot]:
-    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received)."""
+async def running_bot(
+    fake: FakeDiscord, service: GenbotService, shards: tuple[int, list[int]] | None = None
+) -> AsyncIterator[GenbotBot]:
+    """A GenbotBot logged in to the fake and ready (READY + GUILD_CREATE received).
+
+    ``shards`` (shard_count, shard_ids) makes it run only those shards, like one of several processes.
+    """
     from genbot.frontends.discord import GenbotBot
 
     fake.reset_connection()
-    bot = GenbotBot(service)
+    settings = service.settings.discord
+    if shards is not None:
+        settings = settings.model_copy(update={"shard_count": shards[0], "shard_ids": shards[1]})
+    bot = GenbotBot(service, settings)
     task = asyncio.create_task(bot.start(FakeDiscord.TOKEN))
     try:
         ready = asyncio.create_task(bot.wait_until_ready())

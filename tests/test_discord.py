@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from genbot.config import bundled_plugins_dir, load_settings
+from genbot.errors import ConfigError
 from genbot.frontends.discord import GenbotBot
 from genbot.frontends.discord.inspect import MAX_INSPECTIONS, InspectCommands
 from genbot.frontends.discord.streaming import MESSAGE_LIMIT, paginate
@@ -286,6 +287,98 @@ async def test_quotas_persist_across_a_bot_restart(discord_env: None) -> None:
     assert len(rows) == 1 and rows[0].chars == 40  # capped at what was left of the day's quota
     refusal = ephemeral_text(fake, again.token)
     assert "used its 40 characters for today" in refusal and "try again" in refusal
+
+
+# ----- sharding --------------------------------------------------------------------------------
+
+
+def _guilds(bot: GenbotBot) -> set[str]:
+    """The servers a bot's shards received (GUILD_CREATE)."""
+    return {str(guild.id) for guild in bot.guilds}
+
+
+async def test_two_processes_on_two_shards_spend_one_daily_quota(
+    discord_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two services on one database, each with its own bot running one of the application's two
+    # shards, as two `genbot discord` processes with shard_ids [0] and [1] would.
+    monkeypatch.setenv("GENBOT_DISCORD__QUOTAS__USER_CHARS_PER_DAY", "60")
+    monkeypatch.setenv("GENBOT_DISCORD__QUOTAS__USER_COOLDOWN_S", "0")
+    generate = [opt("model", "alpha"), opt("prompt", "A"), opt("length", 40, INTEGER)]
+    other = FakeDiscord.OTHER_GUILD_ID
+    fake = FakeDiscord(shard_count=2, max_concurrency=2)
+    async with fake, opened_service() as first, opened_service() as second:
+        async with running_bot(fake, first, (2, [0])) as bot0, running_bot(fake, second, (2, [1])) as bot1:
+            await fake.wait_ready()
+            on_shard0 = await fake.slash("generate", generate)
+            await fake.wait_for(lambda: finished(fake, on_shard0), timeout=15)
+            on_shard1 = await fake.slash("generate", generate, guild_id=other)
+            await fake.wait_for(lambda: finished(fake, on_shard1), timeout=15)
+            refused = await fake.slash("generate", generate)
+            await fake.wait_for(lambda: ephemeral_text(fake, refused.token))
+            identified = {sid: shard.count for sid, shard in fake.shards.items()}
+            guilds = (_guilds(bot0), _guilds(bot1))
+        rows = await first.history(user_id=ALICE_ID)
+    assert FakeDiscord.shard_of(FakeDiscord.GUILD_ID, 2) == 0 and FakeDiscord.shard_of(other, 2) == 1
+    assert identified == {0: 2, 1: 2}
+    assert guilds == ({FakeDiscord.GUILD_ID}, {other})  # each process saw only its shard's server
+    by_guild = {r.guild_id: r.chars for r in rows}
+    assert by_guild == {FakeDiscord.GUILD_ID: 40, other: 20}  # shard 1 had only 20 of the 60 left
+    assert "used its 60 characters for today" in ephemeral_text(fake, refused.token)
+
+
+async def test_one_process_runs_every_shard_discord_recommends(discord_env: None) -> None:
+    # No [discord] shard settings: the bot asks GET /gateway/bot and runs both shards itself,
+    # identifying them the 5 s apart that Discord's identify limit asks (no Invalid Session).
+    async with FakeDiscord(shard_count=2) as fake, opened_service() as service, running_bot(fake, service) as bot:
+        await fake.wait_ready(timeout=20)
+        answers = [await fake.slash("history", guild_id=g) for g in (FakeDiscord.GUILD_ID, FakeDiscord.OTHER_GUILD_ID)]
+        await fake.wait_for(lambda: all(ephemeral_text(fake, i.token) for i in answers))
+        identified = {sid: shard.count for sid, shard in fake.shards.items()}
+        assert (bot.shard_count, sorted(bot.shards)) == (2, [0, 1])
+        assert _guilds(bot) == {FakeDiscord.GUILD_ID, FakeDiscord.OTHER_GUILD_ID}
+    assert identified == {0: 2, 1: 2}
+    assert all("no stored generations" in ephemeral_text(fake, i.token) for i in answers)
+
+
+async def test_the_fake_gateway_refuses_a_bad_shard_and_an_identify_too_soon() -> None:
+    # What Discord answers a client breaking the gateway's rules: 4010 for a shard outside its
+    # count, op 9 Invalid Session for a second IDENTIFY of one rate-limit key within 5 s.
+    import aiohttp
+
+    def identify(shard: list[int]) -> dict[str, Any]:
+        return {"op": 2, "d": {"token": FakeDiscord.TOKEN, "intents": 0, "properties": {}, "shard": shard}}
+
+    async with FakeDiscord(shard_count=2) as fake, aiohttp.ClientSession() as http:
+        url = f"ws://127.0.0.1:{fake.port}/gateway"
+        async with http.ws_connect(url) as bad:
+            assert (await bad.receive_json())["op"] == 10  # HELLO
+            await bad.send_json(identify([2, 2]))
+            closed = await bad.receive()
+            assert (closed.type, bad.close_code) == (aiohttp.WSMsgType.CLOSE, 4010)
+        async with http.ws_connect(url) as first, http.ws_connect(url) as second:
+            await first.receive_json(), await second.receive_json()
+            await first.send_json(identify([0, 2]))
+            ready = await first.receive_json()
+            await second.send_json(identify([1, 2]))
+            too_soon = await second.receive_json()
+    assert (ready["t"], ready["d"]["shard"], [g["id"] for g in ready["d"]["guilds"]]) == (
+        "READY",
+        [0, 2],
+        [FakeDiscord.GUILD_ID],
+    )
+    assert too_soon == {"op": 9, "d": False, "s": None, "t": None}
+
+
+def test_shard_ids_outside_the_shard_count_are_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENBOT_DISCORD__SHARD_COUNT", "2")
+    monkeypatch.setenv("GENBOT_DISCORD__SHARD_IDS", "[1, 2]")
+    with pytest.raises(ConfigError, match=r"shard_ids \[2\] outside 0..1"):
+        load_settings()
+    monkeypatch.delenv("GENBOT_DISCORD__SHARD_COUNT")
+    monkeypatch.setenv("GENBOT_DISCORD__SHARD_IDS", "[0]")
+    with pytest.raises(ConfigError, match=r"shard_ids needs discord\.shard_count"):
+        load_settings()
 
 
 # ----- corpora and retraining from chat --------------------------------------------------------

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,52 +20,11 @@ from genbot.config import load_settings
 from genbot.frontends.api.app import free_port
 from genbot.service import GenbotService
 from genbot.storage.tables import JobStatus
+from genbot.testing.replicas import genbot_processes, wait_healthy
 
 GENERATIONS = 48  # spread over both servers, half of them streamed
 JOBS = 4
 TRAINING = {"block": 32, "batch": 8, "eval_every": 5}
-
-
-@contextlib.contextmanager
-def processes(tmp_path: Path, commands: dict[str, list[str]]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Start ``python -m genbot …`` processes (output to NAME.log); SIGTERM them all on the way out."""
-    # No per-key rate limit (the test polls faster than a person would) and a lease that a busy
-    # 2-core machine cannot miss: no worker is killed here, so every job must need one attempt.
-    env = os.environ | {
-        "GENBOT_ENGINE__TORCH_THREADS": "1",
-        "GENBOT_API__RATE_PER_MINUTE": "0",
-        "GENBOT_JOBS__LEASE_SECONDS": "30",
-        "GENBOT_JOBS__HEARTBEAT_SECONDS": "1",
-    }
-    started: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for name, args in commands.items():
-            log = (tmp_path / f"{name}.log").open("wb")
-            cmd = [sys.executable, "-m", "genbot", *args]
-            started[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        yield started
-    finally:
-        for proc in started.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in started.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
-    """Poll /healthz until the server answers (fail with its log if it exits)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"server at {url} did not start")
 
 
 async def generate(c: httpx.AsyncClient, seed: int) -> dict[str, Any]:
@@ -101,7 +55,7 @@ async def test_two_servers_and_two_workers_on_one_database(jobs_env: str, tmp_pa
     ports = [free_port(), free_port()]
     commands = {f"api{i}": ["api", "--port", str(port)] for i, port in enumerate(ports)}
     commands |= {f"worker{i}": ["worker"] for i in range(2)}
-    with processes(tmp_path, commands) as procs:
+    with genbot_processes(tmp_path, commands) as procs:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for i, url in enumerate(urls):
             wait_healthy(url, procs[f"api{i}"], tmp_path / f"api{i}.log")

@@ -396,3 +396,35 @@ async def test_newest_revision_is_read_without_alembic(db_url: str) -> None:
         assert await is_current(engine)
     finally:
         await engine.dispose()
+
+
+async def test_a_request_that_finds_no_free_connection_is_refused_as_busy(db_url: str) -> None:
+    # One connection, held by a long transaction: the next one waits the pool's timeout, then is
+    # refused as Busy (503 with Retry-After in the API), not with an internal error.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from genbot.errors import Busy
+
+    await upgrade_database(db_url)
+    engine = create_async_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.3)
+    db = Database(engine)
+    try:
+        held = asyncio.Event()
+
+        async def hold() -> None:
+            async with db.read() as session:
+                await session.execute(text("SELECT 1"))
+                held.set()
+                await asyncio.sleep(1.0)
+
+        holder = asyncio.create_task(hold())
+        await held.wait()
+        with pytest.raises(Busy, match="no free connection") as refused:
+            async with db.read() as session:
+                await session.execute(text("SELECT 1"))
+        await holder
+        async with db.read() as session:  # the connection is back: served again
+            assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+    assert refused.value.retry_after == 1.0

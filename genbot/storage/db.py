@@ -6,17 +6,23 @@ disposed on exit). Repository functions take ``db`` as their first argument and 
 transaction each through ``db.read()`` or ``db.write()``. The engines themselves (SQLite's WAL,
 busy timeout and ``BEGIN IMMEDIATE`` for writers) come from ``genbot.storage.engines``; inside
 one process, SQLite writes also queue on an ``asyncio.Lock`` so they do not even contend.
+
+A transaction that waits longer than the pool's timeout (30 s) for a free connection raises
+``Busy`` (503 with Retry-After in the API) rather than SQLAlchemy's own error: under more load
+than the database connections carry, a request is refused as busy and loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from genbot.errors import Busy
 from genbot.storage.engines import create_engine, default_sqlite_url, is_sqlite, write_engine
 from genbot.storage.schema import is_current
 
@@ -54,11 +60,22 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session inside a read transaction (a consistent snapshot; never blocks writers)."""
-        async with self._reader() as session, session.begin():
-            yield session
+        with _busy_without_a_connection():
+            async with self._reader() as session, session.begin():
+                yield session
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session inside a write transaction, committed on success and rolled back on error."""
-        async with self._write_lock, self._writer() as session, session.begin():
-            yield session
+        with _busy_without_a_connection():
+            async with self._write_lock, self._writer() as session, session.begin():
+                yield session
+
+
+@contextlib.contextmanager
+def _busy_without_a_connection() -> Iterator[None]:
+    """Turn the pool's "no free connection in time" into ``Busy``: the caller may retry, nothing was done."""
+    try:
+        yield
+    except PoolTimeout as e:
+        raise Busy("the database has no free connection for this request now; try again", retry_after=1.0) from e

@@ -20,6 +20,14 @@ rate-limit headers (``X-RateLimit-*``), counted per bucket; a bucket used up ans
 There are two servers: ``GUILD_ID`` (with the admin role ``ADMIN_ROLE_ID``) and
 ``OTHER_GUILD_ID``; the application is owned by ``OWNER_ID``, or by a team (``team``).
 
+The gateway serves shards as Discord does: ``GET /gateway/bot`` recommends ``shard_count``
+shards, each connection identifies with ``shard: [id, count]`` (4010 Invalid Shard closes a
+connection naming a shard outside its count), READY and GUILD_CREATE list only that shard's
+guilds, and every event of a guild goes to the connection of shard ``(guild_id >> 22) % count``
+(DMs to shard 0). With two shards the two servers land on shards 0 and 1. IDENTIFYs of one
+rate-limit key (``shard_id % max_concurrency``) closer than ``identify_interval_s`` are
+answered with op 9 Invalid Session, which the client must wait out and retry.
+
 Usage::
 
     async with FakeDiscord() as fake:       # patches discord.http.Route.BASE and the gateway URL
@@ -114,6 +122,21 @@ class Bucket:
 
 
 @dataclass
+class GatewayShard:
+    """One identified gateway connection: its shard and its own sequence numbers."""
+
+    ws: web.WebSocketResponse
+    shard_id: int
+    count: int
+    seq: int = 0
+
+    async def send(self, event: str, data: Json) -> None:
+        """One dispatch (op 0) on this connection."""
+        self.seq += 1
+        await self.ws.send_json({"op": 0, "t": event, "s": self.seq, "d": data})
+
+
+@dataclass
 class InjectedInteraction:
     """An interaction the fake dispatched; its token addresses the replies."""
 
@@ -159,7 +182,7 @@ class FakeDiscord:
     CHANNEL_ID = "100000000000000003"
     ADMIN_ROLE_ID = "100000000000000004"
     ADMIN_ROLE_NAME = "genbot-admin"
-    OTHER_GUILD_ID = "100000000000000005"  # a second server (no admin role)
+    OTHER_GUILD_ID = "100000000004194309"  # a second server (no admin role); on shard 1 of 2
     OTHER_CHANNEL_ID = "100000000000000006"
     OWNER_ID = "300000000000000099"  # the application's owner (and the first server's owner)
 
@@ -170,6 +193,9 @@ class FakeDiscord:
         min_edit_interval: float = 1.0,
         bucket_limit: int = 10,
         bucket_window_s: float = 1.0,
+        shard_count: int = 1,
+        max_concurrency: int = 1,
+        identify_interval_s: float = 5.0,
     ) -> None:
         self.clock = clock  # token expiry only; arrival times are always time.monotonic()
         self.min_edit_interval = min_edit_interval
@@ -186,8 +212,11 @@ class FakeDiscord:
         self._ids = itertools.count(200000000000000000)
         self._originals: dict[str, str] = {}  # interaction token → message id of the original response
         self._ratelimits: list[tuple[str, re.Pattern[str], float]] = []
-        self._ws: web.WebSocketResponse | None = None
-        self._seq = 0
+        self.shard_count, self.max_concurrency = shard_count, max_concurrency
+        self.identify_interval_s = identify_interval_s
+        self.shards: dict[int, GatewayShard] = {}  # shard id → its identified connection
+        self._identified_at: dict[int, float] = {}  # rate-limit key → when its last IDENTIFY was accepted
+        self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self._saved: tuple[str, yarl.URL] | None = None
         self.port = 0
@@ -212,8 +241,8 @@ class FakeDiscord:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._uninstall()
-        if self._ws is not None:
-            await self._ws.close()
+        for ws in list(self._sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if et is None and self.violations:
@@ -242,12 +271,22 @@ class FakeDiscord:
             self._saved = None
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until a client has identified on the gateway (READY and GUILD_CREATE are sent)."""
+        """Wait until every shard has identified on the gateway (READY and GUILD_CREATE are sent)."""
         await asyncio.wait_for(self.identified.wait(), timeout)
 
     def reset_connection(self) -> None:
         """Forget the gateway client, so ``wait_ready`` waits for the next one (a restarted bot)."""
         self.identified = asyncio.Event()
+
+    @staticmethod
+    def shard_of(guild_id: str | int, shard_count: int) -> int:
+        """The shard that receives a guild's events (Discord's formula)."""
+        return (int(guild_id) >> 22) % shard_count
+
+    def guilds_of(self, shard_id: int, shard_count: int) -> list[tuple[str, str]]:
+        """(guild id, channel id) of the servers on one shard."""
+        servers = [(self.GUILD_ID, self.CHANNEL_ID), (self.OTHER_GUILD_ID, self.OTHER_CHANNEL_ID)]
+        return [(g, c) for g, c in servers if self.shard_of(g, shard_count) == shard_id]
 
     # ----- what tests inject -------------------------------------------------------------------
 
@@ -388,35 +427,63 @@ class FakeDiscord:
     # ----- gateway -----------------------------------------------------------------------------
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
-        """HELLO, then answer IDENTIFY with READY + GUILD_CREATE and heartbeats with ACKs."""
+        """HELLO, then answer IDENTIFY with READY + the shard's GUILD_CREATEs and heartbeats with ACKs."""
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self._ws = ws
+        self._sockets.add(ws)
         await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
-        async for frame in ws:
-            message = json.loads(frame.data)
-            if message["op"] == 1:
-                await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
-            elif message["op"] == 2:
-                await self._dispatch("READY", self._ready())
-                await self._dispatch("GUILD_CREATE", self._guild(self.GUILD_ID, self.CHANNEL_ID))
-                await self._dispatch("GUILD_CREATE", self._guild(self.OTHER_GUILD_ID, self.OTHER_CHANNEL_ID))
-                self.identified.set()
+        try:
+            async for frame in ws:
+                message = json.loads(frame.data)
+                if message["op"] == 1:
+                    await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+                elif message["op"] == 2:
+                    await self._identify(ws, message["d"])
+        finally:
+            self._sockets.discard(ws)
+            for sid, shard in list(self.shards.items()):
+                if shard.ws is ws:
+                    del self.shards[sid]
         return ws
 
-    async def _dispatch(self, event: str, data: Json) -> None:
-        """Send one dispatch (op 0) to the connected client."""
-        if self._ws is None:
-            raise RuntimeError("no client connected to the fake gateway")
-        self._seq += 1
-        await self._ws.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
+    async def _identify(self, ws: web.WebSocketResponse, payload: Json) -> None:
+        """Check the shard and the identify rate limit, then send READY and the shard's guilds."""
+        shard_id, count = payload.get("shard") or [0, 1]
+        if not (isinstance(count, int) and isinstance(shard_id, int) and 0 <= shard_id < count):
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return
+        key, now = shard_id % self.max_concurrency, time.monotonic()
+        last = self._identified_at.get(key)
+        if last is not None and now - last < self.identify_interval_s:
+            await ws.send_json({"op": 9, "d": False, "s": None, "t": None})  # too soon: Invalid Session
+            return
+        self._identified_at[key] = now
+        shard = self.shards[shard_id] = GatewayShard(ws, shard_id, count)
+        guilds = self.guilds_of(shard_id, count)
+        await shard.send("READY", self._ready(shard_id, count, [g for g, _ in guilds]))
+        for guild_id, channel_id in guilds:
+            await shard.send("GUILD_CREATE", self._guild(guild_id, channel_id))
+        if all(s in self.shards and self.shards[s].count == count for s in range(count)):
+            self.identified.set()
 
-    def _ready(self) -> Json:
+    async def _dispatch(self, event: str, data: Json) -> None:
+        """Send one dispatch (op 0) to the shard of the event's guild (DMs: shard 0)."""
+        counts = {shard.count for shard in self.shards.values()}
+        if len(counts) != 1:
+            raise RuntimeError(f"no client (or clients of different shard counts {counts}) on the fake gateway")
+        guild_id = data.get("guild_id")
+        shard_id = self.shard_of(guild_id, counts.pop()) if guild_id else 0
+        if shard_id not in self.shards:
+            raise RuntimeError(f"shard {shard_id} (of guild {guild_id}) is not connected to the fake gateway")
+        await self.shards[shard_id].send(event, data)
+
+    def _ready(self, shard_id: int, count: int, guild_ids: list[str]) -> Json:
         return {
             "v": 10,
             "user": user_payload(self.APP_ID, "genbot", bot=True),
-            "guilds": [{"id": g, "unavailable": True} for g in (self.GUILD_ID, self.OTHER_GUILD_ID)],
-            "session_id": "fake-session",
+            "guilds": [{"id": g, "unavailable": True} for g in guild_ids],
+            "session_id": f"fake-session-{shard_id}",
+            "shard": [shard_id, count],
             "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
             "application": {"id": self.APP_ID, "flags": 0},
             "private_channels": [],
@@ -556,8 +623,8 @@ class FakeDiscord:
         return [(m, re.compile(p), h) for m, p, h in table]
 
     async def _get_gateway(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
-        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return {"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": 1, "session_start_limit": limit}
+        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": self.max_concurrency}
+        return {"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": self.shard_count, "session_start_limit": limit}
 
     async def _get_me(self, request: web.Request, match: re.Match[str], _: Any) -> Json:
         return user_payload(self.APP_ID, "genbot", bot=True)

@@ -8,6 +8,11 @@ application's owner or team, plus ``[discord] owner_ids``). Commands are not syn
 rate-limited call and can briefly drop commands. Background tasks (retrain status messages,
 mention replies) belong to the bot and are cancelled when it closes.
 
+The bot is discord.py's ``AutoShardedBot``: by default one process runs as many gateway shards
+as Discord recommends; ``[discord] shard_count`` and ``shard_ids`` let several processes each
+run some shards of one application. Nothing per-user lives in the process (quotas, cooldowns
+and history are in the database), so a user's limits hold whichever shard their server is on.
+
 Two kinds of power: bot owners act on everything shared by every server (models, versions,
 jobs, corpora, global quotas); server admins (Manage Server, or the ``admin_role_id`` role)
 only on their own server.
@@ -44,7 +49,7 @@ from genbot.service import GenbotService, GenerationRequest
 log = logging.getLogger("genbot.discord")
 
 
-class GenbotBot(commands.Bot):
+class GenbotBot(commands.AutoShardedBot):
     """The Discord bot: slash commands over a ``GenbotService``."""
 
     def __init__(self, service: GenbotService, settings: DiscordSettings | None = None) -> None:
@@ -57,6 +62,7 @@ class GenbotBot(commands.Bot):
             intents=intents,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping anyone
+            **shard_options(self.settings),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.owner_ids: set[int] = set(self.settings.owner_ids)
@@ -185,6 +191,16 @@ async def send_ephemeral(interaction: discord.Interaction, message: str) -> None
             await interaction.response.send_message(message[:2000], ephemeral=True)
     except discord.HTTPException:
         log.warning("could not tell the user about an error: %s", message)
+
+
+def shard_options(settings: DiscordSettings) -> dict[str, Any]:
+    """AutoShardedBot's shard arguments: none (ask Discord how many, run all), or this process's share."""
+    options: dict[str, Any] = {}
+    if settings.shard_count is not None:
+        options["shard_count"] = settings.shard_count
+    if settings.shard_ids is not None:
+        options["shard_ids"] = list(settings.shard_ids)  # the config validated them against shard_count
+    return options
 
 
 def plugin_cogs(service: GenbotService) -> list[type[commands.Cog]]:
