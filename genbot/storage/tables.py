@@ -365,3 +365,13 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MaintenanceRun(Base):
+    """When a periodic chore (the daily prune) last ran; claiming it is one conditional write."""
+
+    __tablename__ = "maintenance_runs"
+
+    task: Mapped[str] = mapped_column(String(32), primary_key=True)  # "prune"
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None] = mapped_column(String(200))  # the process that ran it last
