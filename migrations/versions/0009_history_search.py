@@ -68,13 +68,15 @@ def upgrade() -> None:
     """Create the search index of the database's kind and the maintenance table."""
     for statement in SQLITE_UP if _is_sqlite() else POSTGRES_UP:
         op.execute(statement)
-    op.create_table(
+    runs = op.create_table(
         "maintenance_runs",
         sa.Column("task", sa.String(length=32), nullable=False),
         sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("owner", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("task", name=op.f("pk_maintenance_runs")),
     )
+    # The row exists before any process claims it, so claiming is an UPDATE that only one wins.
+    op.bulk_insert(runs, [{"task": "prune", "last_run_at": None, "owner": None}])
 
 
 def downgrade() -> None:
