@@ -110,3 +110,19 @@ def test_a_piped_quit_lets_every_generation_before_it_finish(plugins_dir: Path) 
     rows = [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()]
     assert len(rows) == 9
     assert {(r["status"], r["chars"]) for r in rows} == {("completed", 300)}
+
+
+def test_paste_mode_and_settings_table(plugins_dir: Path) -> None:
+    proc = _repl("/len 5\n/paste\nROMEO:\n  JULIET:\n.\n/history 1\n/temp 0.5\n/settings\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "'ROMEO:\\n  JULIET:'" in proc.stdout  # one prompt, its newline and indentation kept
+    table = proc.stdout.split("temperature 0.5\n", 1)[1]
+    rows = {line.split()[0]: line.split(None, 1)[1].strip() for line in table.splitlines()[2:] if line.strip()}
+    assert rows["temperature"] == "0.5" and rows["length"] == "5" and rows["seed"] == "random"
+    assert rows["top_k"] == "0 (default)" and rows["model"] == "alpha"
+
+
+def test_paste_ended_by_the_end_of_input_still_generates(plugins_dir: Path) -> None:
+    proc = _repl("/len 5\n/history 1\n/paste\nNURSE:\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "[alpha v1 · 5 chars" in proc.stdout
