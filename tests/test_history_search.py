@@ -22,6 +22,7 @@ from genbot.storage.repository import (
     update_progress,
 )
 from genbot.storage.search import fts5_expression, parse_query
+from genbot.testing.history import bulk_insert, plant, synthetic_rows
 
 HOSTILE = [
     '"',
@@ -155,3 +156,25 @@ async def test_existing_rows_are_indexed_by_the_upgrade_and_downgrade_drops_the_
             columns = await conn.run_sync(lambda sync: [c["name"] for c in inspect(sync).get_columns("generations")])
     assert not [t for t in tables if t.startswith("generations_fts") or t == "maintenance_runs"]
     assert "search" not in columns
+
+
+@pytest.mark.slow
+async def test_100k_rows_search_returns_the_right_rows_ranked(db: Database) -> None:
+    rows = synthetic_rows(100_000, seed=1)
+    strong, weak, phrase, others = plant(
+        rows,
+        [
+            ("u1", "ROMEO:", "love, love and love again; ROMEO loves"),
+            ("u1", "JULIET:", "a long answer where ROMEO appears once and love once among many other words here"),
+            ("u1", "NURSE:", "good night, good night! parting is such sweet sorrow"),
+            ("u2", "ROMEO:", "love love love love"),
+        ],
+    )
+    await bulk_insert(db, rows)
+    assert await found(db, "ROMEO AND love", user_id="u1") == [strong, weak]
+    everyone = await found(db, "ROMEO AND love")  # an admin's view
+    assert sorted(everyone) == sorted([strong, weak, others]) and everyone[-1] == weak
+    assert await found(db, '"sweet sorrow"', user_id="u1") == [phrase]
+    assert await found(db, "sorrow -night") == []
+    common = await list_generations(db, query=rows[0]["output"].split()[0], user_id="u0", limit=20)
+    assert len(common) == 20 and all(row.user_id == "u0" for row in common)
