@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, text, update
 
 from genbot.errors import InvalidRequest, NotFound
 from genbot.storage.db import Database
@@ -200,6 +200,10 @@ async def list_generations(
         statement = statement.order_by(*newest_first)
     statement = statement.limit(limit).offset(offset)
     async with db.read() as session:
+        if query is not None and not db.is_sqlite:
+            # A prepared statement turns generic after five runs and then plans without the search
+            # words: a common word for one user goes from ~15 ms (user index) to ~300 ms (GIN scan).
+            await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         return [_to_record(row) for row in await session.scalars(statement)]
 
 
