@@ -113,9 +113,12 @@ def test_a_piped_quit_lets_every_generation_before_it_finish(plugins_dir: Path) 
 
 
 def test_paste_mode_and_settings_table(plugins_dir: Path) -> None:
-    proc = _repl("/len 5\n/paste\nROMEO:\n  JULIET:\n.\n/history 1\n/temp 0.5\n/settings\n")
+    proc = _repl(
+        "/len 5\n/paste\nROMEO:\n  JULIET:\n.\n/history 1\n/search juliet\n/search nurse\n/temp 0.5\n/settings\n"
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "'ROMEO:\\n  JULIET:'" in proc.stdout  # one prompt, its newline and indentation kept
+    assert proc.stdout.count("'ROMEO:\\n  JULIET:'") == 2  # one prompt, its newline kept; /search finds it
+    assert "no generation of yours matches" in proc.stdout
     table = proc.stdout.split("temperature 0.5\n", 1)[1]
     rows = {line.split()[0]: line.split(None, 1)[1].strip() for line in table.splitlines()[2:] if line.strip()}
     assert rows["temperature"] == "0.5" and rows["length"] == "5" and rows["seed"] == "random"

@@ -41,6 +41,7 @@ commands:
   /topk N           top-k (0 = off)             /topp X        top-p (1 = off)
   /seed N|random    fixed seed or a new one     /stop TEXT|off stop when TEXT is generated
   /settings         show current settings       /history [N]   your last N generations
+  /search WORDS     your generations that best match: love OR hate, -word, "a phrase"
   /paste            the next lines, up to a line with only ".", are one prompt (or Esc-Enter for a new line)
   /inspect [--find FEATURE] [--layer L] [--unit U] [--kind K] [--surprise] [--gates] TEXT
                     colour TEXT by a unit's activation (or find the unit tracking FEATURE:
@@ -78,7 +79,7 @@ class Repl:
             "/use": self._use, "/models": self._models, "/temp": self._temp, "/len": self._len,
             "/topk": self._topk, "/topp": self._topp, "/seed": self._seed, "/stop": self._stop,
             "/settings": self._settings, "/history": self._history, "/help": self._help,
-            "/inspect": self._inspect, "/caption": self._caption,
+            "/inspect": self._inspect, "/caption": self._caption, "/search": self._search,
         }  # fmt: skip
         # What Tab offers after a command's name; a command added later registers its own here.
         self.arguments: dict[str, Callable[[], list[str]]] = {
@@ -249,6 +250,14 @@ class Repl:
         for row in reversed(rows):
             text = row.output.replace("\n", " ")
             self.say(f"#{row.id} {row.created_at:%H:%M:%S} {row.model} [{row.status}] {row.prompt!r} → {text[:60]!r}")
+
+    async def _search(self, arg: str) -> None:
+        rows = await self.service.history(user_id=self.user, query=arg, limit=10)
+        if not rows:
+            self.say("no generation of yours matches")
+        for row in rows:  # best match first
+            text = row.output.replace("\n", " ")
+            self.say(f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} {row.model} {row.prompt!r} → {text[:60]!r}")
 
     def _help(self, _: str) -> None:
         self.say(HELP)
