@@ -165,7 +165,9 @@ async def test_cli_round_trip_from_sqlite_to_another_database(
     dump = tmp_path / "history.jsonl"
     listed = await asyncio.to_thread(genbot, "history", "--format", "jsonl", "--output", str(dump))
     found = await asyncio.to_thread(genbot, "history", "-q", "love AND 1")
+    as_json = await asyncio.to_thread(genbot, "history", "--format", "json", "--limit", "2")
     assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(as_json.stdout)] == [ids[2], ids[1]]
     assert found.returncode == 0 and f"#{ids[1]} " in found.stdout and f"#{ids[0]} " not in found.stdout
 
     await upgrade_database(db_url)

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -37,57 +37,46 @@ def row_data(row: Any) -> dict[str, Any]:
 
 def render(rows: Iterable[Any], fmt: str) -> Iterator[str]:
     """The rows in ``fmt`` (one of ``FORMATS``), as pieces of text to write one after another."""
-    renderers: dict[str, Callable[[Iterable[Any]], Iterator[str]]] = {
-        "json": _json,
-        "jsonl": _jsonl,
-        "csv": _csv,
-        "markdown": _markdown,
-    }
-    if fmt not in renderers:
+    yield head(fmt)
+    for index, row in enumerate(rows):
+        yield piece(fmt, row, index)
+    yield tail(fmt)
+
+
+def head(fmt: str) -> str:
+    """What comes before the first row (ValueError for an unknown format)."""
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    return renderers[fmt](rows)
+    return {"json": "[", "jsonl": "", "csv": _csv_line(list(FIELDS)), "markdown": "# genbot history\n"}[fmt]
 
 
-def _jsonl(rows: Iterable[Any]) -> Iterator[str]:
-    for row in rows:
-        yield json.dumps(row_data(row), ensure_ascii=False) + "\n"
-
-
-def _json(rows: Iterable[Any]) -> Iterator[str]:
-    yield "["
-    for i, row in enumerate(rows):
-        yield ("," if i else "") + "\n  " + json.dumps(row_data(row), ensure_ascii=False)
-    yield "\n]\n"
-
-
-def _csv(rows: Iterable[Any]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def flushed(values: list[Any]) -> str:
-        writer.writerow(values)
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    yield flushed(list(FIELDS))
-    for row in rows:
-        data = row_data(row)
+def piece(fmt: str, row: Any, index: int) -> str:
+    """One row (the ``index``-th, from 0) in ``fmt``."""
+    data = row_data(row)
+    if fmt == "jsonl":
+        return json.dumps(data, ensure_ascii=False) + "\n"
+    if fmt == "json":
+        return ("," if index else "") + "\n  " + json.dumps(data, ensure_ascii=False)
+    if fmt == "csv":
         data["stop"] = json.dumps(data["stop"], ensure_ascii=False)  # a list in one cell
-        yield flushed(["" if data[name] is None else data[name] for name in FIELDS])
+        return _csv_line(["" if data[name] is None else data[name] for name in FIELDS])
+    who = "/".join(str(data[k]) for k in ("frontend", "user_id") if data[k] is not None)
+    return (
+        f"\n## #{data['id']} · {data['created_at']} · {data['model']} · {data['status']}\n\n"
+        f"- by {who} · temperature {data['temperature']:g} · seed {data['seed']} · {data['chars']} chars\n\n"
+        f"Prompt:\n\n{_fenced(data['prompt'])}\nOutput:\n\n{_fenced(data['output'])}"
+    )
 
 
-def _markdown(rows: Iterable[Any]) -> Iterator[str]:
-    yield "# genbot history\n"
-    for row in rows:
-        data = row_data(row)
-        who = "/".join(str(data[k]) for k in ("frontend", "user_id") if data[k] is not None)
-        yield (
-            f"\n## #{data['id']} · {data['created_at']} · {data['model']} · {data['status']}\n\n"
-            f"- by {who} · temperature {data['temperature']:g} · seed {data['seed']} · {data['chars']} chars\n\n"
-            f"Prompt:\n\n{_fenced(data['prompt'])}\nOutput:\n\n{_fenced(data['output'])}"
-        )
+def tail(fmt: str) -> str:
+    """What comes after the last row."""
+    return "\n]\n" if fmt == "json" else ""
+
+
+def _csv_line(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
 
 
 def _fenced(text: str) -> str:

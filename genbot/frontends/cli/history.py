@@ -14,7 +14,8 @@ import typer
 
 from genbot.errors import InvalidRequest
 from genbot.frontends.cli.common import friendly_errors, with_service
-from genbot.history.formats import FORMATS, render
+from genbot.history import formats
+from genbot.history.formats import FORMATS
 from genbot.history.transfer import MAX_IMPORT_BYTES
 
 app = typer.Typer()
@@ -77,9 +78,13 @@ async def _collect(service: Any, filters: dict[str, Any], limit: int) -> list[An
 
 
 async def _export(service: Any, filters: dict[str, Any], limit: int | None, fmt: str, out: TextIO) -> None:
-    rows = [row async for row in service.archive.rows(limit=limit, **filters)]
-    for piece in render(rows, fmt):
-        out.write(piece)
+    """Write rows as they are read, a page at a time, so a long history never sits in memory whole."""
+    out.write(formats.head(fmt))
+    index = 0
+    async for row in service.archive.rows(limit=limit, **filters):
+        out.write(formats.piece(fmt, row, index))
+        index += 1
+    out.write(formats.tail(fmt))
     out.flush()
 
 
