@@ -274,3 +274,18 @@ async def test_the_heartbeat_runs_the_prune(db: Database) -> None:
         await wait_until(lambda: asyncio.sleep(0, prune.last_report), 10, "the prune")
 
     assert await count(db) == 0
+
+
+@pytest.mark.slow
+async def test_cli_prune_says_what_it_did(tmp_path: Path) -> None:
+    async with Database.open(default_sqlite_url(tmp_path / "data")) as db:
+        older = await store(db, "older", "x", at=NOW - timedelta(hours=1))
+        newer = await store(db, "newer", "x")
+    off = await asyncio.to_thread(genbot, "history", "prune")
+    dry = await asyncio.to_thread(genbot, "history", "prune", "--keep-rows", "1", "--dry-run")
+    done = await asyncio.to_thread(genbot, "history", "prune", "--keep-rows", "1")
+    assert off.returncode == 0 and "retention is off" in off.stdout
+    assert "would delete 1 generation(s), 0 job event(s), 0 day(s) of usage" in dry.stdout
+    assert "deleted 1 generation(s)" in done.stdout, done.stderr
+    async with Database.open(default_sqlite_url(tmp_path / "data")) as db:
+        assert [r.id for r in await list_generations(db)] == [newer] and older != newer
