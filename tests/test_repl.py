@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import genbot
 
 ENTRY = [sys.executable, "-c", "from genbot.frontends.cli import main; main()"]
@@ -112,6 +114,7 @@ def test_a_piped_quit_lets_every_generation_before_it_finish(plugins_dir: Path) 
     assert {(r["status"], r["chars"]) for r in rows} == {("completed", 300)}
 
 
+@pytest.mark.slow
 def test_paste_mode_and_settings_table(plugins_dir: Path) -> None:
     proc = _repl(
         "/len 5\n/paste\nROMEO:\n  JULIET:\n.\n/history 1\n/search juliet\n/search nurse\n/temp 0.5\n/settings\n"
@@ -125,6 +128,7 @@ def test_paste_mode_and_settings_table(plugins_dir: Path) -> None:
     assert rows["top_k"] == "0 (default)" and rows["model"] == "alpha"
 
 
+@pytest.mark.slow
 def test_paste_ended_by_the_end_of_input_still_generates(plugins_dir: Path) -> None:
     proc = _repl("/len 5\n/history 1\n/paste\nNURSE:\n")
     assert proc.returncode == 0, proc.stderr
