@@ -25,7 +25,9 @@ from typing import Any
 
 import benchlib as bl
 
-BENCHES = ("train_throughput", "sample_throughput", "quality", "service_throughput", "api_throughput")
+BENCHES = (
+    "train_throughput", "sample_throughput", "quality", "service_throughput", "api_throughput", "history_search"
+)  # fmt: skip
 HERE = Path(__file__).resolve().parent
 
 

@@ -137,6 +137,15 @@ class VersionsSettings(_Section):
     poll_seconds: float = Field(default=5.0, gt=0.0, description="How often servers check for a newly active version.")
 
 
+class StorageSettings(_Section):
+    """How long stored generations, job events and daily usage are kept (0 = forever)."""
+
+    keep_days: int = Field(
+        default=0, ge=0, description="Prune generations, finished jobs' events and usage older than this (0 = off)."
+    )
+    keep_rows: int = Field(default=0, ge=0, description="Keep only the newest this many generations (0 = off).")
+
+
 class JobsSettings(_Section):
     """How workers run background jobs (leases, polling, retries, training threads)."""
 
@@ -293,6 +302,9 @@ class Settings(BaseSettings):
         default_factory=VersionsSettings, description="Model version activation policy and live pickup."
     )
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Background job workers and schedules.")
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="Retention of the stored history (the daily prune)."
+    )
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="Discord bot pacing, admins, quotas.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API server, keys and limits.")
 

@@ -37,6 +37,8 @@ from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
+from genbot.history.control import Archive
+from genbot.history.retention import DailyPrune
 from genbot.jobs import Jobs
 from genbot.keys.control import Keys
 from genbot.networks.checkpoint import load_model
@@ -199,6 +201,7 @@ class GenbotService:
         self._version_watch: asyncio.Task[None] | None = None
         self._quotas: QuotaPolicy | None = None
         self.process: ProcessLease | None = None  # this serving process's heartbeated row (owner of its rows)
+        self.prune: DailyPrune | None = None  # the daily prune this serving process offers its heartbeat
         self._caption_slots = CaptionSlots(settings.engine.max_concurrent_captions)
 
     async def __aenter__(self) -> GenbotService:
@@ -210,6 +213,8 @@ class GenbotService:
         if not self.serving:
             return self
         self.process = await self._stack.enter_async_context(ProcessLease(self.db).held())
+        self.prune = DailyPrune(self.db, self.settings.storage, self.process.id)
+        self.process.chores.append(self.prune.tick)
         # Only rows whose owner stopped heartbeating: other live processes keep theirs.
         interrupted = await reap(self.db, datetime.now(UTC), started_before=started)
         if interrupted:
@@ -421,7 +426,10 @@ class GenbotService:
         return await asyncio.to_thread(inspect_model, entry.loaded, request)
 
     async def history(self, **filters: Any) -> list[GenerationRow]:
-        """Stored generations, newest first (filters: model, user_id, api_key_id, search, since, until, limit, …)."""
+        """Stored generations, newest first, or best match first with ``query`` (a full-text search).
+
+        Filters: model, user_id, api_key_id, search (a substring), query, since, until, limit, offset.
+        """
         return await repository.list_generations(self._db, **filters)
 
     async def generation(self, gen_id: int, who: Identity) -> GenerationRow:
@@ -481,6 +489,11 @@ class GenbotService:
     def presets(self) -> Presets:
         """Named presets of sampling settings: save, find, list, delete; the REPL's last used settings."""
         return Presets(self._db)
+
+    @property
+    def archive(self) -> Archive:
+        """The history as a whole: export every matching row, import an export, prune."""
+        return Archive(self._db, self.settings)
 
     @property
     def keys(self) -> Keys:

@@ -20,6 +20,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from genbot.storage.db import create_engine, write_engine
+from genbot.storage.search import include_name
 from genbot.storage.tables import Base
 
 config = context.config
@@ -41,6 +42,8 @@ def _configure(**kwargs: Any) -> None:
         # SQLite cannot ALTER most things; batch mode copies the table instead.
         render_as_batch=True,
         compare_type=True,
+        # The full-text search index (migration 0009) is hand-written SQL the ORM does not describe.
+        include_name=include_name,
         # Our BEGIN hook makes SQLite DDL transactional, so a failed migration leaves no trace.
         transactional_ddl=True,
         **kwargs,

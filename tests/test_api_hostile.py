@@ -53,7 +53,7 @@ PATH_ROUTES = [
 ]
 QUERY_VALUES = [*PATH_VALUES, "inf", "1" + "0" * 50, "+", "%20"]
 QUERY_ROUTES = [
-    ("GET", "/v1/generations", ["model", "search", "limit", "offset", "before_id"]),
+    ("GET", "/v1/generations", ["model", "search", "q", "limit", "offset", "before_id"]),
     ("GET", "/v1/admin/jobs", ["status", "model", "limit"]),
     ("PUT", "/v1/admin/corpora/hostile", ["licence", "description"]),
     ("GET", "/v1/generators", ["x"]),

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import genbot
 
 ENTRY = [sys.executable, "-c", "from genbot.frontends.cli import main; main()"]
@@ -110,3 +112,24 @@ def test_a_piped_quit_lets_every_generation_before_it_finish(plugins_dir: Path) 
     rows = [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()]
     assert len(rows) == 9
     assert {(r["status"], r["chars"]) for r in rows} == {("completed", 300)}
+
+
+@pytest.mark.slow
+def test_paste_mode_and_settings_table(plugins_dir: Path) -> None:
+    proc = _repl(
+        "/len 5\n/paste\nROMEO:\n  JULIET:\n.\n/history 1\n/search juliet\n/search nurse\n/temp 0.5\n/settings\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("'ROMEO:\\n  JULIET:'") == 2  # one prompt, its newline kept; /search finds it
+    assert "no generation of yours matches" in proc.stdout
+    table = proc.stdout.split("temperature 0.5\n", 1)[1]
+    rows = {line.split()[0]: line.split(None, 1)[1].strip() for line in table.splitlines()[2:] if line.strip()}
+    assert rows["temperature"] == "0.5" and rows["length"] == "5" and rows["seed"] == "random"
+    assert rows["top_k"] == "0 (default)" and rows["model"] == "alpha"
+
+
+@pytest.mark.slow
+def test_paste_ended_by_the_end_of_input_still_generates(plugins_dir: Path) -> None:
+    proc = _repl("/len 5\n/history 1\n/paste\nNURSE:\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "[alpha v1 · 5 chars" in proc.stdout

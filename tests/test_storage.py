@@ -36,6 +36,7 @@ from genbot.storage.repository import (
     start_generation,
     update_progress,
 )
+from genbot.storage.search import include_name
 from genbot.storage.tables import Base, GenerationStatus
 
 
@@ -61,7 +62,8 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 def _schema_diffs(conn: Connection) -> list[Any]:
     """What autogenerate would change to make the database match the ORM models."""
-    context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+    opts = {"compare_type": True, "compare_server_default": True, "include_name": include_name}
+    context = MigrationContext.configure(conn, opts=opts)
     return list(compare_metadata(context, Base.metadata))
 
 

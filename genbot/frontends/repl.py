@@ -3,6 +3,11 @@
 Plain lines are prompts; lines starting with ``/`` are commands (``/help`` lists them). Output
 streams as it is generated; Ctrl-C stops the current generation, not the REPL; Ctrl-D or
 ``/quit`` leaves. With stdin a pipe the same commands run from a script, one per line.
+
+At a terminal: Tab completes commands and their arguments (model names, and whatever a command
+registers in ``Repl.arguments``), the bottom toolbar shows the settings the next prompt uses,
+Esc-Enter starts a new line within one prompt, and ``/paste`` takes lines until a line with
+only ``.`` (or Ctrl-D) as one prompt, in a pipe as well.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.key_binding import KeyBindings
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from genbot.errors import GenbotError, InvalidRequest
 from genbot.service import GenbotService, Generation, GenerationRequest, Identity, PresetParams, Requester
@@ -34,13 +46,17 @@ commands:
   /again            the last prompt again with a new seed (same settings)
   /save NAME        save these settings as a preset             /load NAME     use a saved preset
   /presets          your presets and the global ones            /presets delete NAME
+  /search WORDS     your generations that best match: love OR hate, -word, "a phrase"
+  /paste            the next lines, up to a line with only ".", are one prompt (or Esc-Enter for a new line)
   /inspect [--find FEATURE] [--layer L] [--unit U] [--kind K] [--surprise] [--gates] TEXT
                     colour TEXT by a unit's activation (or find the unit tracking FEATURE:
                     quotes, line-position, bracket-depth, comment, math, env-depth); writes PNG + HTML
   /caption PATH     describe an image file with the captioner (beam search; sampled with /temp > 0)
   /help             this help                   /quit          leave (or Ctrl-D)
-Any other line is a prompt; "\\n" in it stands for a newline. Ctrl-C stops a generation.
+Any other line is a prompt; "\\n" in it stands for a newline. Tab completes. Ctrl-C stops a generation.
 Your settings are kept between sessions (restored when the REPL starts)."""
+PASTE_END = "."
+QUIT = ("/quit", "/exit")
 
 
 @dataclass
@@ -91,22 +107,82 @@ class Repl:
         self.state = ReplState(model=default_model(service))
         self.last_id: int | None = None  # the newest generation of this session (/more, /again)
         self.identity = Identity("repl", user_id=user)
+        self.pasting = False  # inside /paste: at a terminal, Ctrl-D ends the paste, not the REPL
         self.commands: dict[str, Callable[[str], Awaitable[None] | None]] = {
             "/use": self._use, "/models": self._models, "/temp": self._temp, "/len": self._len,
             "/topk": self._topk, "/topp": self._topp, "/seed": self._seed, "/stop": self._stop,
             "/settings": self._settings, "/history": self._history, "/help": self._help,
             "/inspect": self._inspect, "/caption": self._caption, "/more": self._more, "/again": self._again,
             "/save": self._save, "/load": self._load, "/presets": self._presets,
+            "/search": self._search,
         }  # fmt: skip
+        # What Tab offers after a command's name; a command added later registers its own here.
+        self.arguments: dict[str, Callable[[], list[str]]] = {
+            "/use": self.service.model_names, "/seed": lambda: ["random"], "/stop": lambda: ["off"],
+            "/load": lambda: self.preset_names, "/save": lambda: self.preset_names,
+            "/presets": lambda: ["delete", *(f"delete {name}" for name in self.preset_names)],
+        }  # fmt: skip
+        self.preset_names: list[str] = []  # for Tab; refreshed at start and by the preset commands
+
+    def command_names(self) -> list[str]:
+        """Every command, as Tab completes them (the ones ``run`` handles itself included)."""
+        return sorted([*self.commands, "/paste", *QUIT])
+
+    def toolbar(self) -> str:
+        """The bottom toolbar: what the next prompt will be generated with."""
+        values = dict(self._effective())
+        keys = ("model", "temperature", "seed", "length")
+        return "  ·  ".join(f"{key} {values[key]}" for key in keys)
+
+    def _effective(self) -> list[tuple[str, str]]:
+        """(setting, value) for the next prompt; a value left unset shows bot.toml's default."""
+        s, d = self.state, self.service.settings.sampling
+
+        def shown(value: object, default: object) -> str:
+            return f"{default} (default)" if value is None else str(value)
+
+        return [
+            ("model", s.model or "(none loaded)"),
+            ("temperature", shown(s.temperature, d.temperature)),
+            ("seed", "random" if s.seed is None else str(s.seed)),
+            ("length", shown(s.length, d.length)),
+            ("top_k", shown(s.top_k, d.top_k)),
+            ("top_p", shown(s.top_p, d.top_p)),
+            ("stop", ", ".join(repr(x) for x in s.stop) or "off"),
+        ]
 
     async def run(self, lines: AsyncIterator[str]) -> None:
         """Handle lines until they end or ``/quit``."""
         await self.restore()
         self.say(f"genbot REPL: model {self.state.model or '(none loaded)'}; /help for commands")
-        async for line in lines:
-            if line.strip() in ("/quit", "/exit"):
+        source = aiter(lines)
+        async for line in source:
+            if line.strip() in QUIT:
                 break
+            if line.strip() == "/paste":
+                await self._paste(source)
+                continue
             await self.handle(line)
+
+    async def _paste(self, source: AsyncIterator[str]) -> None:
+        """Lines up to one with only ``.`` (or the end of input) are one prompt, newlines kept."""
+        self.say(f'paste the prompt; end it with a line with only "{PASTE_END}" (or Ctrl-D)')
+        pasted: list[str] = []
+        self.pasting = True
+        try:
+            async for line in source:
+                if line.rstrip("\r\n") == PASTE_END:
+                    break
+                pasted.append(line.rstrip("\r\n"))
+        finally:
+            self.pasting = False
+        if not any(part.strip() for part in pasted):
+            self.say("nothing pasted")
+            return
+        try:
+            await self.generate("\n".join(pasted))
+        except GenbotError as e:
+            self.say(f"error: {e}")
 
     async def handle(self, line: str) -> None:
         """One input line: a command or a prompt; genbot errors are shown, never raised."""
@@ -135,10 +211,14 @@ class Repl:
 
     async def restore(self) -> None:
         """Start with this user's settings from the last session, if any."""
+        await self._refresh_preset_names()
         params = await self.service.presets.last_used(self.identity.preset_owner)
         if params is not None:
             self.state.apply(params, self.service.model_names())
             self.say(f"restored your last settings: {params.summary()}")
+
+    async def _refresh_preset_names(self) -> None:
+        self.preset_names = [row.name for row in await self.service.presets.list(self.identity.preset_owner)]
 
     async def _remember(self) -> None:
         """Keep the settings for the next session; settings no preset could hold are not kept."""
@@ -235,7 +315,10 @@ class Repl:
         self.say(f"stop {self.state.stop!r}")
 
     def _settings(self, _: str) -> None:
-        self.say(repr(self.state))
+        table = Table("setting", "value", box=box.SIMPLE_HEAD, show_edge=False)
+        for name, value in self._effective():
+            table.add_row(name, value)
+        Console(file=self.out, width=100, color_system=None, highlight=False).print(table)
 
     async def _history(self, arg: str) -> None:
         rows = await self.service.history(user_id=self.user, limit=_int(arg, "/history") if arg else 5)
@@ -271,6 +354,7 @@ class Repl:
         if not arg:
             raise InvalidRequest("/save needs a preset name")
         row = await self.service.presets.save(self.identity.preset_owner, arg, self.state.to_params())
+        await self._refresh_preset_names()
         self.say(f"saved preset {row.name}: {row.params.summary()}")
 
     async def _load(self, arg: str) -> None:
@@ -286,6 +370,7 @@ class Repl:
         action, _, name = arg.partition(" ")
         if action == "delete":
             await self.service.presets.delete(self.identity.preset_owner, name.strip())
+            await self._refresh_preset_names()
             self.say(f"deleted preset {name.strip()}")
             return
         if action:
@@ -295,6 +380,14 @@ class Repl:
             self.say(f"{row.name:<20} {'(global) ' if row.is_global else ''}{row.params.summary()}")
         if not rows:
             self.say("no presets yet: /save NAME keeps the current settings")
+
+    async def _search(self, arg: str) -> None:
+        rows = await self.service.history(user_id=self.user, query=arg, limit=10)
+        if not rows:
+            self.say("no generation of yours matches")
+        for row in rows:  # best match first
+            text = row.output.replace("\n", " ")
+            self.say(f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} {row.model} {row.prompt!r} → {text[:60]!r}")
 
     def _help(self, _: str) -> None:
         self.say(HELP)
@@ -425,17 +518,67 @@ async def piped_lines(stream: TextIO = sys.stdin) -> AsyncIterator[str]:
         yield line
 
 
-async def terminal_lines(history_file: Path, prompt: Callable[[], str]) -> AsyncIterator[str]:
-    """Lines typed at a prompt_toolkit prompt with history; Ctrl-C clears the line, Ctrl-D ends."""
+class ReplCompleter(Completer):
+    """Tab completion: command names, then the arguments the command registered in ``Repl.arguments``."""
+
+    def __init__(self, repl: Repl) -> None:
+        self.repl = repl
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Any:
+        """Completions of the word before the cursor (only on a command line's first line)."""
+        text = document.text_before_cursor
+        if not text.startswith("/") or "\n" in text:
+            return
+        name, space, arg = text.partition(" ")
+        if not space:
+            candidates, typed = self.repl.command_names(), name
+        else:
+            source = self.repl.arguments.get(name)
+            candidates, typed = (source() if source else []), arg.lstrip()
+        for candidate in candidates:
+            if candidate.startswith(typed) and candidate != typed:
+                yield Completion(candidate, start_position=-len(typed))
+
+
+def key_bindings() -> KeyBindings:
+    """Esc-Enter (Alt-Enter) puts a newline into the prompt; Enter sends it."""
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _newline(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return bindings
+
+
+def prompt_session(repl: Repl | None, history_file: Path, **io: Any) -> Any:
+    """The prompt_toolkit session of the REPL: history, completion, toolbar, Esc-Enter (``io``: input/output)."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
     history_file.parent.mkdir(parents=True, exist_ok=True)
-    session: PromptSession[str] = PromptSession(history=FileHistory(str(history_file)))
+    extras: dict[str, Any] = {}
+    if repl is not None:
+        extras = {"completer": ReplCompleter(repl), "bottom_toolbar": repl.toolbar, "complete_while_typing": True}
+    return PromptSession(
+        history=FileHistory(str(history_file)),
+        key_bindings=key_bindings(),
+        prompt_continuation=lambda width, line_number, wrap_count: "." * (width - 1) + " ",
+        **extras,
+        **io,
+    )
+
+
+async def terminal_lines(history_file: Path, prompt: Callable[[], str], repl: Repl | None = None) -> AsyncIterator[str]:
+    """Lines typed at a prompt_toolkit prompt with history; Ctrl-C clears the line, Ctrl-D ends."""
+    session = prompt_session(repl, history_file)
     while True:
         try:
             yield await session.prompt_async(prompt())
         except KeyboardInterrupt:
             continue
         except EOFError:
+            if repl is not None and repl.pasting:
+                yield PASTE_END
+                continue
             return

@@ -2,7 +2,8 @@
 
 ``ProcessLease`` registers the process (``processes``), heartbeats it every ``HEARTBEAT_S`` and
 calls ``reap`` each time: the running generations of processes silent for ``STALE_AFTER_S`` are
-marked failed (``repository.mark_interrupted``), their quota slots and rows deleted.
+marked failed (``repository.mark_interrupted``), their quota slots and rows deleted. Other
+periodic work joins the beat as a chore (``ProcessLease.chores``: the daily prune).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 from sqlalchemy import delete
@@ -57,6 +58,8 @@ class ProcessLease:
         self._clock = clock
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        # Called with the beat's time after each heartbeat; each decides itself whether it is due.
+        self.chores: list[Callable[[datetime], Awaitable[object]]] = []
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[ProcessLease]:
@@ -85,3 +88,9 @@ class ProcessLease:
                     log.warning("%d generation(s) of stopped processes were marked failed", failed)
             except Exception:
                 log.warning("process heartbeat failed; retrying in %.0f s", self._interval_s, exc_info=True)
+                continue
+            for chore in self.chores:
+                try:
+                    await chore(now)
+                except Exception:  # a failed chore is tried again on a later beat
+                    log.warning("periodic chore %r failed", chore, exc_info=True)

@@ -90,7 +90,13 @@ class GenerationStatus(StrEnum):
 
 
 class Generation(Base):
-    """One generation request: prompt, output, sampling parameters, timings, who and where."""
+    """One generation request: prompt, output, sampling parameters, timings, who and where.
+
+    Migration 0009 adds its full-text index outside the ORM (``genbot.storage.search``): on
+    SQLite the ``generations_fts`` table and three triggers on this table, which a later
+    migration that recreates the table (batch mode "recreate") must create again; on PostgreSQL
+    the generated ``search`` column.
+    """
 
     __tablename__ = "generations"
     __table_args__ = (
@@ -385,3 +391,13 @@ class Preset(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)  # genbot.presets.PresetParams, validated both ways
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MaintenanceRun(Base):
+    """When a periodic chore (the daily prune) last ran; claiming it is one conditional write."""
+
+    __tablename__ = "maintenance_runs"
+
+    task: Mapped[str] = mapped_column(String(32), primary_key=True)  # "prune"
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None] = mapped_column(String(200))  # the process that ran it last

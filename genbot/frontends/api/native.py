@@ -173,11 +173,19 @@ async def generations(
     who: CallerDep,
     model: Annotated[str | None, Query(max_length=100)] = None,
     search: Annotated[Text | None, Query(max_length=1000)] = None,
+    q: Annotated[
+        Text | None,
+        Query(
+            max_length=10_000,  # longer than a search may be: the service's own limit answers with 400
+            description='Full-text search, best match first: words (all must match), OR, -word, "a phrase".',
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> dict[str, Any]:
-    """History of generations made with the caller's key."""
-    rows = await ctx.service.history(api_key_id=who.key_id, model=model, search=search, limit=limit, offset=offset)
+    """History of generations made with the caller's key; with ``q``, ranked by how well they match."""
+    filters = {"model": model, "search": search, "query": q, "limit": limit, "offset": offset}
+    rows = await ctx.service.history(api_key_id=who.key_id, **filters)
     return {"generations": [_row(r) for r in rows]}
 
 

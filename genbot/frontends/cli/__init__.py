@@ -7,7 +7,7 @@ the one service runner, the one JSON emitter, logging and signals) is in ``commo
 
     training    train [charrnn] | train captioner, eval
     generate    repl, sample, caption
-    history     history, forget
+    history     history [import | prune], forget
     models      models [versions | activate | rollback | add | remove | export], plugins
     inspect     inspect
     corpus      corpus add | list | show | remove | synth-scenes

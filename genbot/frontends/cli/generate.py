@@ -26,7 +26,7 @@ def repl(model: Annotated[str, typer.Option(help="generator to start with")] = "
             session._use(model)
         if sys.stdin.isatty():
             history = service.settings.data_dir / "repl_history"
-            lines = terminal_lines(history, lambda: f"{session.state.model}> ")
+            lines = terminal_lines(history, lambda: f"{session.state.model}> ", session)
         else:
             lines = piped_lines()
         await session.run(lines)

@@ -177,11 +177,17 @@ class GenerateCommands(commands.Cog):
             await interaction.followup.send(embeds=embeds[start : start + EMBEDS_PER_MESSAGE])
 
     @app_commands.command(name="history")
-    async def history(self, interaction: discord.Interaction) -> None:
-        """Your recent generations (only you see them)."""
-        rows = await self.bot.service.history(user_id=str(interaction.user.id), limit=HISTORY_ROWS)
+    @app_commands.describe(query='words to look for (best match first): love OR hate, -word, "a phrase"')
+    async def history(self, interaction: discord.Interaction, query: str | None = None) -> None:
+        """Your recent generations, or those matching a search (only you see them)."""
+        try:
+            rows = await self.bot.service.history(user_id=str(interaction.user.id), query=query, limit=HISTORY_ROWS)
+        except GenbotError as e:  # a search that cannot be run: say why, to the one who typed it
+            await interaction.response.send_message(describe_error(e), ephemeral=True)
+            return
         if not rows:
-            await interaction.response.send_message("You have no stored generations.", ephemeral=True)
+            empty = "No stored generation of yours matches." if query else "You have no stored generations."
+            await interaction.response.send_message(empty, ephemeral=True)
             return
         lines = [
             f"`#{r.id}` {r.created_at:%Y-%m-%d %H:%M} **{r.model}** {r.status} · {r.chars} chars · "

@@ -1,0 +1,180 @@
+"""Full-text search of stored generations, on a real SQLite file and (when configured) PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from genbot.errors import InvalidRequest
+from genbot.storage.db import Database
+from genbot.storage.migrate import alembic_config, current_revision, upgrade_database
+from genbot.storage.repository import (
+    NewGeneration,
+    finish_generation,
+    forget_user,
+    list_generations,
+    start_generation,
+    update_progress,
+)
+from genbot.storage.search import fts5_expression, parse_query
+from genbot.testing.history import bulk_insert, plant, synthetic_rows
+
+HOSTILE = [
+    '"',
+    '"unbalanced',
+    "NEAR(love hate",
+    "love*",
+    "*",
+    "prompt:love",
+    "((((love",
+    ")",
+    "love\x00hate",
+    "'; DROP TABLE generations; --",
+    "love AND",
+    "OR love",
+    "NOT NOT love",
+    "-",
+    "^love",
+    "{prompt output}: love",
+    "love" + " x" * 31,
+]
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """An open database migrated to head."""
+    await upgrade_database(db_url)
+    async with Database.open(db_url) as database:
+        yield database
+
+
+async def store(db: Database, prompt: str, output: str, *, user: str | None = "u1", **fields: Any) -> int:
+    """A finished generation with this prompt and output."""
+    record = NewGeneration(model="shakespeare", prompt=prompt, temperature=0.8, max_length=200, frontend="cli")
+    record = NewGeneration(**(record.__dict__ | {"user_id": user} | fields))
+    gen_id = await start_generation(db, record)
+    await finish_generation(db, gen_id, output, "completed", len(output), 1.0, 2.0)
+    return gen_id
+
+
+async def found(db: Database, query: str, **filters: Any) -> list[int]:
+    return [row.id for row in await list_generations(db, query=query, **filters)]
+
+
+async def test_words_phrases_or_and_not(db: Database) -> None:
+    romeo = await store(db, "ROMEO:", "O my love, good night, sweet dreams")
+    juliet = await store(db, "JULIET:", "my love is deep; parting is such sweet sorrow")
+    hate = await store(db, "ROMEO:", "here's much to do with hate, but more with love")
+    await store(db, "MERCUTIO:", "a plague o' both your houses")
+    assert sorted(await found(db, "ROMEO AND love")) == sorted([romeo, hate])
+    assert sorted(await found(db, "romeo love")) == sorted([romeo, hate])  # case does not matter
+    assert sorted(await found(db, "love -hate")) == sorted([romeo, juliet])
+    assert sorted(await found(db, "love NOT hate")) == sorted([romeo, juliet])
+    assert await found(db, '"good night"') == [romeo]
+    assert await found(db, '"night good"') == []
+    assert sorted(await found(db, "sorrow OR hate")) == sorted([juliet, hate])
+    assert sorted(await found(db, "ROMEO sorrow OR hate")) == [hate]  # ROMEO and (sorrow or hate)
+    assert await found(db, "plagues") != []  # word forms: the stemmer finds "plague"
+
+
+async def test_results_are_ranked_best_match_first(db: Database) -> None:
+    once = await store(db, "a", "love and other words that are not the one we look for at all today")
+    many = await store(db, "love", "love love love")
+    await store(db, "b", "nothing to see")
+    assert await found(db, "love") == [many, once]
+
+
+async def test_search_is_scoped_and_combines_with_filters(db: Database) -> None:
+    mine = await store(db, "ROMEO:", "love", user="u1")
+    await store(db, "ROMEO:", "love", user="u2")
+    other_model = await store(db, "ROMEO:", "love", user="u1", model="linux")
+    assert await found(db, "love", user_id="u1", model="shakespeare") == [mine]
+    assert sorted(await found(db, "love", user_id="u1")) == sorted([mine, other_model])
+    assert len(await found(db, "love")) == 3  # an admin's view: everyone's rows
+    assert len(await found(db, "love", limit=1)) == 1
+
+
+async def test_index_follows_updates_and_deletes(db: Database) -> None:
+    record = NewGeneration(model="m", prompt="ROMEO:", temperature=0.8, max_length=200, frontend="api", user_id="u1")
+    gen_id = await start_generation(db, record)
+    assert await found(db, "balcony") == []
+    await update_progress(db, gen_id, "the balcony", 11)
+    assert await found(db, "balcony") == [gen_id]  # a running row is found by its output so far
+    await finish_generation(db, gen_id, "the orchard wall", "completed", 16, 1.0, 2.0)
+    assert await found(db, "balcony") == []  # the old text left the index
+    assert await found(db, "orchard") == [gen_id]
+    await forget_user(db, "u1")
+    assert await found(db, "orchard") == []
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+async def test_hostile_queries_are_searched_safely_or_refused_clearly(db: Database, query: str) -> None:
+    love = await store(db, "prompt", "love and hate")
+    try:
+        rows = await found(db, query)
+    except InvalidRequest as e:
+        assert "search" in str(e)
+    else:
+        assert rows in ([], [love])
+
+
+async def test_a_query_without_words_or_too_long_is_refused(db: Database) -> None:
+    for query in ["", "   ", "***", "-love", '""', "x" * 501]:
+        with pytest.raises(InvalidRequest, match="search"):
+            await found(db, query)
+
+
+def test_every_word_reaches_fts5_quoted() -> None:
+    expression = fts5_expression(parse_query('ROMEO AND "good night" OR NEAR(x -hate prompt:*'))
+    # "NEAR(x" is one token whose words must stand together: a phrase, not FTS5's NEAR operator.
+    assert expression == '((("romeo") AND ("good night" OR "near x") AND ("prompt")) NOT "hate")'
+
+
+async def test_existing_rows_are_indexed_by_the_upgrade_and_downgrade_drops_the_index(db_url: str) -> None:
+    await upgrade_database(db_url, "0007")
+    async with Database.open(db_url, upgrade=False) as db, db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO generations (created_at, model, prompt, output, temperature, max_length, stop, chars,"
+                " status, frontend) VALUES ('2026-11-01 00:00:00', 'm', 'ROMEO:', 'the orchard wall', 0.8, 10,"
+                " '[]', 16, 'completed', 'cli')"
+            )
+        )
+    await upgrade_database(db_url)
+    async with Database.open(db_url, upgrade=False) as db:
+        assert len(await found(db, "orchard")) == 1
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0007")
+    async with Database.open(db_url, upgrade=False) as db:
+        assert await current_revision(db.engine) == "0007"
+        async with db.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+            columns = await conn.run_sync(lambda sync: [c["name"] for c in inspect(sync).get_columns("generations")])
+    assert not [t for t in tables if t.startswith("generations_fts") or t == "maintenance_runs"]
+    assert "search" not in columns
+
+
+@pytest.mark.slow
+async def test_100k_rows_search_returns_the_right_rows_ranked(db: Database) -> None:
+    rows = synthetic_rows(100_000, seed=1)
+    strong, weak, phrase, others = plant(
+        rows,
+        [
+            ("u1", "ROMEO:", "love, love and love again; ROMEO loves"),
+            ("u1", "JULIET:", "a long answer where ROMEO appears once and love once among many other words here"),
+            ("u1", "NURSE:", "good night, good night! parting is such sweet sorrow"),
+            ("u2", "ROMEO:", "love love love love"),
+        ],
+    )
+    await bulk_insert(db, rows)
+    assert await found(db, "ROMEO AND love", user_id="u1") == [strong, weak]
+    everyone = await found(db, "ROMEO AND love")  # an admin's view
+    assert sorted(everyone) == sorted([strong, weak, others]) and everyone[-1] == weak
+    assert await found(db, '"sweet sorrow"', user_id="u1") == [phrase]
+    assert await found(db, "sorrow -night") == []
+    common = await list_generations(db, query=rows[0]["output"].split()[0], user_id="u0", limit=20)
+    assert len(common) == 20 and all(row.user_id == "u0" for row in common)
