@@ -90,13 +90,17 @@ def shard(batch: Tensor, ranks: Ranks) -> Tensor:
     return batch[ranks.rank * per_rank : (ranks.rank + 1) * per_rank]
 
 
-def agree(ranks: Ranks, loss: Tensor, elapsed: float) -> tuple[float, float]:
-    """The mean of the ranks' losses and rank 0's elapsed seconds, the same on every rank."""
+def agree(ranks: Ranks, loss: Tensor, elapsed: float) -> tuple[Tensor, float]:
+    """The mean of the ranks' losses and rank 0's elapsed seconds, the same on every rank.
+
+    One process returns its own loss tensor untouched (no device sync: it is read only when
+    reported); ranks must read the clock they share every step, which costs one small sync.
+    """
     if not ranks.distributed:
-        return float(loss), elapsed
+        return loss, elapsed
     values = torch.stack([loss.detach().float(), loss.new_tensor(elapsed if ranks.main else 0.0, dtype=torch.float32)])
     dist.all_reduce(values)
-    return float(values[0]) / ranks.world, float(values[1])
+    return values[0] / ranks.world, float(values[1])
 
 
 def gather_rows(ranks: Ranks, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

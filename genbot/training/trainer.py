@@ -243,9 +243,9 @@ def _loop(run: _Run) -> None:
         run.counters.step += 1
         run.counters.chars += run.global_batch * run.cfg.block
         if run.counters.step % run.eval_every == 0 or run.done():
-            _evaluate(run, loss)
+            _evaluate(run, loss.item())
         elif time.perf_counter() - last_report > 1.0:
-            run.sink(_step_event(run, loss))
+            run.sink(_step_event(run, loss.item()))
             last_report = time.perf_counter()
 
 
