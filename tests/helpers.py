@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -239,3 +241,26 @@ def ephemeral_text(fake: FakeDiscord, token: str) -> str:
         if call.body and call.body.get("flags", 0) & 64:
             return str(call.body.get("content", ""))
     return ""
+
+
+def processes_mentioning(needle: str) -> list[int]:
+    """Ids of live processes whose command line contains ``needle`` (a test's own tmp_path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_mentioning(needle: str) -> None:
+    """SIGKILL every process whose command line contains ``needle`` (what a failed test left running)."""
+    for pid in processes_mentioning(needle):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
