@@ -142,13 +142,13 @@ class BenchModel:
 def bench_model(folder: Path | None, name: str, default: dict[str, Any], workdir: Path) -> BenchModel:
     """Load ``folder`` if it holds a valid model; else save a random model of its (or the default) shape."""
     from genbot.errors import GenbotError
-    from genbot.models.checkpoint import load_model
+    from genbot.networks.checkpoint import load_model
 
     reason = "no folder given"
     if folder is not None:
         try:
             loaded = load_model(folder)
-            shape = loaded.model.config.to_dict()
+            shape = loaded.network.config.to_dict()
             return _described(folder, loaded.card.name, shape, False, f"bundled {shown(folder)}")
         except GenbotError as e:
             reason = f"{shown(folder)} not loadable ({e})"
@@ -176,7 +176,7 @@ def _card_shape(folder: Path | None) -> dict[str, Any] | None:
     if folder is None:
         return None
     from genbot.errors import GenbotError
-    from genbot.models.card import ModelCard
+    from genbot.networks.card import ModelCard
 
     try:
         return ModelCard.read(folder / "plugin.toml").architecture.model_dump()
@@ -188,10 +188,10 @@ def save_random_model(folder: Path, name: str, shape: dict[str, Any]) -> Path:
     """Write a randomly initialised model folder of ``shape`` (seeded, so runs are repeatable)."""
     import torch
 
-    from genbot.models.card import ModelCard, Weights
-    from genbot.models.charrnn import CharRNN, CharRNNConfig
-    from genbot.models.checkpoint import architecture_of, save_model
-    from genbot.models.vocab import Vocab
+    from genbot.networks.card import ModelCard, Weights
+    from genbot.networks.charrnn import CharRNN, CharRNNConfig
+    from genbot.networks.checkpoint import architecture_of, save_model
+    from genbot.networks.vocab import Vocab
 
     torch.manual_seed(0)
     config = CharRNNConfig(**{**shape, "dropout": 0.0})

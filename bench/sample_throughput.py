@@ -49,13 +49,13 @@ class Loaded:
     """A bench model and its loaded weights, ready for the engine."""
 
     info: bl.BenchModel
-    loaded: Any  # genbot.models.checkpoint.LoadedModel
+    loaded: Any  # genbot.networks.checkpoint.LoadedGenerator
 
 
 def load(info: bl.BenchModel) -> Loaded:
     """Load a bench model the way the service does (CPU, eval, no gradients)."""
     from genbot.engine.registry import prepare
-    from genbot.models.checkpoint import load_model
+    from genbot.networks.checkpoint import load_model
 
     return Loaded(info, prepare(load_model(info.folder)))
 
@@ -107,7 +107,7 @@ def bare_forward_ms(loaded: Any, prompts: list[str]) -> float:
     ids = torch.tensor([loaded.vocab.encode(p).ids for p in prompts])  # (B, T)
     with torch.inference_mode():
         t0 = time.perf_counter()
-        logits, _ = loaded.model(ids, loaded.model.initial_state(len(prompts)))  # (B, T, V)
+        logits, _ = loaded.network(ids, loaded.network.initial_state(len(prompts)))  # (B, T, V)
         torch.multinomial(torch.softmax(logits[:, -1] / 0.8, -1), 1)
         return (time.perf_counter() - t0) * 1000
 
@@ -249,7 +249,7 @@ def bundled_rows(plugins_dir: Path, length: int) -> tuple[list[bl.Row], list[str
     """Single-stream chars/s of each bundled model that loads; notes for those that do not."""
     from genbot.engine.registry import prepare
     from genbot.errors import GenbotError
-    from genbot.models.checkpoint import load_model
+    from genbot.networks.checkpoint import load_model
 
     rows, notes = [], []
     for folder in bl.bundled_folders(plugins_dir):
@@ -258,7 +258,7 @@ def bundled_rows(plugins_dir: Path, length: int) -> tuple[list[bl.Row], list[str
         except GenbotError as e:
             notes.append(f"bundled model {folder.name} skipped: {str(e).replace(str(folder), bl.shown(folder))}")
             continue
-        arch = loaded.model.config
+        arch = loaded.network.config
         label = f"{arch.cell.upper()} {arch.layers}x{arch.hidden} emb {arch.embedding} vocab {arch.vocab_size}"
         for invariant in (True, False):
             rate = asyncio.run(engine_rate(loaded, 1, length, invariant=invariant))
@@ -301,7 +301,7 @@ def main() -> None:
         small = load(bl.bench_model(None, "lstm-2x256", SMALL, Path(tmp)))
         shakes = load(bl.bench_model(folder, "shakespeare", SHAKESPEARE, Path(tmp)))
         notes += ["LSTM 2x256: random weights (speed does not depend on them)", f"shakespeare: {shakes.info.note}"]
-        notes += [bl.paths_note(m.info.name, m.loaded.model) for m in (small, shakes)]
+        notes += [bl.paths_note(m.info.name, m.loaded.network) for m in (small, shakes)]
         env = bl.environment(1)
         notes.append(f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}")
         runs: dict[str, Any] = {}
@@ -313,7 +313,7 @@ def main() -> None:
         single_rows, single_notes = ([], []) if a.skip_rates else bundled_rows(a.plugins_dir, a.length)
     if a.quick:
         notes.append("--quick: short streams and few trials; smoke test only, figures not representative")
-    paths = {m.info.name: m.loaded.model.serving_paths.to_dict() for m in (small, shakes)}
+    paths = {m.info.name: m.loaded.network.serving_paths.to_dict() for m in (small, shakes)}
     latency = {k: [round(t, 3) for t in v] for k, v in latency.items()}
     payload = {"length": a.length, "repeats": a.repeats, "runs": runs, "paths": paths, **latency}
     bl.report(NAME, rows + latency_rows + single_rows, payload | {"env": env}, notes + single_notes)

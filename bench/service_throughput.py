@@ -156,7 +156,7 @@ def choose_model(plugins_dir: Path, name: str, workdir: Path) -> tuple[bl.BenchM
 def rss_plugins_dir(plugins_dir: Path, fallback_dir: Path) -> tuple[Path, str]:
     """The real plugins folder if any bundled plugin loads, else the stand-in folder; and a note."""
     from genbot.errors import GenbotError
-    from genbot.models.checkpoint import load_model
+    from genbot.networks.checkpoint import load_model
 
     present = []
     for folder in bl.bundled_folders(plugins_dir):
@@ -177,12 +177,12 @@ def rss_plugins_dir(plugins_dir: Path, fallback_dir: Path) -> tuple[Path, str]:
 def served_paths_note(model: bl.BenchModel, settings: Any) -> str:
     """The CPU and the serving paths the service chose for the model (read back from data_dir's cache)."""
     from genbot.engine.registry import prepare, tuner_for
-    from genbot.models.checkpoint import load_model
+    from genbot.networks.checkpoint import load_model
 
     env = bl.environment(1)
     loaded = prepare(load_model(model.folder), tuner_for(settings))
     cpu = f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}"
-    return f"{cpu}; {bl.paths_note(model.name, loaded.model)}"
+    return f"{cpu}; {bl.paths_note(model.name, loaded.network)}"
 
 
 def throughput_rows(runs: dict[str, Any], model: bl.BenchModel) -> list[bl.Row]:

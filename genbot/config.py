@@ -104,12 +104,19 @@ class EngineSettings(_Section):
         default=True,
         description="Same seed, same text alone or batched (false: a lone stream runs ~1.3x faster).",
     )
-    prime_path: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    prime_path: Literal["auto", "fp32", "bf16", "fp16", "steps"] = Field(
         default="auto",
-        description="How prompts are read: auto (measured per model at load), fp32, bf16 copy, fp16 (FBGEMM).",
+        description=(
+            "How prompts are read: auto (measured per model at load), fp32, bf16 copy, fp16 (FBGEMM),"
+            " steps (one character at a time through the step kernel)."
+        ),
     )
-    step_path: Literal["auto", "fp32", "fp16"] = Field(
-        default="auto", description="How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM)."
+    step_path: Literal["auto", "fp32", "fp16", "rowwise"] = Field(
+        default="auto",
+        description=(
+            "How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM),"
+            " rowwise (float32, one row at a time: exact on any CPU, slow for many streams)."
+        ),
     )
     max_concurrent_captions: int = Field(
         default=2, ge=1, description="Images one process captions at once; more get Busy (HTTP 503 + Retry-After)."

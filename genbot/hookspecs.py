@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # annotations only: loading plugins must not import every fro
     from discord.ext.commands import Cog
     from fastapi import FastAPI
 
-    from genbot.models.checkpoint import LoadedModel
+    from genbot.networks.checkpoint import LoadedGenerator
 
 hookspec = pluggy.HookspecMarker("genbot")
 hookimpl = pluggy.HookimplMarker("genbot")
@@ -30,7 +30,7 @@ class GeneratorSpec:
     """A generator a plugin offers: its model folder and, optionally, how to load it."""
 
     folder: Path  # holds plugin.toml (+ weights, vocab) for this generator
-    loader: Callable[[Path], LoadedModel] | None = None  # None: the standard CharRNN folder loader
+    loader: Callable[[Path], LoadedGenerator] | None = None  # None: the standard CharRNN folder loader
 
 
 @hookspec

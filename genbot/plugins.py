@@ -37,7 +37,7 @@ from genbot import hookspecs
 from genbot.config import Settings
 from genbot.errors import GenbotError
 from genbot.hookspecs import GeneratorSpec, hookimpl
-from genbot.models.card import CARD_FILE
+from genbot.networks.card import CARD_FILE
 
 log = logging.getLogger("genbot.plugins")
 

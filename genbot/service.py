@@ -38,7 +38,7 @@ from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import ConfigError, InvalidRequest
 from genbot.jobs import Jobs
 from genbot.keys.control import Keys
-from genbot.models.checkpoint import load_model
+from genbot.networks.checkpoint import load_model
 from genbot.plugins import LoadedPlugins, load_plugins
 from genbot.quotas.policy import QuotaPolicy
 from genbot.storage import repository

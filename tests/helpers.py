@@ -32,10 +32,10 @@ from genbot.config import ApiSettings, load_settings
 from genbot.engine.registry import GeneratorEntry
 from genbot.frontends.api import create_app
 from genbot.frontends.api.app import running
-from genbot.models.card import SamplingDefaults
-from genbot.models.vocab import Vocab
+from genbot.networks.card import SamplingDefaults
+from genbot.networks.vocab import Vocab
 from genbot.service import GenbotService
-from genbot.testing import RecordingModel, ScriptedModel, loaded_model
+from genbot.testing import RecordingModel, ScriptedModel, loaded_generator
 from genbot.testing.fake_discord import STRING, FakeDiscord
 
 if TYPE_CHECKING:
@@ -86,10 +86,10 @@ def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
 
 def write_model_folder(folder: Path, name: str, text: str, seed: int = 0, hidden: int = 32) -> Path:
     """A model folder with random weights over ``text``'s characters (fast, no training)."""
-    from genbot.models.card import ModelCard, Weights
-    from genbot.models.charrnn import CharRNN, CharRNNConfig
-    from genbot.models.checkpoint import architecture_of, save_model
-    from genbot.models.vocab import Vocab
+    from genbot.networks.card import ModelCard, Weights
+    from genbot.networks.charrnn import CharRNN, CharRNNConfig
+    from genbot.networks.checkpoint import architecture_of, save_model
+    from genbot.networks.vocab import Vocab
 
     torch.manual_seed(seed)
     vocab = Vocab.from_text(text)
@@ -185,7 +185,7 @@ def slow_model(name: str, code_fence: str = "") -> GeneratorEntry:
     """A scripted generator that writes SCRIPT slowly (so a reply is edited several times)."""
     vocab = Vocab.from_text(SCRIPT + "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz:")
     model = RecordingModel(ScriptedModel(vocab, SCRIPT), step_delay=STEP_DELAY_S)
-    return GeneratorEntry.ok(loaded_model(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
+    return GeneratorEntry.ok(loaded_generator(model, vocab, name, SamplingDefaults(code_fence=code_fence)), "test")
 
 
 @contextlib.asynccontextmanager

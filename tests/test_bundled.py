@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genbot.config import bundled_plugins_dir
-from genbot.models.checkpoint import load_model
+from genbot.networks.checkpoint import load_model
 from genbot.training.trainer import TrainConfig, train
 from genbot.training.trainer import sample_text as sample
 from tests.helpers import make_corpus_text
@@ -29,7 +29,7 @@ def test_bundled_model_loads_and_writes_in_its_style(name: str, style: re.Patter
     loaded = load_model(BUNDLED / name)
     assert loaded.card.name == name
     assert loaded.card.metrics["val_block"] < {"shakespeare": 1.47, "latex": 0.9, "linux": 1.3}[name]
-    text = sample(loaded.model, loaded.vocab, 600, seed=0)
+    text = sample(loaded.network, loaded.vocab, 600, seed=0)
     assert style.search(text), text
 
 
@@ -49,4 +49,4 @@ def test_fine_tuning_a_bundled_model_grows_its_vocabulary(tmp_path: Path) -> Non
     ids = torch.tensor([child.vocab.encode("Café «ça»").ids])
     assert not child.vocab.encode("Café «ça»").dropped
     with torch.no_grad():
-        assert torch.isfinite(child.model(ids)[0]).all()
+        assert torch.isfinite(child.network(ids)[0]).all()

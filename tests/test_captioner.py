@@ -24,12 +24,12 @@ from genbot.config import bundled_plugins_dir, load_settings
 from genbot.errors import CheckpointError, ImageError, InvalidRequest
 from genbot.frontends.cli import app
 from genbot.frontends.repl import Repl
-from genbot.models.captioner import Captioner, CaptionerConfig
-from genbot.models.captioner_checkpoint import caption_image, caption_tensor, load_captioner, save_captioner
-from genbot.models.card import ModelCard
-from genbot.models.checkpoint import load_model
-from genbot.models.images import MAX_SIDE, SHRINK_MARGIN, decode_image, image_tensor, open_image
-from genbot.models.words import END, START, WordVocab, tokenize
+from genbot.networks.captioner import Captioner, CaptionerConfig
+from genbot.networks.captioner_checkpoint import caption_image, caption_tensor, load_captioner, save_captioner
+from genbot.networks.card import ModelCard
+from genbot.networks.checkpoint import load_model
+from genbot.networks.images import MAX_SIDE, SHRINK_MARGIN, decode_image, image_tensor, open_image
+from genbot.networks.words import END, START, WordVocab, tokenize
 from genbot.service import GenbotService, GenerationRequest
 from genbot.training.bleu import corpus_bleu
 from genbot.training.caption_data import HELD_OUT_SEED, CocoCaptions, SyntheticScenes

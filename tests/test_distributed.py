@@ -26,7 +26,7 @@ from genbot.errors import InvalidRequest
 from genbot.jobs import RetrainRequest
 from genbot.jobs.spec import job_nproc, train_argv
 from genbot.jobs.store import JobRow
-from genbot.models.checkpoint import load_model
+from genbot.networks.checkpoint import load_model
 from genbot.service import GenbotService
 from genbot.storage.tables import JobStatus
 from genbot.training.data import random_windows
@@ -67,7 +67,7 @@ def assert_same_curve(a: list[tuple[int, float, float]], b: list[tuple[int, floa
 
 
 def max_weight_difference(a: Path, b: Path) -> float:
-    left, right = load_model(a).model.state_dict(), load_model(b).model.state_dict()
+    left, right = load_model(a).network.state_dict(), load_model(b).network.state_dict()
     assert left.keys() == right.keys()
     return max(float((left[k] - right[k]).abs().max()) for k in left)
 

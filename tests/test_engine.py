@@ -15,9 +15,9 @@ from genbot.engine.batching import GenerationEngine
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import Busy, InvalidRequest
-from genbot.models.charrnn import CharRNN
-from genbot.models.checkpoint import LoadedModel
-from genbot.testing import RecordingModel, loaded_model, scripted_model, tiny_charrnn
+from genbot.networks.charrnn import CharRNN
+from genbot.networks.checkpoint import LoadedGenerator
+from genbot.testing import RecordingModel, loaded_generator, scripted_model, tiny_charrnn
 
 CHARS = "abcdefghijklmnopqrstuvwxyz .,;:!?'\"\n"
 
@@ -29,14 +29,14 @@ async def engine() -> AsyncIterator[GenerationEngine]:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
+def tiny() -> LoadedGenerator:
     return tiny_charrnn(CHARS, seed=3)
 
 
-def recorded(lm: LoadedModel, step_delay: float = 0.0) -> tuple[LoadedModel, RecordingModel]:
+def recorded(lm: LoadedGenerator, step_delay: float = 0.0) -> tuple[LoadedGenerator, RecordingModel]:
     """The same weights behind a RecordingModel, as a separate loaded model."""
-    rec = RecordingModel(lm.model, step_delay=step_delay)
-    return loaded_model(rec, lm.vocab, name="recorded"), rec
+    rec = RecordingModel(lm.network, step_delay=step_delay)
+    return loaded_generator(rec, lm.vocab, name="recorded"), rec
 
 
 async def collect(stream: Stream) -> tuple[str, GenerationStats, list[str]]:
@@ -44,13 +44,13 @@ async def collect(stream: Stream) -> tuple[str, GenerationStats, list[str]]:
     return "".join(chunks), await stream.result(), chunks
 
 
-async def generate(engine: GenerationEngine, lm: LoadedModel, prompt: str = "the ", **kw: object) -> str:
+async def generate(engine: GenerationEngine, lm: LoadedGenerator, prompt: str = "the ", **kw: object) -> str:
     text, stats, _ = await collect(engine.submit(lm, prompt, SamplingParams(**kw)))  # type: ignore[arg-type]
     assert stats.done_reason in ("length", "stop")
     return text
 
 
-async def test_seeded_generation_is_reproducible(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_seeded_generation_is_reproducible(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     a = await generate(engine, tiny, seed=11, max_length=80)
     b = await generate(engine, tiny, seed=11, max_length=80)
     c = await generate(engine, tiny, seed=12, max_length=80)
@@ -58,7 +58,9 @@ async def test_seeded_generation_is_reproducible(engine: GenerationEngine, tiny:
     assert a != c
 
 
-async def test_unseeded_stream_reports_a_seed_that_reproduces_it(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_unseeded_stream_reports_a_seed_that_reproduces_it(
+    engine: GenerationEngine, tiny: LoadedGenerator
+) -> None:
     first = engine.submit(tiny, "to be", SamplingParams(max_length=60))
     text, _, _ = await collect(first)
     assert await generate(engine, tiny, "to be", seed=first.seed, max_length=60) == text
@@ -83,18 +85,20 @@ async def test_same_seed_alone_or_in_a_batch_of_64_gives_the_same_text(engine: G
     assert max(rec.batch_sizes) == 64
 
 
-async def test_temperature_zero_is_the_argmax_and_deterministic(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_temperature_zero_is_the_argmax_and_deterministic(
+    engine: GenerationEngine, tiny: LoadedGenerator
+) -> None:
     prompt = "the quick "
     text = await generate(engine, tiny, prompt, temperature=0, max_length=40)
     assert await generate(engine, tiny, prompt, temperature=0, max_length=40, seed=4) == text
     ids = torch.tensor([tiny.vocab.encode(prompt + text).ids])
     with torch.inference_mode():
-        logits, _ = tiny.model.forward(ids[:, :-1], tiny.model.initial_state(1))  # (1, T-1, V)
+        logits, _ = tiny.network.forward(ids[:, :-1], tiny.network.initial_state(1))  # (1, T-1, V)
     chosen = logits[0, len(prompt) - 1 :].gather(1, ids[0, len(prompt) :, None])[:, 0]  # (40,)
     assert torch.allclose(chosen, logits[0, len(prompt) - 1 :].amax(-1), atol=1e-4)
 
 
-async def test_top_k_1_and_tiny_top_p_equal_argmax(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_top_k_1_and_tiny_top_p_equal_argmax(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     greedy = await generate(engine, tiny, temperature=0, max_length=50)
     assert await generate(engine, tiny, temperature=1.5, top_k=1, seed=3, max_length=50) == greedy
     assert await generate(engine, tiny, temperature=1.5, top_p=1e-6, seed=3, max_length=50) == greedy
@@ -114,14 +118,14 @@ async def test_a_partial_stop_match_is_released_when_length_runs_out(engine: Gen
     assert text == s.output == "abcab" and stats.done_reason == "length"
 
 
-async def test_max_length_is_respected(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_max_length_is_respected(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     for n in (1, 2, 37):
         s = engine.submit(tiny, "a", SamplingParams(max_length=n))
         text, stats, _ = await collect(s)
         assert len(text) == stats.eval_count == n and stats.done_reason == "length"
 
 
-async def test_stats_have_ollamas_shape(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_stats_have_ollamas_shape(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     _, stats, _ = await collect(engine.submit(tiny, "abc", SamplingParams(max_length=10)))
     d = stats.to_dict()
     assert d["done"] is True and d["done_reason"] == "length" and d["load_duration"] == 0
@@ -131,7 +135,7 @@ async def test_stats_have_ollamas_shape(engine: GenerationEngine, tiny: LoadedMo
 
 
 async def test_cancel_removes_the_stream_from_the_batch_and_keeps_its_output(
-    engine: GenerationEngine, tiny: LoadedModel
+    engine: GenerationEngine, tiny: LoadedGenerator
 ) -> None:
     lm, rec = recorded(tiny, step_delay=0.002)
     keep = [engine.submit(lm, "a", SamplingParams(max_length=60)) for _ in range(2)]
@@ -152,7 +156,7 @@ async def test_cancel_removes_the_stream_from_the_batch_and_keeps_its_output(
     assert after.count(3) <= 1 and set(after[1:]) == {2}  # gone from the batch at the next boundary
 
 
-async def test_busy_past_slots_and_queue_and_queued_streams_start_later(tiny: LoadedModel) -> None:
+async def test_busy_past_slots_and_queue_and_queued_streams_start_later(tiny: LoadedGenerator) -> None:
     lm, rec = recorded(tiny, step_delay=0.002)
     async with GenerationEngine(max_streams_per_model=1, max_queue=1) as engine:
         first = engine.submit(lm, "a", SamplingParams(max_length=15))
@@ -166,7 +170,7 @@ async def test_busy_past_slots_and_queue_and_queued_streams_start_later(tiny: Lo
     assert max(rec.batch_sizes) == 2  # one stream (padded to two rows) at a time
 
 
-async def test_cancelled_queued_stream_never_runs(tiny: LoadedModel) -> None:
+async def test_cancelled_queued_stream_never_runs(tiny: LoadedGenerator) -> None:
     lm, rec = recorded(tiny, step_delay=0.002)
     async with GenerationEngine(max_streams_per_model=1, max_queue=2) as engine:
         first = engine.submit(lm, "a", SamplingParams(max_length=20))
@@ -177,7 +181,7 @@ async def test_cancelled_queued_stream_never_runs(tiny: LoadedModel) -> None:
     assert rec.primed == [1]
 
 
-async def test_unknown_prompt_chars_are_reported(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_unknown_prompt_chars_are_reported(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     s = engine.submit(tiny, "caf\u00e9 \u201cq\u201d \u20ac5", SamplingParams(max_length=5))
     await collect(s)
     assert s.encoded.mapped == {"\u00e9": "e", "\u201c": '"', "\u201d": '"'}
@@ -185,7 +189,7 @@ async def test_unknown_prompt_chars_are_reported(engine: GenerationEngine, tiny:
     assert (await s.result()).prompt_eval_count == len('cafe "q" ')
 
 
-async def test_empty_prompt_primes_with_the_cards_primer(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_empty_prompt_primes_with_the_cards_primer(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     lm, rec = recorded(tiny)
     text, stats, _ = await collect(engine.submit(lm, "", SamplingParams(max_length=5)))
     assert len(text) == 5 and rec.primed == [len(tiny.card.sampling.prompt)]
@@ -199,7 +203,7 @@ async def test_empty_prompt_without_a_usable_primer_is_invalid(engine: Generatio
 
 
 async def test_failing_step_ends_streams_with_error_and_the_engine_goes_on(
-    engine: GenerationEngine, tiny: LoadedModel
+    engine: GenerationEngine, tiny: LoadedGenerator
 ) -> None:
     lm, rec = recorded(tiny, step_delay=0.001)
     s = engine.submit(lm, "a", SamplingParams(max_length=500))
@@ -212,7 +216,7 @@ async def test_failing_step_ends_streams_with_error_and_the_engine_goes_on(
     assert len(await generate(engine, lm, max_length=20)) == 20
 
 
-async def test_a_failing_prompt_fails_only_its_own_stream(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_a_failing_prompt_fails_only_its_own_stream(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     lm, rec = recorded(tiny, step_delay=0.001)
     healthy = engine.submit(lm, "a", SamplingParams(max_length=30))
     await anext(healthy)
@@ -223,20 +227,22 @@ async def test_a_failing_prompt_fails_only_its_own_stream(engine: GenerationEngi
     assert stats.done_reason == "length" and len(healthy.output) == 30
 
 
-async def test_stepping_never_runs_on_the_event_loop_thread(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_stepping_never_runs_on_the_event_loop_thread(engine: GenerationEngine, tiny: LoadedGenerator) -> None:
     lm, rec = recorded(tiny)
     await asyncio.gather(*(generate(engine, lm, max_length=10) for _ in range(3)))
     assert rec.threads and threading.get_ident() not in rec.threads
 
 
-async def test_a_reader_that_stops_reading_does_not_block_others(engine: GenerationEngine, tiny: LoadedModel) -> None:
+async def test_a_reader_that_stops_reading_does_not_block_others(
+    engine: GenerationEngine, tiny: LoadedGenerator
+) -> None:
     stalled = engine.submit(tiny, "a", SamplingParams(max_length=300))
     assert len(await generate(engine, tiny, max_length=200)) == 200
     stats = await stalled.result()  # finished although nobody read it
     assert stats.done_reason == "length" and len(stalled.output) == 300
 
 
-async def test_close_cancels_running_streams(tiny: LoadedModel) -> None:
+async def test_close_cancels_running_streams(tiny: LoadedGenerator) -> None:
     lm, _ = recorded(tiny, step_delay=0.002)
     engine = GenerationEngine(max_streams_per_model=4, max_queue=4)
     await engine.start()
@@ -248,7 +254,7 @@ async def test_close_cancels_running_streams(tiny: LoadedModel) -> None:
         engine.submit(lm, "a", SamplingParams())
 
 
-async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: LoadedModel) -> None:
+async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: LoadedGenerator) -> None:
     for invariant, rows in ((True, 2), (False, 1)):
         lm, rec = recorded(tiny)
         async with GenerationEngine(max_streams_per_model=4, max_queue=0, batch_invariant=invariant) as e:
@@ -258,7 +264,7 @@ async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: Lo
 
 
 async def test_prompts_are_read_by_charrnn_prime_through_the_recording_fake(
-    engine: GenerationEngine, tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+    engine: GenerationEngine, tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, tuple[int, ...]]] = []
     real_prime, real_forward = CharRNN.prime, CharRNN.forward
@@ -284,13 +290,13 @@ async def test_prompts_are_read_by_charrnn_prime_through_the_recording_fake(
 
 async def test_the_scripted_fake_reads_prompts_like_a_charrnn(engine: GenerationEngine) -> None:
     lm = scripted_model("hello world ")
-    logits, state = lm.model.prime(torch.tensor([lm.vocab.encode("hi there").ids]))
+    logits, state = lm.network.prime(torch.tensor([lm.vocab.encode("hi there").ids]))
     assert logits.shape == (1, len(lm.vocab)) and state[0].shape == (1, 1, 1)  # like CharRNN.prime
     assert await generate(engine, lm, "whatever", max_length=15) == "hello world hel"
 
 
 def _engine_paths() -> list[tuple[str, str]]:
-    from genbot.models.charrnn import fp16_available
+    from genbot.networks.charrnn import fp16_available
 
     return [("fp32", "fp32"), ("fp16", "fp16")] if fp16_available() else [("fp32", "fp32")]
 
@@ -305,7 +311,7 @@ async def test_batched_chunked_prefill_gives_each_seed_the_text_it_gets_alone(
 
     lm = tiny_charrnn(CHARS, cell=cell, seed=11)  # type: ignore[arg-type]
     with torch.inference_mode():
-        lm.model.use_paths(measure(lm.model, prime, step))  # type: ignore[arg-type]
+        lm.network.use_paths(measure(lm.network, prime, step))  # type: ignore[arg-type]
     reads: list[tuple[int, int]] = []
     real_read = CharRNN.read
 
@@ -336,7 +342,7 @@ async def test_batched_chunked_prefill_gives_each_seed_the_text_it_gets_alone(
 
 
 async def test_a_stream_running_keeps_stepping_between_chunks_of_a_long_prompt(
-    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+    tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from genbot.engine import batching
 
@@ -365,7 +371,9 @@ async def test_a_stream_running_keeps_stepping_between_chunks_of_a_long_prompt(
     assert reading.count("r") == 100 and "rr" not in reading  # a decode step after every chunk
 
 
-async def test_cancelling_a_stream_while_its_prompt_is_read(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cancelling_a_stream_while_its_prompt_is_read(
+    tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from genbot.engine import batching
 
     monkeypatch.setattr(batching, "IDLE_CHUNK_S", 1e-9)
@@ -377,7 +385,7 @@ async def test_cancelling_a_stream_while_its_prompt_is_read(tiny: LoadedModel, m
 
 
 async def test_a_failing_batched_read_fails_its_streams_and_the_engine_goes_on(
-    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+    tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_read = CharRNN.read
     fail = [1]
@@ -403,15 +411,15 @@ def test_prepare_measures_paths_once_and_caches_them_in_data_dir(tmp_path: Path)
     tuner = paths.PathTuner(cache_dir=tmp_path)
     paths._process_cache.clear()
     lm = prepare(tiny_charrnn(CHARS, seed=1), tuner)
-    chosen = lm.model.serving_paths
-    assert chosen.prime in paths.prime_candidates(lm.model) and chosen.step in paths.step_candidates(lm.model)
+    chosen = lm.network.serving_paths
+    assert chosen.prime in paths.prime_candidates(lm.network) and chosen.step in paths.step_candidates(lm.network)
     assert "fastest of" in chosen.reason and chosen.measured  # measured, with the timings kept
     cached = json.loads((tmp_path / paths.CACHE_FILE).read_text())
-    assert list(cached) == [tuner.key(lm.model)]
+    assert list(cached) == [tuner.key(lm.network)]
     key = next(iter(cached))
     assert torch.backends.cpu.get_cpu_capability() in key and torch.__version__ in key and "lstm 2x32" in key
     paths._process_cache.clear()  # a new process: the choice comes from data_dir, not a new measurement
-    again = prepare(tiny_charrnn(CHARS, seed=2), tuner).model.serving_paths
+    again = prepare(tiny_charrnn(CHARS, seed=2), tuner).network.serving_paths
     assert again.reason.endswith("(cached)") and (again.prime, again.step) == (chosen.prime, chosen.step)
     described = GeneratorEntry.ok(lm, "test").serving_paths()
     assert described is not None and described["prime"] == chosen.prime and described["step"] == chosen.step
@@ -422,7 +430,7 @@ def test_engine_settings_force_a_path(tmp_path: Path) -> None:
     from genbot.engine.registry import prepare, tuner_for
 
     settings = Settings(data_dir=tmp_path, engine=EngineSettings(prime_path="bf16", step_path="fp32"))
-    forced = prepare(tiny_charrnn(CHARS, seed=1), tuner_for(settings)).model.serving_paths
+    forced = prepare(tiny_charrnn(CHARS, seed=1), tuner_for(settings)).network.serving_paths
     assert (forced.prime, forced.step) == ("bf16", "fp32") and "forced" in forced.reason
     with pytest.raises(ValueError):
         EngineSettings(prime_path="int4")  # type: ignore[arg-type]
@@ -431,9 +439,9 @@ def test_engine_settings_force_a_path(tmp_path: Path) -> None:
 def test_exact_mode_never_picks_a_path_whose_rows_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     from genbot.engine import paths
 
-    monkeypatch.setattr(paths, "_prime_rows", lambda model, path: 2 if path == "fp32" else 0)
+    monkeypatch.setattr(paths, "_prime_rows", lambda model, path, step="fp32": 2 if path == "fp32" else 0)
     monkeypatch.setattr(paths, "_step_rows", lambda model, path: 2 if path == "fp32" else 0)
-    model = tiny_charrnn(CHARS, seed=1).model
+    model = tiny_charrnn(CHARS, seed=1).network
     with torch.inference_mode():
         exact = paths.measure(model, batch_invariant=True)
         loose = paths.measure(model, batch_invariant=False)
@@ -441,13 +449,43 @@ def test_exact_mode_never_picks_a_path_whose_rows_depend_on_the_batch(monkeypatc
     assert set(loose.measured) >= {"prime_fp32", "prime_bf16", "step_fp32"}  # every path was timed
 
 
+def test_exact_mode_falls_back_to_exact_readers_where_float32_rounds_by_row_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from genbot.engine import paths
+
+    def prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
+        return 1 if path == "steps" and step == "rowwise" else 0  # only one-character reads through rowwise agree
+
+    monkeypatch.setattr(paths, "_prime_rows", prime_rows)
+    monkeypatch.setattr(paths, "_step_rows", lambda model, path: 1 if path == "rowwise" else 0)
+    model = tiny_charrnn(CHARS, seed=1).network
+    with torch.inference_mode():
+        chosen = paths.measure(model, batch_invariant=True)
+        loose = paths.measure(model, batch_invariant=False)
+    assert (chosen.prime, chosen.step) == ("steps", "rowwise"), chosen.reason
+    assert "fp32" not in chosen.reason.split("fastest of")[1].split("(")[0]
+    assert (loose.prime, loose.step) != ("steps", "rowwise")  # never chosen for speed where it is not needed
+
+
+def test_no_exact_path_at_all_serves_float32_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genbot.engine import paths
+
+    monkeypatch.setattr(paths, "_prime_rows", lambda model, path, step="fp32": 0)
+    monkeypatch.setattr(paths, "_step_rows", lambda model, path: 0)
+    with torch.inference_mode():
+        chosen = paths.measure(tiny_charrnn(CHARS, seed=1).network, batch_invariant=True)
+    assert (chosen.prime, chosen.step) == ("fp32", "fp32")
+    assert "is batch-invariant here" in chosen.reason and "none of" in chosen.reason
+
+
 async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from genbot.models.charrnn import ServingPaths, fp16_available
+    from genbot.networks.charrnn import ServingPaths, fp16_available
 
     if not fp16_available():
         pytest.skip("no FBGEMM float16 kernels in this torch build")
     lm = tiny_charrnn(CHARS, seed=4)
-    lm.model.use_paths(ServingPaths(prime="fp16", step="fp16", prime_rows=1, step_rows=1))
+    lm.network.use_paths(ServingPaths(prime="fp16", step="fp16", prime_rows=1, step_rows=1))
     sizes: list[int] = []
     real_step = CharRNN.step
 

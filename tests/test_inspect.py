@@ -21,9 +21,9 @@ from genbot.analysis.discovery import discover
 from genbot.analysis.render import ColourScale, render_html, render_png
 from genbot.analysis.report import InspectRequest, inspect_model
 from genbot.errors import InvalidRequest
-from genbot.models.charrnn import Cell, CharRNN, CharRNNConfig
-from genbot.models.checkpoint import LoadedModel, load_model
-from genbot.models.vocab import Vocab
+from genbot.networks.charrnn import Cell, CharRNN, CharRNNConfig
+from genbot.networks.checkpoint import LoadedGenerator, load_model
+from genbot.networks.vocab import Vocab
 from genbot.training.trainer import TrainConfig, train
 from tests.helpers import genbot, write_model_folder
 
@@ -155,7 +155,7 @@ def _bracket_text(n_chars: int, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def bracket_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+def bracket_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedGenerator:
     """A 1x32 LSTM trained for 400 steps on bracket text (a few seconds on one thread)."""
     folder = tmp_path_factory.mktemp("brackets")
     corpus = folder / "corpus.txt"
@@ -168,20 +168,20 @@ def bracket_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(folder / "model")
 
 
-def test_discovery_recovers_a_planted_bracket_depth_unit(bracket_model: LoadedModel) -> None:
+def test_discovery_recovers_a_planted_bracket_depth_unit(bracket_model: LoadedGenerator) -> None:
     text = _bracket_text(4000, 99)
-    found = discover(trace_text(bracket_model.model, bracket_model.vocab, text), "bracket-depth", top_k=3)
+    found = discover(trace_text(bracket_model.network, bracket_model.vocab, text), "bracket-depth", top_k=3)
     assert found.units_scored == 64 and len(found.top) == 3
     assert abs(found.top[0].r) > 0.8, found
     assert found.baseline < 0.3 and abs(found.top[0].r) > 3 * found.baseline
     # The same architecture untrained: its best unit is far weaker, so training planted the counter.
     torch.manual_seed(0)
-    untrained = CharRNN(bracket_model.model.config).eval()
+    untrained = CharRNN(bracket_model.network.config).eval()
     chance = discover(trace_text(untrained, bracket_model.vocab, text), "bracket-depth", top_k=1)
     assert abs(found.top[0].r) > abs(chance.top[0].r) + 0.2
 
 
-def test_inspect_model_renders_the_found_unit(bracket_model: LoadedModel) -> None:
+def test_inspect_model_renders_the_found_unit(bracket_model: LoadedGenerator) -> None:
     req = InspectRequest(_bracket_text(1500, 5), find="bracket-depth", surprise=True, gates=True)
     report = inspect_model(bracket_model, req)
     best = report.discovery.top[0] if report.discovery else None
@@ -202,7 +202,7 @@ def test_inspect_model_renders_the_found_unit(bracket_model: LoadedModel) -> Non
         ({"find": "comment", "kind": "i"}, "--find scores h and c"),
     ],
 )
-def test_bad_requests_name_the_field(bracket_model: LoadedModel, changes: dict[str, object], message: str) -> None:
+def test_bad_requests_name_the_field(bracket_model: LoadedGenerator, changes: dict[str, object], message: str) -> None:
     req = InspectRequest("(a);\n", **changes)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match=message):
         inspect_model(bracket_model, req)

@@ -37,7 +37,7 @@ from genbot.jobs.store import (
     renew_lease,
     request_cancel,
 )
-from genbot.models.checkpoint import load_model
+from genbot.networks.checkpoint import load_model
 from genbot.service import GenbotService
 from genbot.storage.db import Database
 from genbot.storage.tables import JobStatus, utcnow

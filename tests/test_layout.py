@@ -97,3 +97,24 @@ def test_front_ends_import_neither_torch_nor_storage() -> None:
             if any(target == bad or target.startswith(bad + ".") for bad in FORBIDDEN_IN_FRONTENDS):
                 offenders.append(f"{path.relative_to(ROOT.parent)}:{line} imports {target}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/helpers.py (or genbot.testing), never in a test module."""
+    tests = Path(__file__).parent
+    offenders = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:  # relative: from .x / from . import x
+                names = [node.module] if node.module else [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module.removeprefix("tests.")] if node.module.startswith("tests.") else []
+                names += [a.name for a in node.names] if node.module == "tests" else []
+            elif isinstance(node, ast.Import):
+                names = [a.name.removeprefix("tests.") for a in node.names if a.name.startswith("tests.")]
+            else:
+                continue
+            offenders += [
+                f"{path.name}:{node.lineno} imports {n}" for n in names if n.startswith(("test_", "conftest"))
+            ]
+    assert offenders == []

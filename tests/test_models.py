@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from genbot.errors import CheckpointError
-from genbot.models.card import ModelCard, Weights
-from genbot.models.charrnn import CharRNN, CharRNNConfig
-from genbot.models.checkpoint import architecture_of, load_model, save_model
-from genbot.models.vocab import Vocab
+from genbot.networks.card import ModelCard, Weights
+from genbot.networks.charrnn import CharRNN, CharRNNConfig
+from genbot.networks.checkpoint import architecture_of, load_model, save_model
+from genbot.networks.vocab import Vocab
 
 
 def _save_tiny(folder: Path, cell: str = "lstm", dtype: str = "float32") -> tuple[CharRNN, Vocab]:
@@ -79,7 +79,7 @@ def test_save_load_round_trips_bit_exactly(tmp_path: Path, cell: str) -> None:
     loaded = load_model(tmp_path / "m")
     assert loaded.vocab.chars == vocab.chars
     for key, value in model.state_dict().items():
-        assert torch.equal(loaded.model.state_dict()[key], value), key
+        assert torch.equal(loaded.network.state_dict()[key], value), key
     assert not any(p.endswith(".tmp") for p in map(str, (tmp_path / "m").iterdir()))
 
 
@@ -92,7 +92,7 @@ def test_float16_storage_halves_the_file_and_loads_close(tmp_path: Path) -> None
     size_b = (tmp_path / "b" / "model.safetensors").stat().st_size
     assert size_b < 0.6 * size_a
     loaded = load_model(tmp_path / "b")
-    torch.testing.assert_close(loaded.model.emb.weight, model.emb.weight, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(loaded.network.emb.weight, model.emb.weight, atol=1e-3, rtol=1e-3)
 
 
 def test_corrupt_weights_fail_with_a_clear_error(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_truncated_weights_with_matching_hash_fail_cleanly(tmp_path: Path) -> No
     weights = tmp_path / "m" / "model.safetensors"
     weights.write_bytes(b"not a safetensors file")
     card = ModelCard.read(tmp_path / "m" / "plugin.toml")
-    from genbot.models.checkpoint import sha256_bytes
+    from genbot.networks.checkpoint import sha256_bytes
 
     fixed = card.model_copy(update={"weights": Weights(sha256=sha256_bytes(weights.read_bytes()))})
     (tmp_path / "m" / "plugin.toml").write_text(fixed.to_toml(), encoding="utf-8")
@@ -179,18 +179,20 @@ def test_shared_step_weights_keep_every_result() -> None:
 
 
 def _paths_cases() -> list[tuple[str, str, str]]:
-    from genbot.models.charrnn import fp16_available
+    from genbot.networks.charrnn import fp16_available
 
     cases = [(cell, "fp32", "fp32") for cell in ("rnn", "lstm", "gru")]
     cases += [(cell, "bf16", "fp32") for cell in ("lstm", "gru")]
+    cases += [(cell, "steps", "fp32") for cell in ("rnn", "lstm", "gru")]
     if fp16_available():
         cases += [("lstm", "fp16", "fp16"), ("gru", "fp16", "fp16"), ("rnn", "fp32", "fp16")]
+        cases += [(cell, "steps", "fp16") for cell in ("rnn", "lstm", "gru")]
     return cases
 
 
 @pytest.mark.parametrize(("cell", "prime", "step"), _paths_cases())
 def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cell: str, prime: str, step: str) -> None:
-    from genbot.engine.paths import measure
+    from genbot.engine.paths import _step_rows, measure
 
     torch.manual_seed(0)
     model = CharRNN(CharRNNConfig(30, cell, 2, 32, 12)).eval().requires_grad_(False)  # type: ignore[arg-type]
@@ -209,7 +211,8 @@ def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cel
             alone_logits, alone_state = model.prime(ids[i : i + 1])
             assert torch.equal(alone_logits, logits[i : i + 1])
             assert all(torch.equal(a, b[:, i : i + 1]) for a, b in zip(alone_state, state, strict=True))
-        assert exact or prime == "bf16"  # float32 and FBGEMM float16 always are
+        if prime == "steps":  # one step per character: exact wherever the step kernel is
+            assert exact == bool(_step_rows(model, step))
         tol = 0.05 if prime == "bf16" else 1e-3
         torch.testing.assert_close(logits, full[:, -1], atol=tol, rtol=tol)
         # stepping on from the primed state follows the full forward closely on every step path
@@ -217,3 +220,28 @@ def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cel
         stepped, _ = model.step(nxt, state)
         longer, _ = model(torch.cat([ids, nxt[:, None]], dim=1))
         torch.testing.assert_close(stepped, longer[:, -1], atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_exact_mode_picks_prompt_and_step_paths_that_are_batch_invariant_on_this_cpu(cell: str) -> None:
+    """Whatever this CPU's BLAS does with row counts, a prompt read in a batch, in chunks, equals it read alone."""
+    from genbot.engine.paths import measure
+
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(30, cell, 2, 48, 12)).eval().requires_grad_(False)  # type: ignore[arg-type]
+    model.share_step_weights()
+    with torch.inference_mode():
+        paths = measure(model)
+        if "none of" in paths.reason:
+            pytest.skip(f"no exact path on this CPU: {paths.reason}")
+        model.use_paths(paths)
+        ids = torch.randint(30, (4, 23))
+        _, state = model.read(ids[:, :9], model.initial_state(4))
+        logits, state = model.read_end(*model.read(ids[:, 9:], state))
+        steps = torch.randint(30, (4,))
+        stepped, _ = model.step(steps, state)
+        for i in range(4):
+            alone_logits, alone_state = model.prime(ids[i : i + 1])
+            assert torch.equal(alone_logits, logits[i : i + 1]), paths.reason
+            alone_step, _ = model.step(steps[i : i + 1], alone_state)
+            assert torch.equal(alone_step, stepped[i : i + 1]), paths.reason

@@ -12,7 +12,7 @@ import pytest
 from genbot.config import ApiSettings, load_settings
 from genbot.engine.registry import build_registry
 from genbot.errors import CheckpointError, InvalidRequest, NotFound
-from genbot.models.card import ModelCard
+from genbot.networks.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
 from tests.helpers import api_server, client, genbot, write_model_folder
 

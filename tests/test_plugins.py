@@ -13,10 +13,10 @@ import torch
 from genbot.config import Settings, load_settings
 from genbot.engine.registry import GeneratorEntry, ModelRegistry, build_registry
 from genbot.errors import UnknownModel
-from genbot.models.card import Architecture, ModelCard, Weights
-from genbot.models.charrnn import CharRNN, CharRNNConfig
-from genbot.models.checkpoint import CARD_FILE, load_model, save_model
-from genbot.models.vocab import Vocab
+from genbot.networks.card import Architecture, ModelCard, Weights
+from genbot.networks.charrnn import CharRNN, CharRNNConfig
+from genbot.networks.checkpoint import CARD_FILE, load_model, save_model
+from genbot.networks.vocab import Vocab
 from genbot.plugins import call_each, load_plugins
 
 GOOD_PLUGIN_PY = """
@@ -105,7 +105,7 @@ def test_loaded_entries_are_ready_to_serve(plugins_dir: Path) -> None:
     assert entry.status == "loaded" and entry.error is None
     assert entry.source == f"bundled:{plugins_dir / 'alpha'}"
     assert entry.loaded is not None and entry.card == entry.loaded.card
-    model = entry.loaded.model
+    model = entry.loaded.network
     assert not model.training
     assert all(p.device.type == "cpu" and not p.requires_grad for p in model.parameters())
     assert registry.get("coded").source == f"bundled:{plugins_dir / 'coded'}"
@@ -196,13 +196,13 @@ def test_replace_swaps_the_model_and_old_holders_keep_theirs(plugins_dir: Path) 
     registry = build_registry(settings_for(plugins_dir, plugins_enabled=["alpha"]))
     old = registry.get("alpha")
     retrained = load_model(make_model_folder(plugins_dir.parent / "alpha_v2", name="alpha", seed=7))
-    retrained.model.train()
+    retrained.network.train()
     new = registry.replace("alpha", retrained)
     assert registry.get("alpha") is new and new.loaded is retrained
-    assert not retrained.model.training  # prepared for serving
+    assert not retrained.network.training  # prepared for serving
     assert old.loaded is not None and old.loaded is not retrained  # a running stream still holds this one
     ids = torch.tensor([0])
-    old.loaded.model.step(ids, old.loaded.model.initial_state(1))
+    old.loaded.network.step(ids, old.loaded.network.initial_state(1))
     with pytest.raises(UnknownModel):
         registry.replace("ghost", retrained)
 

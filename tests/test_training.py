@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genbot.errors import CorpusError, InvalidRequest
-from genbot.models.checkpoint import load_model
+from genbot.networks.checkpoint import load_model
 from genbot.training.trainer import TrainConfig, train
 
 TINY = {"layers": 1, "hidden": 48, "embedding": 16, "block": 32, "batch": 16, "eval_iters": 2, "final_eval_iters": 2}
@@ -49,8 +49,8 @@ def test_resume_equals_uninterrupted(corpus_file: Path, tmp_path: Path, carry_st
     events: list[dict[str, Any]] = []
     train(cfg, corpus_file, tmp_path / "resumed", sink=events.append, resume=True)
     assert events[0]["resumed_at_step"] == 20
-    a = load_model(tmp_path / "straight" / "checkpoint").model.state_dict()
-    b = load_model(tmp_path / "resumed" / "checkpoint").model.state_dict()
+    a = load_model(tmp_path / "straight" / "checkpoint").network.state_dict()
+    b = load_model(tmp_path / "resumed" / "checkpoint").network.state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
@@ -73,10 +73,10 @@ def test_fine_tune_keeps_parent_predictions_before_training(corpus_file: Path, t
 
     train(_cfg(steps=10), corpus_file, tmp_path / "parent")
     parent = load_model(tmp_path / "parent")
-    child, vocab, added = extend_vocab(parent.model, parent.vocab, "zzé")
+    child, vocab, added = extend_vocab(parent.network, parent.vocab, "zzé")
     ids = torch.tensor([parent.vocab.encode("ROMEO: the").ids])
     with torch.no_grad():
-        p_old = torch.softmax(parent.model(ids)[0], -1)
+        p_old = torch.softmax(parent.network(ids)[0], -1)
         p_new = torch.softmax(child.eval()(ids)[0], -1)
     assert sorted(added) == ["z", "é"] and len(vocab) == len(parent.vocab) + len(added)
     n_old = len(parent.vocab)

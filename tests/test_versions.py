@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from genbot.config import VersionsSettings, load_settings
 from genbot.engine.registry import ModelRegistry
 from genbot.errors import CheckpointError, ConfigError, InvalidRequest, NotFound
-from genbot.models.card import ModelCard
+from genbot.networks.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
 from genbot.storage.db import Database
 from genbot.storage.migrate import upgrade_database
@@ -264,7 +264,7 @@ async def test_a_running_server_swaps_to_a_newly_active_version(
     old = _registry(service).get("alpha").loaded
     assert old is not None
     # Slow the old model down, so the stream below is certainly still running during the swap.
-    old.model.step = _slowed(old.model.step)  # type: ignore[method-assign]
+    old.network.step = _slowed(old.network.step)  # type: ignore[method-assign]
     reference, _ = await _text(service, seed=7, length=250)
 
     folder = write_model_folder(tmp_path / "trained", "alpha", corpus_text, seed=99)

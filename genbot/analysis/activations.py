@@ -22,8 +22,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from genbot.errors import InvalidRequest
-from genbot.models.charrnn import CharRNN
-from genbot.models.vocab import Vocab
+from genbot.networks.charrnn import CharRNN
+from genbot.networks.vocab import Vocab
 
 MAX_TEXT_CHARS = 20_000  # longest text an inspection reads (memory: ~6 floats per unit per char)
 GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}

@@ -18,7 +18,7 @@ from genbot.analysis.discovery import Discovery, discover
 from genbot.analysis.features import FEATURES
 from genbot.analysis.render import activation_scale, render_html, render_png, saturation_png, surprise_scale
 from genbot.errors import InvalidRequest
-from genbot.models.checkpoint import LoadedModel, load_model
+from genbot.networks.checkpoint import LoadedGenerator, load_model
 
 
 @dataclass
@@ -84,9 +84,9 @@ class InspectReport:
         return out
 
 
-def check_request(loaded: LoadedModel, req: InspectRequest) -> None:
+def check_request(loaded: LoadedGenerator, req: InspectRequest) -> None:
     """InvalidRequest naming the first bad field: layer, unit, kind or feature."""
-    cfg = loaded.model.config
+    cfg = loaded.network.config
     if req.layer is not None and not 0 <= req.layer < cfg.layers:
         raise InvalidRequest(f"layer must be 0..{cfg.layers - 1} for this model, got {req.layer}")
     if req.unit is not None and not 0 <= req.unit < cfg.hidden:
@@ -107,13 +107,13 @@ def inspect_folder(folder: Path, req: InspectRequest) -> InspectReport:
     return inspect_model(load_model(folder), req)
 
 
-def inspect_model(loaded: LoadedModel, req: InspectRequest) -> InspectReport:
+def inspect_model(loaded: LoadedGenerator, req: InspectRequest) -> InspectReport:
     """Run the inspection ``req`` asks for on ``loaded``; raises InvalidRequest on bad input."""
     check_request(loaded, req)
     want_gates = req.gates or req.kind == "gates"
     kind = "h" if req.kind == "gates" else req.kind
-    need_gates = want_gates or kind in GATE_NAMES[loaded.model.config.cell]
-    trace = trace_text(loaded.model, loaded.vocab, req.text, gates=need_gates)
+    need_gates = want_gates or kind in GATE_NAMES[loaded.network.config.cell]
+    trace = trace_text(loaded.network, loaded.vocab, req.text, gates=need_gates)
     found = discover(trace, req.find, req.top_k) if req.find else None
     choice = choose_unit(trace, req, kind, found)
     values = trace.layers[choice.layer].kind(choice.kind)[:, choice.index]

@@ -41,8 +41,8 @@ from torch import Tensor
 from genbot.engine.sampling import UNIFORM_BITS, UNIFORM_SCALE, BatchSampler, SamplingParams
 from genbot.engine.streams import DecodeState, DoneReason, Stream
 from genbot.errors import Busy, InvalidRequest
-from genbot.models.checkpoint import LoadedModel
-from genbot.models.vocab import Vocab
+from genbot.networks.checkpoint import LoadedGenerator
+from genbot.networks.vocab import Vocab
 
 State = tuple[Tensor, ...]
 # A one-row matmul takes BLAS's gemv path, whose rounding differs from batched rows: padding a
@@ -113,7 +113,7 @@ class GenerationEngine:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def submit(self, loaded: LoadedModel, prompt: str, params: SamplingParams) -> Stream:
+    def submit(self, loaded: LoadedGenerator, prompt: str, params: SamplingParams) -> Stream:
         """Queue a generation; raises ``Busy`` at once when the model's queue is full."""
         if self._loop is None or self._closing:
             raise RuntimeError("GenerationEngine is not running (use start() or async with)")
@@ -127,7 +127,7 @@ class GenerationEngine:
             runner.admit_or_raise(stream)
         return stream
 
-    def queued_or_running(self, loaded: LoadedModel) -> int:
+    def queued_or_running(self, loaded: LoadedGenerator) -> int:
         """Streams of ``loaded`` in its batch or its queue right now."""
         with self._lock:
             runner = self._runners.get(id(loaded))
@@ -165,7 +165,7 @@ class GenerationEngine:
             return True
 
 
-def _primer_ids(loaded: LoadedModel) -> list[int]:
+def _primer_ids(loaded: LoadedGenerator) -> list[int]:
     """Ids of the card's primer, used when a prompt is empty (or nothing of it is known)."""
     ids = loaded.vocab.encode(loaded.card.sampling.prompt).ids
     if not ids:
@@ -176,10 +176,10 @@ def _primer_ids(loaded: LoadedModel) -> list[int]:
 class _ModelRunner:
     """The batch of one loaded model and the worker thread that steps it."""
 
-    def __init__(self, engine: GenerationEngine, loaded: LoadedModel) -> None:
+    def __init__(self, engine: GenerationEngine, loaded: LoadedGenerator) -> None:
         self.engine = engine
         self.loaded = loaded
-        self.model = cast(StepModel, loaded.model)
+        self.model = cast(StepModel, loaded.network)
         self.vocab: Vocab = loaded.vocab
         self.pending: deque[Stream] = deque()  # guarded by engine._lock
         self.cancels: list[Stream] = []  # guarded by engine._lock
@@ -187,10 +187,10 @@ class _ModelRunner:
         self.rows_count = 0  # active streams, written by the worker only
         self.step_s = 0.005  # moving average of one step, for Busy.retry_after
         self.thread = threading.Thread(target=self._run, name=f"genbot-model-{loaded.card.name}", daemon=True)
-        paths = getattr(loaded.model, "serving_paths", None)
+        paths = getattr(loaded.network, "serving_paths", None)
         self.min_rows = engine.min_rows if paths is None or engine.min_rows == 1 else paths.step_rows
         self._batch = _Batch(min_rows=self.min_rows)
-        self.reads_batched = callable(getattr(loaded.model, "read", None))
+        self.reads_batched = callable(getattr(loaded.network, "read", None))
         self.reading: list[_Reading] = []  # streams whose prompt is being read (worker only)
         self.reading_count = 0  # len(reading), read by _retire under the engine lock
         self.read_char_s = 0.0005  # moving estimate of one chunk character for one row

@@ -2,7 +2,7 @@
 
 The service calls :func:`run_caption` in a worker thread (decoding an image and running the CNN
 and the beam search is blocking torch work) and stores the result as a generations row whose
-prompt is :func:`genbot.models.images.describe` of the image. A decoded upload can hold a few
+prompt is :func:`genbot.networks.images.describe` of the image. A decoded upload can hold a few
 hundred MB while it is shrunk, so :class:`CaptionSlots` lets only a few run at once per process
 and refuses the rest as ``Busy`` rather than queueing them (the API answers 503 + Retry-After).
 """
@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 from genbot.engine.registry import GeneratorEntry
 from genbot.engine.sampling import SEED_BITS
 from genbot.errors import Busy, InvalidRequest
-from genbot.models.captioner import Caption
-from genbot.models.captioner_checkpoint import LoadedCaptioner, caption_tensor
-from genbot.models.images import decode_image, describe, image_tensor
+from genbot.networks.captioner import Caption
+from genbot.networks.captioner_checkpoint import LoadedCaptioner, caption_tensor
+from genbot.networks.images import decode_image, describe, image_tensor
 
 MAX_BEAM = 10  # widest beam a request may ask for
 MAX_COUNT = 10  # most sampled captions a request may ask for

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from genbot.models.charrnn import State
-from genbot.models.checkpoint import LoadedModel
+from genbot.networks.charrnn import State
+from genbot.networks.checkpoint import LoadedGenerator
 
 MAX_TOP = 20  # OpenAI's own cap on top_logprobs
 
@@ -33,7 +33,7 @@ class CharLogprob:
 class CharScorer:
     """Scores one stream's output piece by piece (call :meth:`score` with each new chunk, in order)."""
 
-    def __init__(self, loaded: LoadedModel, prime_ids: list[int], top: int = 0) -> None:
+    def __init__(self, loaded: LoadedGenerator, prime_ids: list[int], top: int = 0) -> None:
         self.loaded = loaded
         self.prime_ids = prime_ids
         self.top = max(0, min(top, MAX_TOP))
@@ -67,7 +67,7 @@ class CharScorer:
 
     def _read(self, ids: list[int], state: State | None) -> tuple[torch.Tensor, State]:
         """Log-softmax after each of ``ids`` (T, V) and the state after the last."""
-        model = self.loaded.model
+        model = self.loaded.network
         device = model.head.weight.device
         logits, state = model(torch.tensor([ids], device=device), state)
         return torch.log_softmax(logits[0].float(), dim=-1).cpu(), state

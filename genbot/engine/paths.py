@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import Tensor
 
-from genbot.models.charrnn import (
+from genbot.networks.charrnn import (
     PRIME_PATHS,
     STEP_PATHS,
     CharRNN,
@@ -51,9 +52,13 @@ PROBE_CHARS = 16  # prompt characters per timed read
 PROBE_STEPS = 8  # steps per timed step run
 PROBE_BATCH = 8  # the batched half of every measurement
 REPEATS = 3  # interleaved timings per candidate; the minimum counts
-_CHECK_ROWS = 5  # rows of the batch-invariance check
+# Batch sizes of the batch-invariance check: BLAS kernels block rows by 4, 6, 8 or 16, and a
+# product can round one way for a block and another for its tail, so a few sizes are not enough.
+_CHECK_BATCHES = (2, 3, 4, 5, 7, 8, 13, 16, 32)
+_CHECK_ROWS = max(_CHECK_BATCHES)
 
-Forced = Literal["auto", "fp32", "bf16", "fp16"]
+Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise"]
+_CACHE_VERSION = 2  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
@@ -86,7 +91,7 @@ class PathTuner:
         shape = f"{c.cell} {c.layers}x{c.hidden} emb {c.embedding} vocab {c.vocab_size}"
         device = model.head.weight.device.type
         return (
-            f"{cpu_id()} | torch {torch.__version__} | {device} | threads {self.threads} | {shape}"
+            f"v{_CACHE_VERSION} | {cpu_id()} | torch {torch.__version__} | {device} | threads {self.threads} | {shape}"
             f" | invariant {self.batch_invariant} | prime {self.prime} | step {self.step}"
         )
 
@@ -146,7 +151,7 @@ def prime_candidates(model: CharRNN) -> list[PrimePath]:
     out: list[PrimePath] = ["fp32", "bf16"]
     if model.head.weight.device.type == "cpu" and model.config.cell != "rnn" and fp16_available():
         out.append("fp16")
-    return out
+    return [*out, "steps"]
 
 
 def step_candidates(model: CharRNN) -> list[StepPath]:
@@ -154,7 +159,7 @@ def step_candidates(model: CharRNN) -> list[StepPath]:
     out: list[StepPath] = ["fp32"]
     if model.head.weight.device.type == "cpu" and fp16_available():
         out.append("fp16")
-    return out
+    return [*out, "rowwise"]
 
 
 def measure(
@@ -165,13 +170,14 @@ def measure(
     t0 = time.perf_counter()
     try:
         with torch.inference_mode():
-            prime_path, prime_rows, prime_why, prime_ms = _pick(
-                "prime", prime_candidates(model), prime, batch_invariant,
-                lambda p: _prime_rows(model, p), lambda p, b, r: _time_read(model, p, b, r),
-            )  # fmt: skip
             step_path, step_rows, step_why, step_ms = _pick(
                 "step", step_candidates(model), step, batch_invariant,
                 lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r),
+            )  # fmt: skip
+            # the steps reader runs the chosen step kernel, so prompts are checked and timed with it
+            prime_path, prime_rows, prime_why, prime_ms = _pick(
+                "prime", prime_candidates(model), prime, batch_invariant,
+                lambda p: _prime_rows(model, p, step_path), lambda p, b, r: _time_read(model, p, b, r, step_path),
             )  # fmt: skip
     finally:
         model.use_paths(before)
@@ -199,15 +205,16 @@ def _pick(
         return forced, max(1, forced_rows), f"{what} {forced} (forced{note})", {}
     rows = {p: rows_of(p) for p in candidates}
     usable = [p for p in candidates if rows[p] or not batch_invariant]
-    if "fp32" not in usable:
-        usable.insert(0, "fp32")  # the reference is always a candidate
+    if not usable:  # nothing is exact here: serve the reference and say so
+        log.warning("no %s path is batch-invariant on %s; using fp32", what, cpu_id())
+        return "fp32", 1, f"{what} fp32 (none of {', '.join(candidates)} is batch-invariant here)", {}
     timings: dict[str, list[float]] = {p: [] for p in usable}
     racing = list(usable)
     for repeat in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
         for p in racing:
             for b in (1, PROBE_BATCH):
                 timings[p].append(time_of(p, b, max(1, rows[p]) if batch_invariant else 1))
-        if repeat == 0:  # a candidate at least twice as slow as float32 both alone and batched is out
+        if repeat == 0 and "fp32" in timings:  # at least twice as slow as float32 alone and batched: out
             ref = timings["fp32"]
             racing = [p for p in racing if p == "fp32" or min(timings[p][0] / ref[0], timings[p][1] / ref[1]) < 2]
     # score: the product of the lone and batched times (each the minimum of its repeats)
@@ -232,16 +239,14 @@ def _probe_ids(model: CharRNN, batch: int, length: int, seed: int = 0) -> torch.
     return torch.randint(model.config.vocab_size, (batch, length), generator=gen).to(model.head.weight.device)
 
 
-def _prime_rows(model: CharRNN, path: str) -> int:
-    """1 or 2 if a prompt read with that many rows equals the same prompt in a batch, read in chunks; else 0."""
+def _prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
+    """1 or 2 if a prompt read with that many rows equals the same prompt in any batch, read in chunks; else 0."""
     ids = _probe_ids(model, _CHECK_ROWS, 11)
     for rows in (1, 2):
         try:
-            model.use_paths(keep_caches=True, paths=_paths(model, prime=path, rows=rows))
-            _, state = model.read(ids[:, :4], model.initial_state(_CHECK_ROWS))
-            _, state = model.read(ids[:, 4:5], state)  # a one-character chunk too
-            logits, state = model.read_end(*model.read(ids[:, 5:], state))
-            if all(_same(model.prime(ids[i : i + 1]), logits, state, i) for i in range(_CHECK_ROWS)):
+            model.use_paths(keep_caches=True, paths=_paths(model, prime=path, step=step, rows=rows))
+            alone = [model.prime(ids[i : i + 1]) for i in range(_CHECK_ROWS)]
+            if all(_prime_batch_agrees(model, ids[:b], alone) for b in _CHECK_BATCHES):
                 return rows
         except RuntimeError as e:
             log.warning("prime path %s failed its check: %s", path, e)
@@ -249,8 +254,15 @@ def _prime_rows(model: CharRNN, path: str) -> int:
     return 0
 
 
+def _prime_batch_agrees(model: CharRNN, ids: Tensor, alone: list[tuple[Tensor, tuple[Tensor, ...]]]) -> bool:
+    _, state = model.read(ids[:, :4], model.initial_state(ids.shape[0]))
+    _, state = model.read(ids[:, 4:5], state)  # a one-character chunk too
+    logits, state = model.read_end(*model.read(ids[:, 5:], state))
+    return all(_same(alone[i], logits, state, i) for i in range(ids.shape[0]))
+
+
 def _step_rows(model: CharRNN, path: str) -> int:
-    """1 or 2 if stepping that many rows equals the same row in a batch; else 0."""
+    """1 or 2 if stepping that many rows equals the same row in any batch; else 0."""
     gen = torch.Generator().manual_seed(1)
     state = tuple(
         torch.randn(s.shape, generator=gen).to(s) * 0.5 for s in model.initial_state(_CHECK_ROWS)
@@ -259,12 +271,13 @@ def _step_rows(model: CharRNN, path: str) -> int:
     for rows in (1, 2):
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, step=path, rows=rows))
-            batched = model.step(ids, state)
 
-            def alone(i: int, rows: int = rows) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+            def alone(i: int, rows: int = rows) -> tuple[Tensor, tuple[Tensor, ...]]:
                 return model.step(ids[i : i + 1].repeat(rows), tuple(s[:, i : i + 1].repeat(1, rows, 1) for s in state))
 
-            if all(_same(alone(i), *batched, i) for i in range(_CHECK_ROWS)):
+            lone = [alone(i) for i in range(_CHECK_ROWS)]
+            batches = (model.step(ids[:b], tuple(s[:, :b] for s in state)) for b in _CHECK_BATCHES)
+            if all(all(_same(lone[i], *out, i) for i in range(out[0].shape[0])) for out in batches):
                 return rows
         except RuntimeError as e:
             log.warning("step path %s failed its check: %s", path, e)
@@ -281,8 +294,8 @@ def _same(
     )
 
 
-def _time_read(model: CharRNN, path: str, batch: int, rows: int) -> float:
-    model.use_paths(keep_caches=True, paths=_paths(model, prime=path, rows=rows))
+def _time_read(model: CharRNN, path: str, batch: int, rows: int, step: str = "fp32") -> float:
+    model.use_paths(keep_caches=True, paths=_paths(model, prime=path, step=step, rows=rows))
     ids = _probe_ids(model, batch, PROBE_CHARS)
     zero = model.initial_state(batch)
     model.read(ids[:, :2], zero)  # first call builds the path's weights

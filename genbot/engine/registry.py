@@ -20,8 +20,8 @@ import torch
 from genbot.config import Settings
 from genbot.engine.paths import PathTuner
 from genbot.errors import GenbotError, UnknownModel
-from genbot.models.card import ModelCard
-from genbot.models.checkpoint import CARD_FILE, LoadedModel, load_model
+from genbot.networks.card import ModelCard
+from genbot.networks.checkpoint import CARD_FILE, LoadedGenerator, load_model
 from genbot.plugins import LoadedPlugins, OfferedGenerator, collect_generators, describe_error, load_plugins
 
 # One logger for everything about loading plugins, so its warnings tell the whole story.
@@ -36,19 +36,19 @@ class GeneratorEntry:
 
     name: str
     card: ModelCard | None  # None when even plugin.toml could not be read
-    loaded: LoadedModel | None  # None when failed
+    loaded: LoadedGenerator | None  # None when failed
     source: str  # "bundled:<folder>" or "entrypoint:<distribution>"
     status: Status
     error: str | None = None
 
     @classmethod
-    def ok(cls, loaded: LoadedModel, source: str) -> GeneratorEntry:
+    def ok(cls, loaded: LoadedGenerator, source: str) -> GeneratorEntry:
         """A loaded entry named after its card."""
         return cls(loaded.card.name, loaded.card, loaded, source, "loaded")
 
     def serving_paths(self) -> dict[str, object] | None:
         """How the loaded model reads prompts and steps streams, and why (None: not a tuned model)."""
-        paths = getattr(self.loaded.model, "serving_paths", None) if self.loaded is not None else None
+        paths = getattr(self.loaded.network, "serving_paths", None) if self.loaded is not None else None
         return paths.to_dict() if paths is not None else None
 
     @classmethod
@@ -88,7 +88,7 @@ class ModelRegistry:
         """Names of the loaded generators, sorted."""
         return sorted(name for name, entry in self._entries.items() if entry.status == "loaded")
 
-    def replace(self, name: str, loaded: LoadedModel) -> GeneratorEntry:
+    def replace(self, name: str, loaded: LoadedGenerator) -> GeneratorEntry:
         """Make ``loaded`` the active model of ``name`` (also revives a failed entry); returns the new entry."""
         self.prepare(loaded)
         with self._lock:
@@ -99,7 +99,7 @@ class ModelRegistry:
             self._entries[name] = entry
         return entry
 
-    def prepare(self, loaded: LoadedModel) -> LoadedModel:
+    def prepare(self, loaded: LoadedGenerator) -> LoadedGenerator:
         """``prepare`` with this registry's path choices (forced paths, data_dir cache)."""
         return prepare(loaded, self.tuner)
 
@@ -139,9 +139,9 @@ def load_generator(offer: OfferedGenerator, tuner: PathTuner | None = None) -> G
     return GeneratorEntry.ok(loaded, offer.source)
 
 
-def prepare(loaded: LoadedModel, tuner: PathTuner | None = None) -> LoadedModel:
+def prepare(loaded: LoadedGenerator, tuner: PathTuner | None = None) -> LoadedGenerator:
     """Put a model in serving shape: on the CPU, eval mode, no gradients, measured serving paths."""
-    model = loaded.model.to(torch.device("cpu")).eval().requires_grad_(False)
+    model = loaded.network.to(torch.device("cpu")).eval().requires_grad_(False)
     with torch.inference_mode():
         model.share_step_weights()
         model.use_paths((tuner or PathTuner()).choose(model))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from genbot.engine.sampling import SamplingParams
-from genbot.models.vocab import Encoded
+from genbot.networks.vocab import Encoded
 
 DoneReason = Literal["length", "stop", "cancelled", "error"]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from genbot.models.checkpoint import atomic_write
+from genbot.networks.checkpoint import atomic_write
 
 Points = list[tuple[int, float]]
 

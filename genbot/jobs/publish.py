@@ -22,9 +22,9 @@ from typing import Any
 from genbot.config import Settings
 from genbot.jobs.plots import loss_points, write_loss_curve
 from genbot.jobs.store import JobRow, list_events
-from genbot.models.card import ModelCard
-from genbot.models.checkpoint import CARD_FILE, VOCAB_FILE, atomic_write
-from genbot.models.vocab import Vocab
+from genbot.networks.card import ModelCard
+from genbot.networks.checkpoint import CARD_FILE, VOCAB_FILE, atomic_write
+from genbot.networks.vocab import Vocab
 from genbot.storage.db import Database
 from genbot.versions.store import ModelVersionRow, list_versions
 from genbot.versions.watcher import register_and_maybe_activate, seed_bundled_version

@@ -19,10 +19,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from genbot.models.card import Architecture, ModelCard, SamplingDefaults, Weights
-from genbot.models.charrnn import Cell, CharRNN, CharRNNConfig
-from genbot.models.checkpoint import LoadedModel
-from genbot.models.vocab import Vocab
+from genbot.networks.card import Architecture, ModelCard, SamplingDefaults, Weights
+from genbot.networks.charrnn import Cell, CharRNN, CharRNNConfig
+from genbot.networks.checkpoint import LoadedGenerator
+from genbot.networks.vocab import Vocab
 
 State = tuple[Tensor, ...]
 _SURE = 1e4  # logit margin that makes every other character's probability exactly 0 in float32
@@ -109,26 +109,28 @@ class RecordingModel:
         return cast(tuple[Tensor, State], self.inner.step(ids, state))
 
 
-def loaded_model(model: Any, vocab: Vocab, name: str = "fake", sampling: SamplingDefaults | None = None) -> LoadedModel:
-    """A ``LoadedModel`` around any step model, with a minimal card and no files behind it."""
+def loaded_generator(
+    model: Any, vocab: Vocab, name: str = "fake", sampling: SamplingDefaults | None = None
+) -> LoadedGenerator:
+    """A ``LoadedGenerator`` around any step model, with a minimal card and no files behind it."""
     card = ModelCard(
         name=name,
         architecture=Architecture(vocab_size=len(vocab)),
         weights=Weights(sha256="0" * 64),
         sampling=sampling or SamplingDefaults(),
     )
-    return LoadedModel(model=cast(CharRNN, model), vocab=vocab, card=card, path=Path(name))
+    return LoadedGenerator(network=cast(CharRNN, model), vocab=vocab, card=card, path=Path(name))
 
 
-def scripted_model(script: str, extra_chars: str = "\n", name: str = "scripted") -> LoadedModel:
+def scripted_model(script: str, extra_chars: str = "\n", name: str = "scripted") -> LoadedGenerator:
     """A loaded fake generator that writes ``script`` (cycled) for every prompt."""
     vocab = Vocab.from_text(script + extra_chars)
-    return loaded_model(ScriptedModel(vocab, script), vocab, name)
+    return loaded_generator(ScriptedModel(vocab, script), vocab, name)
 
 
 def tiny_charrnn(
     chars: str, cell: Cell = "lstm", layers: int = 2, hidden: int = 32, embedding: int = 16, seed: int = 0
-) -> LoadedModel:
+) -> LoadedGenerator:
     """A real CharRNN over the characters of ``chars`` with random weights from ``seed``."""
     vocab = Vocab.from_text(chars)
     config = CharRNNConfig(vocab_size=len(vocab), cell=cell, layers=layers, hidden=hidden, embedding=embedding)
@@ -137,4 +139,4 @@ def tiny_charrnn(
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)  # larger than init: peakier, more varied text
-    return loaded_model(model.eval(), vocab, name=f"tiny-{cell}")
+    return loaded_generator(model.eval(), vocab, name=f"tiny-{cell}")

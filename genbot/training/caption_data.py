@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from genbot.errors import CorpusError, GenbotError
-from genbot.models.images import image_tensor, open_image
+from genbot.networks.images import image_tensor, open_image
 from genbot.training.scenes import SceneObject, render_scene
 
 CAPTIONS_FILE = "captions.json"

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genbot.errors import InvalidRequest
-from genbot.models.captioner import Captioner, CaptionerConfig
-from genbot.models.captioner_checkpoint import LoadedCaptioner, caption_tensor, card_sections, save_captioner
-from genbot.models.card import ModelCard, Weights
-from genbot.models.vocab import Vocab
-from genbot.models.words import WordVocab, tokenize
+from genbot.networks.captioner import Captioner, CaptionerConfig
+from genbot.networks.captioner_checkpoint import LoadedCaptioner, caption_tensor, card_sections, save_captioner
+from genbot.networks.card import ModelCard, Weights
+from genbot.networks.vocab import Vocab
+from genbot.networks.words import WordVocab, tokenize
 from genbot.training.bleu import corpus_bleu
 from genbot.training.caption_data import CaptionSource, HeldOut
 from genbot.training.scenes import names_every_object

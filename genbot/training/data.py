@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from genbot.errors import CorpusError
-from genbot.models.vocab import Vocab
+from genbot.networks.vocab import Vocab
 
 # Control characters other than tab/newline/CR/form feed are the signature of a binary file.
 _ALLOWED_CONTROL = {"\t", "\n", "\r", "\f", "\v"}

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genbot.errors import InvalidRequest
-from genbot.models.charrnn import CharRNN
-from genbot.models.vocab import Vocab
+from genbot.networks.charrnn import CharRNN
+from genbot.networks.vocab import Vocab
 
 NATS_TO_BITS = 1.0 / math.log(2.0)
 

@@ -12,8 +12,8 @@ import dataclasses
 
 import torch
 
-from genbot.models.charrnn import CharRNN
-from genbot.models.vocab import Vocab
+from genbot.networks.charrnn import CharRNN
+from genbot.networks.vocab import Vocab
 
 
 def extend_vocab(parent: CharRNN, vocab: Vocab, text: str) -> tuple[CharRNN, Vocab, list[str]]:

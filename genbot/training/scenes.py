@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from genbot.models.words import tokenize
+from genbot.networks.words import tokenize
 
 COLOURS = {
     "red": (220, 40, 40),

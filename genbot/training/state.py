@@ -18,7 +18,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from genbot.errors import CheckpointError
-from genbot.models.checkpoint import atomic_write
+from genbot.networks.checkpoint import atomic_write
 
 STATE_JSON = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from genbot.errors import CheckpointError, InvalidRequest
-from genbot.models.card import ModelCard, SamplingDefaults, Weights
-from genbot.models.charrnn import CharRNN, CharRNNConfig, State
-from genbot.models.checkpoint import LoadedModel, architecture_of, load_model, save_model
-from genbot.models.vocab import Vocab
+from genbot.networks.card import ModelCard, SamplingDefaults, Weights
+from genbot.networks.charrnn import CharRNN, CharRNNConfig, State
+from genbot.networks.checkpoint import LoadedGenerator, architecture_of, load_model, save_model
+from genbot.networks.vocab import Vocab
 from genbot.training import distributed, evaluate
 from genbot.training.data import CorpusSplit, SequentialWindows, random_windows, read_corpus, split_corpus
 from genbot.training.distributed import Ranks
@@ -204,10 +204,10 @@ def _initial_model(cfg: TrainConfig, text: str, out: Path, resume: bool) -> tupl
         missing = sorted(set(text) - set(loaded.vocab.chars))
         if missing:
             raise CheckpointError(f"{ckpt}: the corpus has characters the checkpoint lacks: {missing!r}")
-        return loaded.model.train().requires_grad_(True), loaded.vocab, []
+        return loaded.network.train().requires_grad_(True), loaded.vocab, []
     if cfg.parent:
         parent = load_model(Path(cfg.parent))
-        model, vocab, added = extend_vocab(parent.model, parent.vocab, text)
+        model, vocab, added = extend_vocab(parent.network, parent.vocab, text)
         return model.train().requires_grad_(True), vocab, added
     vocab = Vocab.from_text(text)
     arch = CharRNNConfig(len(vocab), cfg.cell, cfg.layers, cfg.hidden, cfg.embedding, cfg.dropout)  # type: ignore[arg-type]
@@ -399,7 +399,7 @@ def _finish(run: _Run, added: list[str]) -> TrainResult:
     best = load_model(run.out, device=run.device)
     iters = run.cfg.final_eval_iters
     losses = evaluate.losses_report(
-        evaluate.block_loss(best.model, run.data.val, iters=iters), evaluate.stateful_loss(best.model, run.data.val)
+        evaluate.block_loss(best.network, run.data.val, iters=iters), evaluate.stateful_loss(best.network, run.data.val)
     )
     _rewrite_metrics(best, losses)
     c = run.counters
@@ -408,19 +408,19 @@ def _finish(run: _Run, added: list[str]) -> TrainResult:
         steps=c.step,
         seconds=round(c.elapsed, 1),
         chars_per_s=round(c.chars / c.elapsed) if c.elapsed else 0.0,
-        params=best.model.num_parameters(),
+        params=best.network.num_parameters(),
         losses=losses,
         added_chars=added,
-        sample=sample_text(best.model, best.vocab, 300, seed=0),
+        sample=sample_text(best.network, best.vocab, 300, seed=0),
         world_size=run.ranks.world,
     )
     run.sink({"event": "done"} | asdict(result))
     return result
 
 
-def _rewrite_metrics(best: LoadedModel, losses: dict[str, float]) -> None:
+def _rewrite_metrics(best: LoadedGenerator, losses: dict[str, float]) -> None:
     card = best.card.model_copy(update={"metrics": losses})
-    save_model(best.path, best.model, best.vocab, card, dtype=best.card.weights.dtype)
+    save_model(best.path, best.network, best.vocab, card, dtype=best.card.weights.dtype)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import builtins
 from pathlib import Path
 
 from genbot.config import Settings
-from genbot.models.checkpoint import load_model
+from genbot.networks.checkpoint import load_model
 from genbot.storage.db import Database
 from genbot.versions import own, store
 from genbot.versions.store import ModelVersionRow

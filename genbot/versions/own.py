@@ -23,8 +23,8 @@ from pathlib import Path
 
 from genbot.config import Settings
 from genbot.errors import CheckpointError, InvalidRequest, NotFound
-from genbot.models.card import ModelCard
-from genbot.models.checkpoint import CARD_FILE, VOCAB_FILE, atomic_write, load_model
+from genbot.networks.card import ModelCard
+from genbot.networks.checkpoint import CARD_FILE, VOCAB_FILE, atomic_write, load_model
 from genbot.plugins import bundled_folders
 from genbot.storage.db import Database
 from genbot.versions.names import check_model_name

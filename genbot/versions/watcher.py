@@ -21,8 +21,8 @@ from pathlib import Path
 from genbot.config import Settings
 from genbot.engine.registry import GeneratorEntry, ModelRegistry
 from genbot.errors import CheckpointError, GenbotError, InvalidRequest
-from genbot.models.card import ModelCard
-from genbot.models.checkpoint import CARD_FILE, LoadedModel, load_model
+from genbot.networks.card import ModelCard
+from genbot.networks.checkpoint import CARD_FILE, LoadedGenerator, load_model
 from genbot.plugins import bundled_folders
 from genbot.storage.db import Database
 from genbot.versions.store import (
@@ -234,7 +234,7 @@ class VersionWatcher:
         """Load the version's folder, stamp its version on the card and put it in the registry."""
         loaded = load_model(Path(row.path))
         card = loaded.card.model_copy(update={"version": row.version})
-        loaded = LoadedModel(loaded.model, loaded.vocab, card, loaded.path)
+        loaded = LoadedGenerator(loaded.network, loaded.vocab, card, loaded.path)
         if row.model in {e.name for e in self.registry.list()}:
             self.registry.replace(row.model, loaded)
         else:  # a model that exists only as trained versions (no bundled plugin)

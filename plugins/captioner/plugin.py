@@ -11,7 +11,7 @@ from genbot.hookspecs import GeneratorSpec, hookimpl
 
 def load_captioner(folder: Path) -> Any:
     """The captioner in ``folder`` (torch loads only when a generator is built, not when plugins are listed)."""
-    from genbot.models.captioner_checkpoint import load_captioner as load
+    from genbot.networks.captioner_checkpoint import load_captioner as load
 
     return load(folder)
 

@@ -100,7 +100,7 @@ async def tags(ctx: Ctx, who: CallerDep) -> dict[str, Any]:
             continue
         card = entry.card
         weights = entry.loaded.path / card.weights.file
-        params = sum(p.numel() for p in entry.loaded.model.parameters())
+        params = sum(p.numel() for p in entry.loaded.network.parameters())
         stat = weights.stat() if weights.is_file() else None
         models.append(
             {

@@ -90,7 +90,7 @@ def _metrics(metrics: dict[str, float]) -> str:
 
 def evaluate(folder: Path, corpus: str, threads: int, as_json: bool) -> None:
     """``genbot eval CAPTIONER --corpus NAME``: BLEU-1..4 on the held-out split."""
-    from genbot.models.captioner_checkpoint import load_captioner
+    from genbot.networks.captioner_checkpoint import load_captioner
     from genbot.runtime import set_torch_threads
     from genbot.training.captioner_trainer import evaluate as evaluate_captioner
 

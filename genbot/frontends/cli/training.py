@@ -219,7 +219,7 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Validation loss of a model on a corpus's val split, in nats and bits per char."""
-    from genbot.models.checkpoint import load_model
+    from genbot.networks.checkpoint import load_model
     from genbot.runtime import set_torch_threads
     from genbot.training.data import read_corpus
     from genbot.training.evaluate import evaluate_text
@@ -229,14 +229,14 @@ def eval_cmd(
         return captioner.evaluate(folder, str(corpus), threads, as_json)
     set_torch_threads(threads)
     loaded = load_model(folder)
-    report: dict[str, Any] = evaluate_text(loaded.model, loaded.vocab, read_corpus(corpus), iters)
+    report: dict[str, Any] = evaluate_text(loaded.network, loaded.vocab, read_corpus(corpus), iters)
     report["model"] = loaded.card.name
     print_report(report, as_json)
 
 
 def _is_captioner(folder: Path) -> bool:
     """Whether a model folder's card says it is a captioner."""
-    from genbot.models.card import ModelCard
-    from genbot.models.checkpoint import CARD_FILE
+    from genbot.networks.card import ModelCard
+    from genbot.networks.checkpoint import CARD_FILE
 
     return ModelCard.read(folder / CARD_FILE).kind == "captioner"

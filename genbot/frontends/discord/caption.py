@@ -17,7 +17,7 @@ from discord.ext import commands
 from genbot.engine.captions import CaptionResult
 from genbot.errors import ImageError, InvalidRequest, UnknownModel
 from genbot.frontends.discord.commands import AUTOCOMPLETE_MAX, drop_thinking, subjects_of
-from genbot.models.images import MAX_BYTES
+from genbot.networks.images import MAX_BYTES
 from genbot.service import Requester
 
 if TYPE_CHECKING:

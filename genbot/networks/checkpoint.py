@@ -21,9 +21,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from genbot.errors import CheckpointError
-from genbot.models.card import CARD_FILE, Architecture, ModelCard, Weights
-from genbot.models.charrnn import CharRNN, CharRNNConfig
-from genbot.models.vocab import Vocab
+from genbot.networks.card import CARD_FILE, Architecture, ModelCard, Weights
+from genbot.networks.charrnn import CharRNN, CharRNNConfig
+from genbot.networks.vocab import Vocab
 
 VOCAB_FILE = "vocab.json"
 # mkstemp creates files readable by the owner only; published model files follow the umask.
@@ -33,10 +33,10 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 @dataclass
-class LoadedModel:
-    """A model ready to run, with its vocabulary and card."""
+class LoadedGenerator:
+    """A generator as loaded from its folder: the network with its vocabulary and card."""
 
-    model: CharRNN
+    network: CharRNN
     vocab: Vocab
     card: ModelCard
     path: Path
@@ -91,7 +91,7 @@ def save_model(folder: Path, model: CharRNN, vocab: Vocab, card: ModelCard, dtyp
     return card
 
 
-def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedGenerator:
     """Load and validate a model folder; raises ``CheckpointError`` with the reason."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -106,7 +106,7 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedModel:
         )
     tensors = _read_weights(folder, card)
     model = build_from_tensors(config_of(card.architecture), tensors, folder)
-    return LoadedModel(model.to(device).eval(), vocab, card, folder)
+    return LoadedGenerator(model.to(device).eval(), vocab, card, folder)
 
 
 def build_from_tensors(config: CharRNNConfig, tensors: dict[str, torch.Tensor], where: Path | str) -> CharRNN:

@@ -1,6 +1,6 @@
 """Captioner folders: ``model.safetensors`` + ``vocab.json`` (words) + ``plugin.toml`` (kind captioner).
 
-The same rules as text models (:mod:`genbot.models.checkpoint`): safetensors only, the sha256
+The same rules as text models (:mod:`genbot.networks.checkpoint`): safetensors only, the sha256
 in the card is checked, then every tensor's name and shape against ``[architecture]`` (the
 decoder) and ``[encoder]``; files are written atomically, the card last.
 """
@@ -14,24 +14,24 @@ import torch
 from safetensors.torch import save as st_save
 
 from genbot.errors import CheckpointError
-from genbot.models.captioner import Caption, Captioner, CaptionerConfig
-from genbot.models.card import Architecture, Encoder, ModelCard, Weights
-from genbot.models.checkpoint import (
+from genbot.networks.captioner import Caption, Captioner, CaptionerConfig
+from genbot.networks.card import Architecture, Encoder, ModelCard, Weights
+from genbot.networks.checkpoint import (
     _DTYPES,
     CARD_FILE,
     VOCAB_FILE,
-    LoadedModel,
+    LoadedGenerator,
     _read_weights,
     atomic_write,
     sha256_bytes,
 )
-from genbot.models.images import image_tensor, open_image
-from genbot.models.vocab import Vocab
-from genbot.models.words import WordVocab
+from genbot.networks.images import image_tensor, open_image
+from genbot.networks.vocab import Vocab
+from genbot.networks.words import WordVocab
 
 
 @dataclass
-class LoadedCaptioner(LoadedModel):
+class LoadedCaptioner(LoadedGenerator):
     """A captioner ready to run; ``model`` is its decoder (a word-level CharRNN), ``vocab`` is empty."""
 
     captioner: Captioner

@@ -33,10 +33,10 @@ from torch import Tensor
 Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
-PrimePath = Literal["fp32", "bf16", "fp16"]
-StepPath = Literal["fp32", "fp16"]
-PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16")
-STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16")
+PrimePath = Literal["fp32", "bf16", "fp16", "steps"]
+StepPath = Literal["fp32", "fp16", "rowwise"]
+PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "steps")
+STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "rowwise")
 
 _FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -162,6 +162,9 @@ class CharRNN(nn.Module):
             ids = torch.cat([ids, ids[:1].expand(pad, -1)])
             state = tuple(torch.cat([s, s[:, :1].expand(-1, pad, -1)], dim=1) for s in state)
         path = self.serving_paths.prime
+        if path == "steps":
+            last, new_state = self._read_steps(ids, state)
+            return (last[:n], tuple(s[:, :n] for s in new_state)) if pad > 0 else (last, new_state)
         if path == "fp16" and self.head.weight.device.type == "cpu":
             out, new_state = self._fp16_weights().read(self.emb(ids), state)
         else:
@@ -180,11 +183,13 @@ class CharRNN(nn.Module):
         dtype = self.head.weight.dtype
         n = h.shape[0]
         path = self.serving_paths.prime
-        if path == "fp16" and self.head.weight.device.type == "cpu":
+        pad = self.serving_paths.prime_rows - n
+        rows = torch.cat([h, h[:1].expand(pad, -1)]) if pad > 0 else h
+        if path == "steps":
+            logits = self._step_head(rows.to(dtype))[:n]
+        elif path == "fp16" and self.head.weight.device.type == "cpu":
             logits = self._fp16_weights().head(h.to(dtype))
         else:
-            pad = self.serving_paths.prime_rows - n
-            rows = torch.cat([h, h[:1].expand(pad, -1)]) if pad > 0 else h
             head = self._prime_twin().head if path == "bf16" else self.head
             logits = head(rows.to(head.weight.dtype))[:n]
         return logits.to(dtype), tuple(s.to(dtype) for s in state)
@@ -213,8 +218,32 @@ class CharRNN(nn.Module):
         stream samples the same text alone or batched with others: float32 ``addmm`` on
         pre-transposed weights, or FBGEMM's packed float16 weights on the fp16 path.
         """
-        if self.serving_paths.step == "fp16" and self.head.weight.device.type == "cpu":
-            return self._fp16_weights().step(ids, state, self.config.cell)
+        top, new_state = self._advance(ids, state)
+        return self._step_head(top), new_state
+
+    def _read_steps(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        """The ``steps`` prompt reader: one ``step`` per character, without the head until the end.
+
+        Slower than a fused kernel on long prompts, but a row's result cannot depend on the other
+        rows or on how the prompt was cut into chunks wherever ``step``'s cannot: the reader that
+        exact mode falls back to on a CPU whose BLAS rounds a product by its row count.
+        """
+        top = state[0][-1]
+        for t in range(ids.shape[1]):
+            top, state = self._advance(ids[:, t], state)
+        return top, state
+
+    def _advance(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step of every layer: the top layer's output (B, H) and the next state."""
+        path = self.serving_paths.step
+        if path == "fp16" and self.head.weight.device.type == "cpu":
+            return self._fp16_weights().advance(ids, state, self.config.cell)
+        if path == "rowwise" and ids.shape[0] > 1:
+            # each row alone through float32: exact on any BLAS, at one small product per row
+            rows = [self._advance(ids[i : i + 1], tuple(s[:, i : i + 1] for s in state)) for i in range(ids.shape[0])]
+            return torch.cat([r[0] for r in rows]), tuple(
+                torch.cat(parts, dim=1) for parts in zip(*(r[1] for r in rows), strict=True)
+            )
         w = self._step_weights()
         x = w.table.index_select(0, ids)  # (B, G): layer 0's input gates, biases included
         hs: list[Tensor] = []
@@ -231,9 +260,17 @@ class CharRNN(nn.Module):
                 h = torch.tanh(gi.addmm(state[0][layer], wh))  # (B, H)
             hs.append(h)
             x = h
-        logits = torch.addmm(w.head_b, x, w.head_w)  # (B, V)
-        new_state = (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)
-        return logits, new_state
+        return x, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
+
+    def _step_head(self, top: Tensor) -> Tensor:
+        """Logits (B, V) from the top layer's output, through the step path's head."""
+        path = self.serving_paths.step
+        if path == "fp16" and self.head.weight.device.type == "cpu":
+            return self._fp16_weights().head(top)
+        if path == "rowwise" and top.shape[0] > 1:
+            return torch.cat([self._step_head(top[i : i + 1]) for i in range(top.shape[0])])
+        w = self._step_weights()
+        return torch.addmm(w.head_b, top, w.head_w)
 
     def _fp16_weights(self) -> _Fp16Weights:
         key = self._weights_key()
@@ -353,7 +390,8 @@ class _Fp16Weights:
         out, h = torch.quantized_gru(x, state[0], self.cell_params, True, self.layers, 0.0, False, False, True)
         return out, (h,)
 
-    def step(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
+    def advance(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
+        """One float16 step of every layer: the top layer's output and the next state."""
         lin = torch.ops.quantized.linear_dynamic_fp16
         x = self.table.index_select(0, ids)  # (B, G)
         hs: list[Tensor] = []
@@ -372,8 +410,7 @@ class _Fp16Weights:
                     h = torch.tanh(gates)
             hs.append(h)
             x = h
-        logits = lin(x, self.head_pack)
-        return logits, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
+        return x, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
 
 
 def _lstm_gates(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

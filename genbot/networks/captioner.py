@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from genbot.models.charrnn import CharRNN, CharRNNConfig, State
+from genbot.networks.charrnn import CharRNN, CharRNNConfig, State
 
 
 @dataclass(frozen=True)
