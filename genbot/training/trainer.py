@@ -184,6 +184,9 @@ def _train(
     run.card_extra = {"corpus": Path(corpus).name, "added_chars": added}
     if resume and (out / CHECKPOINT_DIR / "state.json").exists():
         _restore(run)
+    if ranks.distributed:
+        # Each rank its own dropout masks (the batch windows have their own generator, shared by all).
+        torch.manual_seed((cfg.seed * 1_000_003 + run.counters.step * 1_009 + ranks.rank) % 2**63)
     run.sink(_start_event(run, added))
     _loop(run)
     result: TrainResult = distributed.from_main(ranks, _finish(run, added) if ranks.main else None)
