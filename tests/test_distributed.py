@@ -321,3 +321,9 @@ async def test_bad_input_found_by_the_ranks_fails_the_job_without_a_retry(
         final = await wait_until(finished(service, job.id), 180, "the job to fail")
     assert final.status == JobStatus.FAILED and final.attempts == 1
     assert final.error is not None and "too short" in final.error
+
+
+def test_a_worker_asked_for_more_processes_than_allowed_refuses_to_start(sqlite_jobs_env: str) -> None:
+    done = genbot("worker", "--once", "--nproc", "65", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--nproc must be between 1 and 64" in done.stderr
