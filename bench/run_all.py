@@ -1,7 +1,7 @@
 """Run every genbot benchmark in sequence and collect their verdicts in one markdown table.
 
-Runs ``train_throughput``, ``sample_throughput``, ``quality``, ``service_throughput`` and ``api_throughput`` one
-after the other (never concurrently: they would steal each other's cores), each as its own
+Runs ``train_throughput``, ``train_scaling``, ``sample_throughput``, ``quality``, ``service_throughput``
+and ``api_throughput`` one after the other (never concurrently: they would steal each other's cores), each as its own
 process, then prints a table of what / genbot / raw / ratio / target / PASS-MISS ready to paste
 into the README and writes it to ``bench/results/summary.md``. Each bench also leaves its full
 JSON in ``bench/results/NAME.json``.
@@ -26,7 +26,8 @@ from typing import Any
 import benchlib as bl
 
 BENCHES = (
-    "train_throughput", "sample_throughput", "quality", "service_throughput", "api_throughput", "history_search"
+    "train_throughput", "train_scaling", "sample_throughput", "quality", "service_throughput", "api_throughput",
+    "history_search",
 )  # fmt: skip
 HERE = Path(__file__).resolve().parent
 
@@ -34,8 +35,9 @@ HERE = Path(__file__).resolve().parent
 def bench_args(name: str, a: argparse.Namespace, corpus: Path) -> list[str]:
     """The options each bench gets from run_all's own."""
     args = ["--quick"] if a.quick else []
-    if name in ("train_throughput", "quality"):
+    if name in ("train_throughput", "train_scaling", "quality"):
         args = [str(corpus), *args]
+    if name in ("train_throughput", "quality"):
         args += ["--threads", str(a.threads)] if a.threads else []
     if name == "quality" and not a.quick:
         args += ["--seconds", str(a.seconds)]

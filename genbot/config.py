@@ -160,6 +160,12 @@ class JobsSettings(_Section):
     )
     max_attempts: int = Field(default=3, ge=1, description="Claims a job gets (crashes, lost workers) before it fails.")
     train_threads: int = Field(default=1, ge=1, description="Torch threads of each training child process.")
+    nproc: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Training processes per job (torchrun ranks, e.g. one per GPU) unless the job asks for --nproc.",
+    )
     max_steps: int = Field(default=1_000_000, ge=1, le=2**31 - 1, description="Largest --steps budget a job may ask.")
     max_epochs: float = Field(default=1000.0, gt=0.0, description="Largest --epochs budget a job may ask.")
     max_seconds: float = Field(

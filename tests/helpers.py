@@ -17,6 +17,7 @@ import os
 import random
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -293,3 +294,26 @@ def wait_json(url: str, proc: subprocess.Popen[str], timeout: float = 90.0) -> A
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def processes_mentioning(needle: str) -> list[int]:
+    """Ids of live processes whose command line contains ``needle`` (a test's own tmp_path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_mentioning(needle: str) -> None:
+    """SIGKILL every process whose command line contains ``needle`` (what a failed test left running)."""
+    for pid in processes_mentioning(needle):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

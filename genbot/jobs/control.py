@@ -119,7 +119,7 @@ class Jobs:
     # ----- background loops ------------------------------------------------------------------
 
     def worker(self, **overrides: Any) -> Worker:
-        """A worker on this database (``overrides``: owner, lease_s, poll_s, heartbeat_s, threads)."""
+        """A worker on this database (``overrides``: owner, lease_s, poll_s, heartbeat_s, threads, nproc)."""
         return Worker(self.db, self.settings, **overrides)
 
     def scheduler(self) -> Scheduler:

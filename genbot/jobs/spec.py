@@ -134,18 +134,29 @@ def _check_budget(request: RetrainRequest, limits: JobsSettings) -> None:
         raise InvalidRequest(f"--{name} must be above 0 and at most {shown} ([jobs] max_{name}), got {value}")
 
 
-def train_argv(args: Mapping[str, Any], *, model: str, out: Path, threads: int) -> list[str]:
+def job_nproc(args: Mapping[str, Any], default: int = 1) -> int:
+    """How many training processes a job runs: its own ``nproc`` option, else the worker's ``[jobs] nproc``."""
+    asked = TrainingOptions.parse(args.get("options", {})).nproc
+    return asked if asked is not None else default
+
+
+def train_argv(args: Mapping[str, Any], *, model: str, out: Path, threads: int, nproc: int = 1) -> list[str]:
     """The ``genbot train`` arguments for a job's stored ``args`` (resumable, JSON progress).
 
     The stored arguments are checked again here: a row written by an older version, or edited in
-    the database, must not be able to smuggle an option in.
+    the database, must not be able to smuggle an option in. ``nproc`` is the worker's default
+    number of processes, used when the job did not ask for its own.
     """
     argv = ["train", _opt("corpus", _path(args.get("corpus_path"), "corpus_path")), _opt("out", str(out))]
     argv += [_opt("name", model), "--json", "--resume", _opt("threads", int(threads))]
     if args.get("parent_path") is not None:
         argv.append(_opt("from", _path(args["parent_path"], "parent_path")))
     argv += [_opt(name, value) for name, value in _stored_budget(args.get("budget", {})).items()]
-    argv += [_opt(name, value) for name, value in TrainingOptions.parse(args.get("options", {})).given().items()]
+    options = TrainingOptions.parse(args.get("options", {})).given()
+    argv += [_opt(name, value) for name, value in options.items() if name != "nproc"]
+    processes = job_nproc(args, nproc)
+    if processes > 1:
+        argv.append(_opt("nproc", processes))
     # Nothing after "--" is an option; the positional model kind is pinned rather than defaulted.
     return [*argv, "--", "charrnn"]
 

@@ -13,6 +13,12 @@ How an attempt ends: exit 0 → the model is published and the job ``succeeded``
 retrying cannot help; any other exit (a crash, the OOM killer) → back in the queue with the
 reason, until ``max_attempts`` is used up. The child always resumes from its last checkpoint
 (``--resume`` in ``data_dir/jobs/<id>/run``), so a re-claimed job continues, not restarts.
+
+A job with ``nproc`` > 1 (its own option, or the worker's ``[jobs] nproc``) runs its child under
+torchrun on this machine: one process per rank, e.g. one per GPU. The worker supervises torchrun
+as it would a single child; stopping torchrun stops every rank (see ``genbot.training.distributed``).
+A rank's bad-input error still fails the job: torchrun's own exit status is 1, so the status the
+rank meant comes from its ``error`` JSON line.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ from genbot.config import Settings
 from genbot.errors import LeaseLost
 from genbot.jobs import store as queue
 from genbot.jobs.publish import job_dir, publish
-from genbot.jobs.runner import TrainingProcess, describe_exit
-from genbot.jobs.spec import train_argv
+from genbot.jobs.runner import TrainingProcess, child_command, describe_exit
+from genbot.jobs.spec import job_nproc, train_argv
 from genbot.jobs.store import JobRow, NewEvent, message
 from genbot.storage.db import Database
 from genbot.storage.tables import JobStatus
+from genbot.training.launch import check_launch, torchrun_command
 
 log = logging.getLogger("genbot.jobs.worker")
 CANCEL_POLL_S = 1.0  # how often a running job's cancel flag is read (and new log lines stored)
@@ -63,6 +70,7 @@ class Worker:
         poll_s: float | None = None,
         heartbeat_s: float | None = None,
         threads: int | None = None,
+        nproc: int | None = None,
     ) -> None:
         cfg = settings.jobs
         self.db, self.settings = db, settings
@@ -71,6 +79,8 @@ class Worker:
         self.poll_s = poll_s or cfg.poll_seconds
         self.heartbeat_s = min(heartbeat_s or cfg.heartbeat_seconds, self.lease_s / 3)
         self.threads = threads or cfg.train_threads
+        self.nproc = nproc or cfg.nproc
+        check_launch(self.nproc, 1, "")  # a worker that could launch nothing refuses to start
         self.stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None, *, once: bool = False) -> int:
@@ -120,17 +130,26 @@ class _Attempt:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self.stderr_lines = 0
         self.done: dict[str, Any] | None = None
+        self.error_status: int | None = None  # the exit status a failed rank reported in its "error" line
+        self.error_message: str | None = None  # … and its reason (torchrun's report would bury it in stderr)
         self.last_renewal = time.monotonic()
 
     async def run(self) -> None:
         """Start the child, supervise it, and record the outcome."""
         out = job_dir(self.worker.settings, self.job.id) / "run"
         out.mkdir(parents=True, exist_ok=True)
-        argv = train_argv(self.job.args, model=self.job.model, out=out, threads=self.worker.threads)
-        child = await TrainingProcess.start(argv, self.on_event, self.on_stderr, cwd=out.parent)
+        threads, nproc = self.worker.threads, job_nproc(self.job.args, self.worker.nproc)
+        argv = train_argv(self.job.args, model=self.job.model, out=out, threads=threads, nproc=nproc)
+        command = await asyncio.to_thread(child_command, argv)
+        if nproc > 1:
+            command = torchrun_command(command, nproc=nproc)
+        child = await TrainingProcess.spawn(command, self.on_event, self.on_stderr, cwd=out.parent)
         self.progress["pid"] = child.pid
         resuming = "resuming from its checkpoint" if (out / "checkpoint" / "state.json").exists() else "starting"
-        self.pending.append(message(f"training process {child.pid} on {socket.gethostname()} {resuming}"))
+        what = (
+            f"training process {child.pid}" if nproc == 1 else f"torchrun {child.pid} with {nproc} training processes"
+        )
+        self.pending.append(message(f"{what} on {socket.gethostname()} {resuming}"))
         ending = await self._supervise(child)
         await self._record(ending, child)
 
@@ -143,6 +162,9 @@ class _Attempt:
         self.progress |= {k: event[k] for k in _PROGRESS_KEYS if k in event}
         if kind == "done":
             self.done = event
+        elif kind == "error" and isinstance(event.get("exit_code"), int):
+            self.error_status = event["exit_code"]
+            self.error_message = str(event.get("error", ""))[:2000] or None
 
     def on_stderr(self, line: str) -> None:
         """Keep a stderr line for the failure message (and the log, up to a limit)."""
@@ -213,7 +235,7 @@ class _Attempt:
             await self._finish(JobStatus.CANCELLED, error=None)
         elif returncode == 0 and self.done is not None:
             await self._succeed()
-        elif returncode == BAD_INPUT_STATUS:
+        elif BAD_INPUT_STATUS in (returncode, self.error_status):
             await self._finish(JobStatus.FAILED, error=self._error_text(returncode))
         else:
             await self._call(queue.retry_job, self._error_text(returncode))
@@ -247,6 +269,8 @@ class _Attempt:
 
     def _error_text(self, returncode: int) -> str:
         """The child's own error line if it printed one, else how it ended plus its last stderr lines."""
+        if self.error_message:
+            return self.error_message
         errors = [line for line in self.stderr_tail if line.startswith("error:")]
         if errors:
             return errors[-1].removeprefix("error:").strip()

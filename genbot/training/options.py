@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from genbot.errors import InvalidRequest
+from genbot.training.launch import MAX_NPROC
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
 MAX_WARMUP = 10_000_000
@@ -76,6 +77,9 @@ class TrainingOptions(BaseModel):
     )
     save_dtype: Literal["float32", "float16", "bfloat16"] | _unset = Field(
         None, description="Dtype of the stored weights."
+    )
+    nproc: Annotated[int, Field(ge=1, le=MAX_NPROC)] | _unset = Field(
+        None, description="Training processes (DistributedDataParallel ranks) on one machine; --batch is per process."
     )
 
     @field_validator("*", mode="before")

@@ -4,6 +4,11 @@
 ``out`` and the resumable latest state in ``out/checkpoint``. Progress goes to a callback as
 plain dict events (``start``, ``step``, ``eval``, ``done``), which the CLI renders as a progress
 bar or JSON lines and the job worker stores.
+
+Started by torchrun (``genbot train --nproc N``), every rank runs this same loop on its shard of
+each batch under DistributedDataParallel (``genbot.training.distributed``); rank 0 alone
+evaluates, writes the model folder and checkpoint, and sends events. ``batch`` is per rank, so
+the global batch is ``world × batch``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from genbot.networks.card import ModelCard, SamplingDefaults, Weights
 from genbot.networks.charrnn import CharRNN, CharRNNConfig, State
 from genbot.networks.checkpoint import LoadedGenerator, architecture_of, load_model, save_model
 from genbot.networks.vocab import Vocab
-from genbot.training import evaluate
+from genbot.training import distributed, evaluate
 from genbot.training.data import CorpusSplit, SequentialWindows, random_windows, read_corpus, split_corpus
+from genbot.training.distributed import Ranks
 from genbot.training.finetune import extend_vocab
 from genbot.training.options import TrainingOptions
 from genbot.training.state import Counters, load_state, save_state
@@ -64,6 +70,7 @@ class TrainConfig:
     seed: int = 1337  # initialisation, batches and dropout
     val_fraction: float = 0.1  # tail of the corpus held out for validation
     save_dtype: str = "float32"  # dtype of the stored weights (float16 halves the file)
+    nproc: int = 1  # training processes per machine (torchrun ranks; set by genbot train --nproc)
     name: str = ""  # model name in the card (default: the output folder's name)
     parent: str = ""  # model folder to fine-tune from ("" trains from scratch)
 
@@ -107,20 +114,27 @@ class TrainResult:
     losses: dict[str, float]
     added_chars: list[str] = field(default_factory=list)
     sample: str = ""
+    world_size: int = 1  # training processes (ranks) of the run
 
 
 class _Run:
     """Mutable state of one training run; the loop's helpers read and update it."""
 
-    def __init__(self, cfg: TrainConfig, model: CharRNN, data: CorpusSplit, out: Path, sink: EventSink) -> None:
-        self.cfg, self.model, self.data, self.out, self.sink = cfg, model, data, out, sink
-        self.device = torch.device(cfg.device)
+    def __init__(
+        self, cfg: TrainConfig, model: CharRNN, data: CorpusSplit, out: Path, sink: EventSink, ranks: Ranks
+    ) -> None:
+        self.cfg, self.model, self.data, self.out, self.sink, self.ranks = cfg, model, data, out, sink, ranks
+        self.device = model.head.weight.device
+        # The module the training steps call: DDP averages the gradients across ranks in backward.
+        self.net: torch.nn.Module = _wrap(model, self.device) if ranks.distributed else model
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The same seed on every rank: all draw the same global batch and keep only their shard.
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.global_batch = cfg.batch * ranks.world
         self.counters = Counters()
         self.carry: State | None = None
-        self.windows = SequentialWindows(data.train, cfg.batch, cfg.block) if cfg.carry_state else None
-        self.total_steps = _total_steps(cfg, len(data.train))
+        self.windows = SequentialWindows(data.train, self.global_batch, cfg.block) if cfg.carry_state else None
+        self.total_steps = _total_steps(cfg, len(data.train), ranks.world)
         self.eval_every = cfg.eval_every or max(1, min(500, (self.total_steps or 5000) // 10))
         self.card_extra: dict[str, Any] = {}
 
@@ -144,21 +158,45 @@ def train(
     sink: EventSink | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train (or fine-tune, or resume) a CharRNN on ``corpus``; the best model lands in ``out``."""
+    """Train (or fine-tune, or resume) a CharRNN on ``corpus``; the best model lands in ``out``.
+
+    Under torchrun every rank calls this; each returns rank 0's result, and only rank 0's
+    ``sink`` hears events.
+    """
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    ranks, device = distributed.start(cfg.device)
+    try:
+        return _train(cfg, corpus, out, sink if ranks.main else None, resume, ranks, device)
+    finally:
+        distributed.stop(ranks)
+
+
+def _train(
+    cfg: TrainConfig, corpus: Path, out: Path, sink: EventSink | None, resume: bool, ranks: Ranks, device: torch.device
+) -> TrainResult:
     torch.manual_seed(cfg.seed)
     text = read_corpus(corpus)
     model, vocab, added = _initial_model(cfg, text, out, resume)
     data = split_corpus(text, vocab, cfg.block, cfg.val_fraction)
-    run = _Run(cfg, model.to(cfg.device).train(), data, out, sink or (lambda e: None))
+    run = _Run(cfg, model.to(device).train(), data, out, sink or (lambda e: None), ranks)
     run.card_extra = {"corpus": Path(corpus).name, "added_chars": added}
     if resume and (out / CHECKPOINT_DIR / "state.json").exists():
         _restore(run)
+    if ranks.distributed:
+        # Each rank its own dropout masks (the batch windows have their own generator, shared by all).
+        torch.manual_seed((cfg.seed * 1_000_003 + run.counters.step * 1_009 + ranks.rank) % 2**63)
     run.sink(_start_event(run, added))
     _loop(run)
-    return _finish(run, added)
+    result: TrainResult = distributed.from_main(ranks, _finish(run, added) if ranks.main else None)
+    return result
+
+
+def _wrap(model: CharRNN, device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _initial_model(cfg: TrainConfig, text: str, out: Path, resume: bool) -> tuple[CharRNN, Vocab, list[str]]:
@@ -179,11 +217,11 @@ def _initial_model(cfg: TrainConfig, text: str, out: Path, resume: bool) -> tupl
     return CharRNN(arch), vocab, []
 
 
-def _total_steps(cfg: TrainConfig, n_train: int) -> int | None:
+def _total_steps(cfg: TrainConfig, n_train: int, world: int = 1) -> int | None:
     if cfg.steps:
         return cfg.steps
-    if cfg.epochs:
-        return max(1, math.ceil(cfg.epochs * n_train / (cfg.batch * cfg.block)))
+    if cfg.epochs:  # an epoch is the same text however many ranks share it
+        return max(1, math.ceil(cfg.epochs * n_train / (cfg.batch * world * cfg.block)))
     return None
 
 
@@ -200,10 +238,13 @@ def _loop(run: _Run) -> None:
     last_report = time.perf_counter()
     while not run.done():
         t0 = time.perf_counter()
-        loss = _train_step(run)
-        run.counters.elapsed += time.perf_counter() - t0
+        step_loss = _train_step(run)
+        # Every rank takes rank 0's clock, so done() and the LR schedule agree on all of them.
+        loss, run.counters.elapsed = distributed.agree(
+            run.ranks, step_loss, run.counters.elapsed + time.perf_counter() - t0
+        )
         run.counters.step += 1
-        run.counters.chars += run.cfg.batch * run.cfg.block
+        run.counters.chars += run.global_batch * run.cfg.block
         if run.counters.step % run.eval_every == 0 or run.done():
             _evaluate(run, loss.item())
         elif time.perf_counter() - last_report > 1.0:
@@ -212,12 +253,14 @@ def _loop(run: _Run) -> None:
 
 
 def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's shard of the step's global batch of windows."""
     if run.windows is None:
-        x, y = random_windows(run.data.train, run.cfg.batch, run.cfg.block, run.batch_gen)
+        x, y = random_windows(run.data.train, run.global_batch, run.cfg.block, run.batch_gen)
     else:
         x, y, fresh = run.windows.next()
         if fresh:
             run.carry = None
+    x, y = distributed.shard(x, run.ranks), distributed.shard(y, run.ranks)
     return x.to(run.device), y.to(run.device)
 
 
@@ -227,7 +270,7 @@ def _train_step(run: _Run) -> torch.Tensor:
         group["lr"] = _lr_at(run)
     x, y = _batch(run)  # (B, T) each
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.bf16):
-        logits, state = run.model(x, run.carry)  # (B, T, V)
+        logits, state = run.net(x, run.carry)  # (B, T, V)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -240,7 +283,11 @@ def _train_step(run: _Run) -> torch.Tensor:
 
 
 def _evaluate(run: _Run, train_loss: float) -> None:
-    """Periodic evaluation: keep the best model, write the resume state, report a sample."""
+    """Periodic evaluation: keep the best model, write the resume state, report a sample (rank 0)."""
+    # Carried state is the one thing only its own rank holds; rank 0 saves every rank's lanes.
+    carry = distributed.gather_rows(run.ranks, run.carry) if run.carry is not None else None
+    if not run.ranks.main:
+        return
     val = evaluate.block_loss(run.model, run.data.val, iters=run.cfg.eval_iters)
     improved = val < run.counters.best_val
     if improved:
@@ -249,7 +296,7 @@ def _evaluate(run: _Run, train_loss: float) -> None:
     run.counters.history.append({"step": run.counters.step, "train_loss": train_loss, "val_loss": val})
     if run.windows is not None:
         run.counters.window_position = run.windows.position
-    _save_checkpoint(run)
+    _save_checkpoint(run, carry)
     event = _step_event(run, train_loss) | {
         "event": "eval",
         "val_loss": round(val, 4),
@@ -273,7 +320,7 @@ def _save_model(run: _Run, folder: Path, metrics: dict[str, float]) -> None:
     save_model(folder, run.model, run.data.vocab, card, dtype=run.cfg.save_dtype)
 
 
-def _save_checkpoint(run: _Run) -> None:
+def _save_checkpoint(run: _Run, carry: State | None) -> None:
     folder = run.out / CHECKPOINT_DIR
     card = ModelCard(
         name="checkpoint",
@@ -282,13 +329,16 @@ def _save_checkpoint(run: _Run) -> None:
         training={"config": asdict(run.cfg)},
     )
     save_model(folder, run.model, run.data.vocab, card, dtype="float32")
-    save_state(folder, run.opt, run.counters, run.batch_gen, run.carry)
+    save_state(folder, run.opt, run.counters, run.batch_gen, carry)
 
 
 def _restore(run: _Run) -> None:
     restored = load_state(run.out / CHECKPOINT_DIR, run.opt, run.batch_gen, run.device)
     run.counters = restored.counters
-    run.carry = restored.carry
+    carry = restored.carry
+    # A checkpoint holds the carried state of all world × batch lanes; a different global batch starts fresh.
+    if carry is not None and carry[0].shape[1] == run.global_batch:
+        run.carry = distributed.state_rows(run.ranks, carry)
     if run.windows is not None:
         run.windows.position = run.counters.window_position
 
@@ -304,6 +354,7 @@ def _training_record(run: _Run) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "added_chars": "".join(run.card_extra.get("added_chars", [])),
+        "world_size": run.ranks.world,
     }
 
 
@@ -324,6 +375,7 @@ def _start_event(run: _Run, added: list[str]) -> Event:
         "seconds": run.cfg.seconds,
         "resumed_at_step": run.counters.step,
         "added_chars": added,
+        "world_size": run.ranks.world,
     }
 
 
@@ -363,6 +415,7 @@ def _finish(run: _Run, added: list[str]) -> TrainResult:
         losses=losses,
         added_chars=added,
         sample=sample_text(best.network, best.vocab, 300, seed=0),
+        world_size=run.ranks.world,
     )
     run.sink({"event": "done"} | asdict(result))
     return result

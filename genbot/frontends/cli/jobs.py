@@ -43,6 +43,9 @@ Device = Annotated[str | None, typer.Option(help="cpu | cuda")]
 EvalEvery = Annotated[int | None, typer.Option(help="steps between evaluations (checkpoints)")]
 Seed = Annotated[int | None, typer.Option(help="random seed")]
 SaveDtype = Annotated[str | None, typer.Option(help="float32 | float16 | bfloat16 weights")]
+Nproc = Annotated[
+    int | None, typer.Option(help="training processes (torchrun ranks, e.g. GPUs; default: [jobs] nproc)")
+]
 MaxAttempts = Annotated[int | None, typer.Option(help="claims before the job fails (default: [jobs] max_attempts)")]
 
 
@@ -73,7 +76,7 @@ def retrain(
     dropout: Dropout = None, block: Block = None, batch: Batch = None, lr: Lr = None, warmup: Warmup = None,
     weight_decay: WeightDecay = None, grad_clip: GradClip = None, carry_state: CarryState = None,
     bf16: Bf16 = None, device: Device = None, eval_every: EvalEvery = None, seed: Seed = None,
-    save_dtype: SaveDtype = None, max_attempts: MaxAttempts = None,
+    save_dtype: SaveDtype = None, nproc: Nproc = None, max_attempts: MaxAttempts = None,
     wait: Annotated[bool, typer.Option(help="follow progress until the job ends; exit 1 unless it succeeded")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the job as JSON")] = False,
 ) -> None:  # fmt: skip
@@ -116,13 +119,14 @@ def worker(
     poll: Annotated[float | None, typer.Option(help="seconds between looks at the queue when idle")] = None,
     lease: Annotated[float | None, typer.Option(help="lease length in seconds")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads of each training process")] = None,
+    nproc: Annotated[int | None, typer.Option(help="training processes per job unless it asks (torchrun)")] = None,
 ) -> None:
     """Run queued jobs, one at a time, until Ctrl-C or SIGTERM (start several for more at once)."""
 
     async def body(service: Any) -> int:
         setup_logging(service.settings.log_level)
         stop = stop_on_signals()
-        overrides = {"lease_s": lease, "poll_s": poll, "threads": threads}
+        overrides = {"lease_s": lease, "poll_s": poll, "threads": threads, "nproc": nproc}
         ran: int = await service.jobs.worker(**overrides).run(stop, once=once)
         return ran
 

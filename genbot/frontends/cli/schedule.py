@@ -23,6 +23,7 @@ from genbot.frontends.cli.jobs import (
     Layers,
     Lr,
     MaxAttempts,
+    Nproc,
     SaveDtype,
     Seconds,
     Seed,
@@ -51,7 +52,7 @@ def schedule_add(
     dropout: Dropout = None, block: Block = None, batch: Batch = None, lr: Lr = None, warmup: Warmup = None,
     weight_decay: WeightDecay = None, grad_clip: GradClip = None, carry_state: CarryState = None,
     bf16: Bf16 = None, device: Device = None, eval_every: EvalEvery = None, seed: Seed = None,
-    save_dtype: SaveDtype = None, max_attempts: MaxAttempts = None,
+    save_dtype: SaveDtype = None, nproc: Nproc = None, max_attempts: MaxAttempts = None,
 ) -> None:  # fmt: skip
     """Queue a retrain of MODEL on CORPUS whenever CRON comes due (needs `genbot serve` running)."""
     request = retrain_request(model, corpus, source, locals())

@@ -3,21 +3,28 @@
 ``train`` is a group whose default command is ``charrnn``: ``genbot train --corpus … --out …``
 runs ``genbot train charrnn --corpus … --out …``. The job worker's child command line ends in
 ``-- charrnn`` so that no stored path can become a subcommand or an option.
+
+``--nproc N`` (and ``--nnodes`` / ``--rdzv-endpoint`` for several machines) runs the same command
+under torchrun: this process checks the options, then starts torchrun, whose N processes each run
+``genbot train`` with these options and train together (DistributedDataParallel).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup, _click  # typer ships its own copy of click
+from typer.core import TyperGroup, TyperOption, _click  # typer ships its own copy of click
 
-from genbot.errors import InvalidRequest
+from genbot.errors import GenbotError, InvalidRequest, describe
 from genbot.frontends.cli import captioner
 from genbot.frontends.cli.common import emit_json, friendly_errors, print_report, resolve_model_dir, with_service
 from genbot.frontends.cli.progress import TrainProgress
+from genbot.training.launch import check_launch, is_main_rank, is_rank, torchrun_command
 from genbot.versions.names import check_model_name
 
 
@@ -31,6 +38,9 @@ class DefaultsToCharRNN(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+# Options that only say how to launch torchrun; its ranks are not given them.
+_LAUNCH_ONLY = frozenset({"nnodes", "rdzv_endpoint"})
+
 app = typer.Typer()
 train_app = typer.Typer(cls=DefaultsToCharRNN, help="Train a char-RNN (default) or a captioner.")
 app.add_typer(train_app, name="train")
@@ -39,6 +49,7 @@ app.add_typer(train_app, name="train")
 @train_app.command("charrnn")
 @friendly_errors
 def train(
+    ctx: typer.Context,
     corpus: Annotated[Path, typer.Option(help="UTF-8 text file to train on (captioner: see genbot train captioner)")],
     out: Annotated[Path, typer.Option(help="output model folder (best checkpoint + resume state)")],
     kind: Annotated[str, typer.Argument(help="charrnn (the captioner: genbot train captioner)")] = "charrnn",
@@ -70,6 +81,9 @@ def train(
         str, typer.Option(help="then serve OUT as a new model of this name (genbot models add NAME OUT)")
     ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="JSON-lines progress and summary")] = False,
+    nproc: Annotated[int, typer.Option(help="training processes here (torchrun); --batch is per process")] = 1,
+    nnodes: Annotated[int, typer.Option(help="machines training together (each runs this with --rdzv-endpoint)")] = 1,
+    rdzv_endpoint: Annotated[str, typer.Option(help="HOST:PORT where the machines' processes meet")] = "",
 ) -> None:
     """Train a char-RNN on a corpus (or fine-tune one with --from); ``genbot train captioner`` trains a captioner."""
     if kind == "captioner":
@@ -84,12 +98,18 @@ def train(
         cell=cell, layers=layers, hidden=hidden, embedding=emb, dropout=dropout, block=block, batch=batch,
         lr=lr, warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, carry_state=carry_state,
         bf16=bf16, device=device, threads=threads, steps=steps, epochs=epochs, seconds=seconds,
-        eval_every=eval_every, seed=seed, save_dtype=save_dtype, name=name, parent=parent,
+        eval_every=eval_every, seed=seed, save_dtype=save_dtype, name=name, parent=parent, nproc=nproc,
     )  # fmt: skip
     if device == "cuda":
         _require_cuda()
     if register:
         check_model_name(register)  # before the training, not after it
+    if is_rank():
+        return _train_as_rank(cfg, corpus, out, resume, register, as_json)
+    if nproc > 1 or nnodes > 1:
+        check_launch(nproc, nnodes, rdzv_endpoint)
+        cfg.validate()  # bad options are refused here, once, rather than by every rank
+        raise typer.Exit(_launch(ctx, nproc, nnodes, rdzv_endpoint))
     if as_json:
         result = run_training(cfg, corpus, out, sink=emit_json, resume=resume)
     else:
@@ -98,6 +118,60 @@ def train(
         progress.summary(asdict(result))
     if register:
         _register(register, out, as_json)
+
+
+def _train_as_rank(cfg: Any, corpus: Path, out: Path, resume: bool, register: str, as_json: bool) -> None:
+    """Train as one of torchrun's ranks: rank 0 alone prints progress, the summary and registers."""
+    from genbot.training.trainer import train as run_training
+
+    main = is_main_rank()
+    try:
+        if as_json:
+            result = run_training(cfg, corpus, out, sink=emit_json, resume=resume)
+        elif main:
+            with TrainProgress() as progress:
+                result = run_training(cfg, corpus, out, sink=progress.on_event, resume=resume)
+            progress.summary(asdict(result))
+        else:
+            result = run_training(cfg, corpus, out, resume=resume)
+    except GenbotError as e:
+        # torchrun reports any failed rank as its own exit status 1; this line keeps the reason's
+        # status (2: bad input) for whoever reads the JSON lines (the job worker does).
+        if as_json and main:
+            emit_json({"event": "error", "error": str(e), "exit_code": describe(e).exit_code})
+        raise
+    if register and main:
+        _register(register, Path(result.out), as_json)
+
+
+def _launch(ctx: typer.Context, nproc: int, nnodes: int, rdzv_endpoint: str) -> int:
+    """Run this very command under torchrun and wait for it; returns torchrun's exit status."""
+    ranks = [sys.executable, "-m", "genbot", "train", *_rank_arguments(ctx)]
+    command = torchrun_command(ranks, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)
+    launcher = subprocess.Popen(command)
+    try:
+        return launcher.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached torchrun too (same terminal); it stops its ranks, then exits.
+        launcher.wait()
+        raise
+
+
+def _rank_arguments(ctx: typer.Context) -> list[str]:
+    """The options this command was given, as ``--name=value`` words for each rank's command line."""
+    words = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, TyperOption) or param.name in _LAUNCH_ONLY or value is None:
+            continue
+        if param.is_flag and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            words += [param.opts[0]] if value else []
+        else:
+            words.append(f"{param.opts[0]}={value}")
+    # Nothing after "--" is an option, so a value can never turn into one.
+    return [*words, "--", str(ctx.params.get("kind", "charrnn"))]
 
 
 def _register(name: str, folder: Path, as_json: bool) -> None:
