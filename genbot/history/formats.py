@@ -17,8 +17,8 @@ from typing import Any
 
 FORMATS = ("json", "jsonl", "csv", "markdown")
 FIELDS = (
-    "id", "created_at", "finished_at", "model", "model_version", "prompt", "output", "temperature", "top_k",
-    "top_p", "max_length", "seed", "stop", "chars", "time_to_first_char_ms", "duration_ms", "status", "error",
+    "id", "parent_id", "created_at", "finished_at", "model", "model_version", "prompt", "output", "temperature",
+    "top_k", "top_p", "max_length", "seed", "stop", "chars", "time_to_first_char_ms", "duration_ms", "status", "error",
     "frontend", "user_id", "guild_id", "channel_id", "api_key_id",
 )  # fmt: skip
 
