@@ -24,14 +24,18 @@ dev: $(BIN)/python
 repl: install
 	$(BIN)/genbot repl
 
+# Two test processes (files kept whole on one), then the tests that need the machine to themselves.
+PYTEST_SPLIT := -n 2 --dist loadfile -m "not serial"
 test: dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_SPLIT)
+	$(BIN)/python -m pytest -q -m serial
 
 check: dev
 	$(BIN)/ruff check genbot tests bench
 	$(BIN)/ruff format --check genbot tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_SPLIT)
+	$(BIN)/python -m pytest -q -m serial
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -34,6 +34,8 @@ from genbot.training.distributed import Ranks, shard
 from genbot.training.launch import is_main_rank, is_rank, torchrun_command
 from tests.helpers import FAST, genbot, kill_processes_mentioning, opened, processes_mentioning, wait_until
 
+pytestmark = pytest.mark.serial  # several processes that need the cores to themselves
+
 # 2 ranks x batch B against 1 process x 2B: same windows, same order; float rounding only.
 LOSS_TOLERANCE = 1e-4
 WEIGHT_TOLERANCE = 1e-4

@@ -27,6 +27,8 @@ from genbot.testing.replicas import (
     wait_healthy,
 )
 
+pytestmark = pytest.mark.serial  # several processes that need the cores to themselves
+
 TRAINING = {"block": 32, "batch": 8, "eval_every": 5}
 
 

@@ -27,7 +27,7 @@ from genbot.training.caption_data import HELD_OUT_SEED
 from genbot.training.scenes import render_scene
 from tests.helpers import chromium_executable, make_corpus_text, wait_json, write_model_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # a browser and a server: timing-sensitive under load
 HOSTILE = "<img src=x onerror=alert(1)>"
 BIG_SEED = 2**63 - 1  # past 2**53: a JavaScript number would round it (to 2**63, out of range)
 CHROMIUM = chromium_executable()

@@ -79,8 +79,13 @@ def start(device: str) -> tuple[Ranks, torch.device]:
 
 
 def stop(ranks: Ranks) -> None:
-    """Leave the process group (after the last collective)."""
+    """Leave the process group (after the last collective).
+
+    Every rank waits for the others first: a rank that tore its gloo pairs down while another was
+    still finishing its last collective made that one abort (seen on a loaded machine).
+    """
     if ranks.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
