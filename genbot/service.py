@@ -89,11 +89,7 @@ class GenerationRequest:
     length: int | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
-    frontend: str = "cli"
-    user_id: str | None = None
-    guild_id: str | None = None
-    channel_id: str | None = None
-    api_key_id: str | None = None
+    requester: Requester = field(default_factory=Requester)  # who asks: stored on the row, owns it
     # Continue a stored generation (its tail is the context; ``prompt`` is added after it), or run
     # one again with a new seed (same prompt and settings); only the caller's own rows, or any for an admin.
     continue_from: int | None = None
@@ -102,14 +98,10 @@ class GenerationRequest:
     admin: bool = False
 
     @property
-    def requester(self) -> Requester:
-        """Who asks (front end, user, guild, channel, API key)."""
-        return Requester(self.frontend, self.user_id, self.guild_id, self.channel_id, self.api_key_id)
-
-    @property
     def identity(self) -> Identity:
         """Who asks, as owner of generations and presets."""
-        return Identity(self.frontend, self.user_id, self.api_key_id, self.admin)
+        who = self.requester
+        return Identity(who.frontend, who.user_id, who.api_key_id, self.admin)
 
 
 @dataclass

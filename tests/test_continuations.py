@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from genbot.errors import InvalidRequest, NotFound
-from genbot.service import GenbotService, GenerationRequest, Identity, PresetParams, parse_preset
+from genbot.service import GenbotService, GenerationRequest, Identity, PresetParams, Requester, parse_preset
 from genbot.storage.db import Database
 from genbot.storage.migrate import alembic_config, current_revision, upgrade_database
 from genbot.storage.repository import NewGeneration, forget_user, list_generations, start_generation
@@ -23,8 +23,13 @@ BOB = Identity("api", api_key_id="2")
 ADMIN = Identity("api", api_key_id="3", admin=True)
 
 
+WHO = ("frontend", "user_id", "guild_id", "channel_id", "api_key_id")
+
+
 def _req(**fields: object) -> GenerationRequest:
-    base: dict[str, object] = {"model": "alpha", "frontend": "api", "api_key_id": "1"}
+    """A request with who asks (``frontend``, ``user_id``, ``api_key_id``) given among the fields."""
+    who = {"frontend": "api", "api_key_id": "1"} | {k: fields.pop(k) for k in WHO if k in fields}
+    base: dict[str, object] = {"model": "alpha", "requester": Requester(**who)}  # type: ignore[arg-type]
     return GenerationRequest(**(base | fields))  # type: ignore[arg-type]
 
 

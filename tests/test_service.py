@@ -9,14 +9,16 @@ import pytest
 
 from genbot.config import load_settings
 from genbot.errors import ConfigError, InvalidRequest, UnknownModel
-from genbot.service import GenbotService, GenerationRequest
+from genbot.service import GenbotService, GenerationRequest, Requester
 from genbot.storage import repository
 from genbot.storage.db import Database
 from genbot.storage.repository import NewGeneration
 
 
 async def _run(service: GenbotService, **kw: object) -> tuple[str, object]:
-    gen = await service.generate(GenerationRequest(**({"model": "alpha", "prompt": "ROMEO:"} | kw)))  # type: ignore[arg-type]
+    who = {k: kw.pop(k) for k in ("frontend", "user_id") if k in kw}
+    fields = {"model": "alpha", "prompt": "ROMEO:", "requester": Requester(**who)} | kw  # type: ignore[arg-type]
+    gen = await service.generate(GenerationRequest(**fields))  # type: ignore[arg-type]
     text = "".join([chunk async for chunk in gen])
     return text, await gen.result()
 

@@ -241,8 +241,7 @@ class Repl:
                 length=s.length,
                 seed=s.seed,
                 stop=s.stop,
-                frontend="repl",
-                user_id=self.user,
+                requester=Requester(frontend="repl", user_id=self.user),
             )
         )
 
@@ -331,7 +330,11 @@ class Repl:
         parent = await self._last("/more")
         await self._stream(
             GenerationRequest(
-                model="", length=length, seed=self.state.seed, frontend="repl", user_id=self.user, continue_from=parent
+                model="",
+                length=length,
+                seed=self.state.seed,
+                requester=Requester(frontend="repl", user_id=self.user),
+                continue_from=parent,
             )
         )
 
@@ -339,7 +342,9 @@ class Repl:
         if arg:
             raise InvalidRequest("/again takes no argument: it repeats the last generation with a new seed")
         original = await self._last("/again")
-        await self._stream(GenerationRequest(model="", frontend="repl", user_id=self.user, again_of=original))
+        await self._stream(
+            GenerationRequest(model="", requester=Requester(frontend="repl", user_id=self.user), again_of=original)
+        )
 
     async def _last(self, command: str) -> int:
         """The generation /more and /again work on: this session's last, else this user's newest stored one."""

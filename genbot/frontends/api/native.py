@@ -16,7 +16,7 @@ from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
 from genbot.frontends.api.text import Text
 from genbot.frontends.api.usage import start_generation
-from genbot.service import Generation, GenerationRequest, GenerationResult, Identity
+from genbot.service import Generation, GenerationRequest, GenerationResult, Identity, Requester
 
 router = APIRouter(tags=["native"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -92,8 +92,7 @@ def to_request(body: GenerateBody, key_id: str, admin: bool = False) -> Generati
         length=body.length,
         seed=body.seed,
         stop=list(body.stop),
-        frontend="api",
-        api_key_id=key_id,
+        requester=Requester(frontend="api", api_key_id=key_id),
         continue_from=body.continue_from,
         again_of=body.again_of,
         preset=body.preset,

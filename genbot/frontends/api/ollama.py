@@ -33,7 +33,7 @@ from genbot.frontends.api.openai import chat_template_of
 from genbot.frontends.api.streaming import SSE_HEADERS, collect, text_chunks
 from genbot.frontends.api.text import Text
 from genbot.frontends.api.usage import start_generation
-from genbot.service import Generation, GenerationRequest, GenerationResult
+from genbot.service import Generation, GenerationRequest, GenerationResult, Requester
 
 router = APIRouter(tags=["ollama"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -169,8 +169,7 @@ def _request(body: _Body, prompt: str, key_id: str) -> GenerationRequest:
         length=length,
         seed=options.seed,
         stop=list(options.stop or []),
-        frontend="api",
-        api_key_id=key_id,
+        requester=Requester(frontend="api", api_key_id=key_id),
     )
 
 

@@ -33,7 +33,7 @@ from genbot.frontends.api.errors import COMMON, documented, error_body
 from genbot.frontends.api.streaming import collect, sse, sse_response, text_chunks
 from genbot.frontends.api.text import Text
 from genbot.frontends.api.usage import start_generation
-from genbot.service import Generation, GenerationRequest, GenerationResult
+from genbot.service import Generation, GenerationRequest, GenerationResult, Requester
 
 router = APIRouter(tags=["openai"], responses=documented(*COMMON))
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -249,9 +249,7 @@ def _request(body: _Sampling, prompt: str, length: int | None, key_id: str, seed
         length=length,
         seed=seed,
         stop=body.stops(),
-        frontend="api",
-        user_id=body.user or None,
-        api_key_id=key_id,
+        requester=Requester(frontend="api", user_id=body.user or None, api_key_id=key_id),
     )
 
 

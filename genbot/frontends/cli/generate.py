@@ -55,7 +55,7 @@ def sample(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object at the end")] = False,
 ) -> None:
     """Stream a sample from a model to stdout (or continue a stored one: --continue ID)."""
-    from genbot.service import GenerationRequest
+    from genbot.service import GenerationRequest, Requester
 
     async def body(service: Any) -> None:
         name = model
@@ -63,7 +63,7 @@ def sample(
             name = service.add_model_folder(Path(model)).name
         req = GenerationRequest(
             model=name, prompt=prompt, temperature=temperature, length=length, seed=seed,
-            top_k=top_k, top_p=top_p, stop=stop or [], frontend="cli", user_id="local",
+            top_k=top_k, top_p=top_p, stop=stop or [], requester=Requester(frontend="cli", user_id="local"),
             continue_from=continue_from, again_of=again, preset=preset, admin=True,
         )  # fmt: skip
         gen = await service.generate(req)

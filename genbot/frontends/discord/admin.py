@@ -28,7 +28,7 @@ from discord.ext import commands
 from genbot.errors import CorpusError, GenbotError, InvalidRequest
 from genbot.frontends.discord.commands import member_subject_id
 from genbot.jobs.spec import RetrainRequest
-from genbot.service import GenerationRequest
+from genbot.service import GenerationRequest, Requester
 
 if TYPE_CHECKING:
     from genbot.frontends.discord.host import BotHost
@@ -183,7 +183,11 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
         deadline = loop.time() + NEW_VERSION_WAIT_S
         while loop.time() < deadline:
             if self._serving_version(job.model) == job.result_version:
-                request = GenerationRequest(model=job.model, length=SAMPLE_CHARS, frontend="discord")
+                request = GenerationRequest(
+                    model=job.model,
+                    length=SAMPLE_CHARS,
+                    requester=Requester(frontend="discord"),
+                )
                 generation = await self.bot.service.generate(request)
                 return (await generation.result()).output
             versions = await self.bot.service.versions.list(job.model)

@@ -15,7 +15,7 @@ from genbot.errors import GenbotError, UnknownModel
 from genbot.frontends.discord.streaming import InteractionPages, StreamingReply
 from genbot.frontends.discord.views import FollowUpView, StopView
 from genbot.quotas.policy import Admission, Limits, Subject
-from genbot.service import Generation, GenerationRequest, GenerationResult
+from genbot.service import Generation, GenerationRequest, GenerationResult, Requester
 
 if TYPE_CHECKING:
     from genbot.engine.registry import GeneratorEntry
@@ -108,10 +108,12 @@ async def generate_reply(bot: BotHost, interaction: discord.Interaction, request
     guild_id = interaction.guild_id
     request = dataclasses.replace(
         request,
-        frontend="discord",
-        user_id=str(interaction.user.id),
-        guild_id=str(guild_id) if guild_id else None,
-        channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+        requester=Requester(
+            frontend="discord",
+            user_id=str(interaction.user.id),
+            guild_id=str(guild_id) if guild_id else None,
+            channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+        ),
     )
     # The length a preset or the continued generation gives, else the default (unknown ids: refused here).
     default = (await service.resolve(request))[0].length or service.settings.sampling.length

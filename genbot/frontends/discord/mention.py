@@ -11,7 +11,7 @@ from genbot.errors import GenbotError
 from genbot.frontends.discord.commands import capped_length, footer_for, subjects_of
 from genbot.frontends.discord.streaming import ChannelPages, StreamingReply
 from genbot.frontends.discord.views import FollowUpView, StopView
-from genbot.service import GenerationRequest
+from genbot.service import GenerationRequest, Requester
 
 if TYPE_CHECKING:
     from genbot.frontends.discord.host import BotHost
@@ -36,10 +36,12 @@ async def answer_mention(bot: BotHost, message: discord.Message) -> None:
             model=model,
             prompt=prompt,
             length=capped_length(None, admission.remaining_chars, bot.service.settings.sampling.length),
-            frontend="discord",
-            user_id=str(message.author.id),
-            guild_id=str(guild_id) if guild_id else None,
-            channel_id=str(message.channel.id),
+            requester=Requester(
+                frontend="discord",
+                user_id=str(message.author.id),
+                guild_id=str(guild_id) if guild_id else None,
+                channel_id=str(message.channel.id),
+            ),
         )
         generation = await bot.service.generate(request)
     except GenbotError as e:
