@@ -20,13 +20,12 @@ import os
 import random
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import benchlib as bl
+
+from genbot.testing.databases import fresh_postgres_database
 
 NAME = "history_search"
 TARGET_MS = 50.0
@@ -82,29 +81,6 @@ async def measure(url: str, n: int, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-@contextmanager
-def fresh_postgres(server: str) -> Iterator[str]:
-    """A new, uniquely named database on the server; dropped afterwards."""
-    from sqlalchemy import create_engine, make_url, text
-    from sqlalchemy.pool import NullPool
-
-    base = make_url(server)
-    name = f"genbot_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base.set(drivername="postgresql+psycopg2"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception:
-        admin.dispose()
-        raise
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def rows_for(db_name: str, times: dict[str, list[float]]) -> list[bl.Row]:
     out = []
     for label, values in times.items():
@@ -136,7 +112,7 @@ def main() -> None:
         results["sqlite"] = asyncio.run(measure(default_sqlite_url(Path(tmp)), a.rows, a.repeats))
     if a.postgres:
         bl.say("PostgreSQL …")
-        with fresh_postgres(a.postgres) as url:
+        with fresh_postgres_database(a.postgres, prefix="genbot_bench") as url:
             results["postgresql"] = asyncio.run(measure(url, a.rows, a.repeats))
     else:
         notes.append("PostgreSQL not measured: pass --postgres URL (or set GENBOT_BENCH_POSTGRES_URL)")

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import benchlib as bl
+
+from genbot.testing.databases import fresh_postgres_database
 
 NAME = "replicas_load"
 DATABASE_ENV = "GENBOT_BENCH_DATABASE_URL"  # else GENBOT_TEST_DATABASE_URL, as the tests use
@@ -46,26 +45,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--length", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="32 clients for 15 s (a smoke test)")
     return p.parse_args()
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A uniquely named database on the server for this run (dropped afterwards); yields its URL."""
-    from sqlalchemy import create_engine, make_url, text
-    from sqlalchemy.pool import NullPool
-
-    url = make_url(server_url)
-    name = f"genbot_bench_{uuid.uuid4().hex[:12]}"
-    # CREATE/DROP DATABASE cannot run in a transaction: a synchronous driver with AUTOCOMMIT.
-    admin = create_engine(url.set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 async def prepare(workdir: Path, database_url: str) -> str:
@@ -157,7 +136,7 @@ def main() -> None:
     server = a.database_url or os.environ.get(DATABASE_ENV) or os.environ.get("GENBOT_TEST_DATABASE_URL")
     if not server:
         raise SystemExit(f"needs a PostgreSQL server: --database-url or ${DATABASE_ENV}")
-    with bl.scratch_dir(NAME) as tmp, fresh_database(server) as database_url:
+    with bl.scratch_dir(NAME) as tmp, fresh_postgres_database(server, prefix="genbot_bench") as database_url:
         workdir = Path(tmp)
         key = asyncio.run(prepare(workdir, database_url))
         figures, problems = asyncio.run(measure(a, workdir, key))

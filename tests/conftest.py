@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
+from genbot.testing.databases import fresh_postgres_database
 from tests.helpers import make_corpus_text, write_model_folder
 
 if TYPE_CHECKING:
@@ -67,28 +68,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     server = os.environ.get("GENBOT_TEST_DATABASE_URL")
     if not server:
         pytest.skip("GENBOT_TEST_DATABASE_URL is not set")
-    yield from _fresh_postgres_database(server)
-
-
-def _fresh_postgres_database(server_url: str) -> Iterator[str]:
-    """Create a uniquely named database on the server, yield its async URL, then drop it."""
-    import uuid
-
-    from sqlalchemy import create_engine, make_url, text
-    from sqlalchemy.pool import NullPool
-
-    url = make_url(server_url)
-    name = f"genbot_test_{uuid.uuid4().hex[:12]}"
-    # A synchronous driver with AUTOCOMMIT: CREATE/DROP DATABASE cannot run in a transaction.
-    admin = create_engine(url.set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(server) as url:
+        yield url
 
 
 # ----- bundled-plugin folders for service, REPL and front-end tests ----------------------------

@@ -296,6 +296,24 @@ def wait_json(url: str, proc: subprocess.Popen[str], timeout: float = 90.0) -> A
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def job_finished(service: GenbotService, job_id: int) -> Callable[[], Awaitable[Any]]:
+    """A check for ``wait_until``: the job's row, once the job has finished (else None)."""
+
+    async def check() -> Any:
+        job = await service.jobs.get(job_id)
+        return job if job.finished else None
+
+    return check
+
+
 def processes_mentioning(needle: str) -> list[int]:
     """Ids of live processes whose command line contains ``needle`` (a test's own tmp_path)."""
     found = []

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,20 @@ from genbot.jobs import RetrainRequest
 from genbot.jobs.spec import job_nproc, train_argv
 from genbot.jobs.store import JobRow
 from genbot.networks.checkpoint import load_model
-from genbot.service import GenbotService
 from genbot.storage.tables import JobStatus
 from genbot.training.data import random_windows
 from genbot.training.distributed import Ranks, shard
 from genbot.training.launch import is_main_rank, is_rank, torchrun_command
-from tests.helpers import FAST, genbot, kill_processes_mentioning, opened, processes_mentioning, wait_until
+from tests.helpers import (
+    FAST,
+    alive,
+    genbot,
+    job_finished,
+    kill_processes_mentioning,
+    opened,
+    processes_mentioning,
+    wait_until,
+)
 
 pytestmark = pytest.mark.serial  # several processes that need the cores to themselves
 
@@ -238,24 +246,6 @@ def start_worker(tmp_path: Path, started: list[subprocess.Popen[bytes]], *args: 
     return proc
 
 
-def finished(service: GenbotService, job_id: int) -> Callable[[], Awaitable[JobRow | None]]:
-    """A check: the job, once it has finished."""
-
-    async def check() -> JobRow | None:
-        job = await service.jobs.get(job_id)
-        return job if job.finished else None
-
-    return check
-
-
-def alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def children_of(pid: int) -> list[int]:
     """Live processes whose parent is ``pid``."""
     found = []
@@ -277,7 +267,7 @@ async def test_a_worker_with_nproc_2_trains_a_job_over_two_ranks_and_publishes_i
     async with opened() as service:
         job = await service.jobs.retrain(RetrainRequest(model="alpha", corpus="plays", steps=20, options=FAST))
         worker = start_worker(tmp_path, worker_log)
-        final = await wait_until(finished(service, job.id), 240, "the job to finish")
+        final = await wait_until(job_finished(service, job.id), 240, "the job to finish")
         events = await service.jobs.events(job.id)
     assert worker.wait(timeout=60) == 0
     assert final.status == JobStatus.SUCCEEDED, final.error
@@ -305,7 +295,7 @@ async def test_cancelling_a_two_process_job_stops_every_rank(
         ranks = children_of(launcher)
         assert len(ranks) == 2, ranks
         await service.jobs.cancel(job.id)
-        final = await wait_until(finished(service, job.id), 30, "the job to be cancelled")
+        final = await wait_until(job_finished(service, job.id), 30, "the job to be cancelled")
     assert worker.wait(timeout=60) == 0
     assert final.status == JobStatus.CANCELLED
     assert not [pid for pid in (launcher, *ranks) if alive(pid)], "every rank stops with its job"
@@ -320,7 +310,7 @@ async def test_bad_input_found_by_the_ranks_fails_the_job_without_a_retry(
     async with opened() as service:
         job = await service.jobs.retrain(RetrainRequest(model="alpha", corpus="plays", steps=5, options=options))
         start_worker(tmp_path, worker_log)
-        final = await wait_until(finished(service, job.id), 180, "the job to fail")
+        final = await wait_until(job_finished(service, job.id), 180, "the job to fail")
     assert final.status == JobStatus.FAILED and final.attempts == 1
     assert final.error is not None and "too short" in final.error
 

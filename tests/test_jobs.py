@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +42,7 @@ from genbot.service import GenbotService
 from genbot.storage.db import Database
 from genbot.storage.tables import JobStatus, utcnow
 from genbot.versions.store import active_version
-from tests.helpers import FAST, genbot, make_corpus_text, opened, wait_until
+from tests.helpers import FAST, alive, genbot, job_finished, make_corpus_text, opened, wait_until
 
 T = TypeVar("T")
 SLOW = {"block": 128, "batch": 64, "eval_every": 10}
@@ -65,25 +65,6 @@ def start_worker(tmp_path: Path, name: str, *args: str) -> subprocess.Popen[byte
     proc = subprocess.Popen([sys.executable, "-m", "genbot", "worker", *args], stdout=log, stderr=subprocess.STDOUT)
     _STARTED.append(proc)
     return proc
-
-
-def finished(service: GenbotService, job_id: int) -> Callable[[], Awaitable[JobRow | None]]:
-    """A check: the job, once it has finished."""
-
-    async def check() -> JobRow | None:
-        job = await service.jobs.get(job_id)
-        return job if job.finished else None
-
-    return check
-
-
-def alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 async def messages(service: GenbotService, job_id: int) -> list[str]:
@@ -117,7 +98,7 @@ async def test_a_killed_workers_job_resumes_from_its_checkpoint_on_another_worke
 
         second = start_worker(tmp_path, "second")  # not --once: it may start before the lease expires
         try:
-            final = await wait_until(finished(service, job.id), 120, "the job to finish on the second worker")
+            final = await wait_until(job_finished(service, job.id), 120, "the job to finish on the second worker")
         finally:
             second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0
@@ -149,7 +130,7 @@ async def test_cancelling_a_running_job_stops_its_training_within_seconds(jobs_e
             started = time.monotonic()
             requested = await service.jobs.cancel(running.id)
             assert requested.cancel_requested and not requested.finished
-            final = await wait_until(finished(service, running.id), 15, "the job to be cancelled")
+            final = await wait_until(job_finished(service, running.id), 15, "the job to be cancelled")
             latency = time.monotonic() - started
         assert worker.wait(timeout=30) == 0
         output, _ = waiter.communicate(timeout=30)
