@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -56,8 +59,12 @@ def test_init_writes_a_commented_bot_toml_once_unless_forced(tmp_path: Path) -> 
 
 
 def test_shell_completion_is_offered() -> None:
-    proc = genbot("--show-completion", "bash")
-    assert proc.returncode == 0 and "complete" in proc.stdout
+    # Typer guesses the shell from the process tree (sh under make); its own switch for tests
+    # turns the guess off, so the shell is named as a user can name it: --show-completion bash.
+    env = os.environ | {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    command = [str(Path(sys.executable).with_name("genbot")), "--show-completion", "bash"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and "complete -o default -F _genbot_completion genbot" in proc.stdout, proc.stderr
     assert "--install-completion" in genbot("--help").stdout
 
 
