@@ -101,7 +101,8 @@ def main() -> None:
     notes.append("same LR schedule: cosine from lr to lr/10 over the budget (genbot: --warmup 0, its default)")
     if a.quick:
         notes.append("--quick: 3 s of training on a 2x64 model; smoke test only, losses not representative")
-    payload = {"corpus": bl.shown(corpus), "seconds": a.seconds, "hidden": a.hidden, "genbot": gen, "raw": raw}
+    kept = {k: v for k, v in gen.items() if k != "out"}  # the scratch folder it trained into is gone
+    payload = {"corpus": bl.shown(corpus), "seconds": a.seconds, "hidden": a.hidden, "genbot": kept, "raw": raw}
     payload["env"] = bl.environment(a.threads)
     bl.report(NAME, loss_rows(gen, raw, label) + info_rows(gen, raw), payload, notes)
 
