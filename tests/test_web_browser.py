@@ -346,7 +346,8 @@ def test_admin_uploads_a_corpus_fine_tunes_and_rolls_back(page: Watched, shots: 
     p.set_input_files("#adm-corpus-file", str(corpus))
     p.click("#adm-corpus-form button[type=submit]")
     until(p, "document.getElementById('adm-status').textContent.includes('Corpus plays stored')")
-    assert HOSTILE in p.inner_text("#adm-corpora")
+    until(p, "document.getElementById('adm-corpora').textContent.includes('plays')")
+    assert HOSTILE in p.inner_text("#adm-corpora")  # shown as text, never run as markup
     p.select_option("#adm-job-corpus", "plays")
     p.fill("#adm-job-steps", "40")
     p.fill("#adm-job-eval", "10")

@@ -80,9 +80,9 @@ async function upload() {
   try {
     const path = `/v1/admin/corpora/${encodeURIComponent(name)}${query({ licence: byId("adm-corpus-licence").value.trim() })}`;
     const row = await call("PUT", path, { body: file, contentType: "text/plain; charset=utf-8" });
-    say(status, `Corpus ${row.name} stored: ${num(row.chars, 0)} characters.`, "ok");
-    await loadCorpora();
+    await loadCorpora(); // the list shows the new corpus before the status says it is stored
     byId("adm-job-corpus").value = row.name;
+    say(status, `Corpus ${row.name} stored: ${num(row.chars, 0)} characters.`, "ok");
   } catch (error) {
     say(status, problem(error), "error");
   }
