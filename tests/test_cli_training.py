@@ -83,3 +83,14 @@ def test_train_register_refuses_a_bad_name_before_training(corpus_file: Path, tm
     proc = genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3", "--register", "A B")
     assert proc.returncode == 2 and proc.stderr.startswith("error: invalid model name")
     assert not out.exists()
+
+
+def test_train_bf16_trains_on_any_cpu_and_says_which_precision_ran(corpus_file: Path, tmp_path: Path) -> None:
+    # Where bfloat16 cannot run or would be slower (any CPU without bf16 instructions), float32 trains.
+    args = ["train", "--corpus", str(corpus_file), *SMALL, "--cell", "lstm", "--steps", "4", "--bf16", "--json"]
+    proc = genbot(*args, "--out", str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr
+    start = json.loads(proc.stdout.splitlines()[0])
+    assert start["event"] == "start" and json.loads(proc.stdout.splitlines()[-1])["event"] == "done"
+    assert start["bf16"] is (start["bf16_refused"] is None)
+    assert ("training in float32" in proc.stderr) is (start["bf16_refused"] is not None)

@@ -11,6 +11,7 @@ import torch
 
 from genbot.errors import CorpusError, InvalidRequest
 from genbot.networks.checkpoint import load_model
+from genbot.training import trainer
 from genbot.training.trainer import TrainConfig, train
 
 TINY = {"layers": 1, "hidden": 48, "embedding": 16, "block": 32, "batch": 16, "eval_iters": 2, "final_eval_iters": 2}
@@ -127,3 +128,25 @@ def test_nonsense_hyperparameters_are_rejected(
     cfg = _cfg(**({"steps": 5} | override))
     with pytest.raises(InvalidRequest, match=message):
         train(cfg, corpus_file, tmp_path / "m")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bf16_that_would_be_slower_is_refused_and_float32_trains(
+    corpus_file: Path, tmp_path: Path, cell: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trainer, "BF16_SLOWDOWN_ALLOWED", 0.0)  # any bfloat16 pass counts as too slow
+    events: list[dict[str, Any]] = []
+    result = train(_cfg(cell=cell, steps=6, eval_every=6, bf16=True), corpus_file, tmp_path / "m", sink=events.append)
+    assert math.isfinite(result.losses["val_block"])
+    assert events[0]["bf16"] is False and events[0]["bf16_refused"]
+    assert load_model(tmp_path / "m").card.training["bf16_used"] is False
+
+
+def test_bf16_trains_in_bfloat16_where_it_runs(
+    corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trainer, "BF16_SLOWDOWN_ALLOWED", math.inf)  # keep it however slow (emulated)
+    events: list[dict[str, Any]] = []
+    train(_cfg(cell="gru", steps=4, eval_every=4, bf16=True), corpus_file, tmp_path / "m", sink=events.append)
+    assert events[0]["bf16"] is True and events[0]["bf16_refused"] is None
+    assert load_model(tmp_path / "m").card.training["bf16_used"] is True

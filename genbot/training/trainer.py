@@ -13,6 +13,8 @@ the global batch is ``world × batch``.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import platform
 import time
@@ -117,6 +119,44 @@ class TrainResult:
     world_size: int = 1  # training processes (ranks) of the run
 
 
+log = logging.getLogger(__name__)
+
+
+BF16_SLOWDOWN_ALLOWED = 1.2  # bfloat16 is asked for to go faster; much slower than float32 defeats it
+
+
+def bf16_refusal(model: CharRNN, device: torch.device, batch: int = 8, block: int = 8) -> str | None:
+    """Why bfloat16 autocast will not train ``model`` on ``device``; None where it will.
+
+    Tried and timed, not assumed: oneDNN has no bfloat16 LSTM on CPUs without AVX-512 (it raises
+    at the first batch), and GRU and vanilla RNN run there emulated, ten times slower than
+    float32. A few forward and backward passes on a copy keep the real network's gradients
+    untouched.
+    """
+    probe = copy.deepcopy(model).train()
+    x = torch.zeros(batch, block, dtype=torch.long, device=device)
+    try:
+        fp32 = _pass_seconds(probe, x, bf16=False)
+        half = _pass_seconds(probe, x, bf16=True)
+    except RuntimeError as error:
+        return str(error).split(". ")[0] or type(error).__name__  # oneDNN appends how to debug it
+    if device.type == "cpu" and half > BF16_SLOWDOWN_ALLOWED * fp32:
+        return f"bfloat16 runs {half / fp32:.1f}x slower than float32 on this CPU"
+    return None
+
+
+def _pass_seconds(net: CharRNN, x: torch.Tensor, bf16: bool, passes: int = 2) -> float:
+    """The quickest of a few forward + backward passes (the first also warms the kernels up)."""
+    best = math.inf
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, _ = net(x)
+        logits.float().sum().backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 class _Run:
     """Mutable state of one training run; the loop's helpers read and update it."""
 
@@ -125,6 +165,10 @@ class _Run:
     ) -> None:
         self.cfg, self.model, self.data, self.out, self.sink, self.ranks = cfg, model, data, out, sink, ranks
         self.device = model.head.weight.device
+        self.bf16_refused = bf16_refusal(model, self.device, cfg.batch) if cfg.bf16 else None
+        self.bf16 = cfg.bf16 and self.bf16_refused is None
+        if self.bf16_refused:
+            log.warning("bf16 autocast cannot train here (%s): training in float32", self.bf16_refused)
         # The module the training steps call: DDP averages the gradients across ranks in backward.
         self.net: torch.nn.Module = _wrap(model, self.device) if ranks.distributed else model
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -269,7 +313,7 @@ def _train_step(run: _Run) -> torch.Tensor:
     for group in run.opt.param_groups:
         group["lr"] = _lr_at(run)
     x, y = _batch(run)  # (B, T) each
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.bf16):
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
         logits, state = run.net(x, run.carry)  # (B, T, V)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
     run.opt.zero_grad(set_to_none=True)
@@ -355,6 +399,7 @@ def _training_record(run: _Run) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "added_chars": "".join(run.card_extra.get("added_chars", [])),
         "world_size": run.ranks.world,
+        "bf16_used": run.bf16,
     }
 
 
@@ -376,6 +421,8 @@ def _start_event(run: _Run, added: list[str]) -> Event:
         "resumed_at_step": run.counters.step,
         "added_chars": added,
         "world_size": run.ranks.world,
+        "bf16": run.bf16,
+        "bf16_refused": run.bf16_refused,  # why --bf16 was asked for but float32 is used
     }
 
 
