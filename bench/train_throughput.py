@@ -29,11 +29,13 @@ NAME = "train_throughput"
 TARGET = 1.0
 TARGET_BF16 = 1.3
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+BF16_REFUSED: list[bool] = []  # one entry per --bf16 run the trainer ran in float32
 CELL, LAYERS, HIDDEN, EMB, BATCH, BLOCK = "lstm", 2, 256, 64, 64, 100
 
 
 def genbot_child(corpus: Path, steps: int, threads: int, bf16: bool) -> dict[str, Any]:
     """Run genbot's trainer for ``steps`` steps in this process; its own throughput figure."""
+    from genbot.networks.checkpoint import load_model
     from genbot.training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -52,14 +54,18 @@ def genbot_child(corpus: Path, steps: int, threads: int, bf16: bool) -> dict[str
     )
     with bl.scratch_dir("train") as tmp:
         result = train(cfg, corpus, Path(tmp) / "model")
-    return {"chars_per_s": result.chars_per_s, "steps": result.steps, "seconds": result.seconds}
+        bf16_used = load_model(Path(tmp) / "model").card.training.get("bf16_used", False)
+    return {"chars_per_s": result.chars_per_s, "steps": result.steps, "seconds": result.seconds, "bf16_used": bf16_used}
 
 
 def run_genbot(corpus: Path, steps: int, threads: int, bf16: bool = False) -> float | None:
-    """genbot's training chars/s from a fresh child process (None if it failed)."""
+    """genbot's training chars/s from a fresh child process (None if it failed); notes a refused bf16."""
     cmd = [sys.executable, __file__, str(corpus), "--genbot-child", "--steps", str(steps), "--threads", str(threads)]
     cmd += ["--bf16"] if bf16 else []
     out = bl.run_json_child(cmd)
+    if out and bf16 and not out["bf16_used"]:
+        bl.say("  the trainer refused bfloat16 here (it cannot run or is slower): this run trained in float32")
+        BF16_REFUSED.append(True)
     return float(out["chars_per_s"]) if out else None
 
 
@@ -95,7 +101,9 @@ def bf16_row(what: str, runs: dict[str, list[float]], notes: list[str]) -> bl.Ro
     """genbot with bf16 autocast against the float32 yardstick; no target where bf16 is emulated."""
     native = any(flag in bl.cpu_flags() for flag in BF16_FLAGS)
     if not native:
-        notes.append("this CPU has no bf16 instructions: bfloat16 training is emulated, so its target does not apply")
+        notes.append("this CPU has no bf16 instructions, so the --bf16 target does not apply")
+    if BF16_REFUSED:
+        notes.append(f"{len(BF16_REFUSED)} --bf16 run(s) trained in float32: the trainer's probe refused bfloat16 here")
     genbot, raw = bl.median(runs["genbot_bf16"]), bl.median(runs["raw"])
     if native:
         return bl.Row(f"{what}, genbot --bf16 vs raw fp32", genbot, raw, "chars/s", "ratio>=", TARGET_BF16)
