@@ -497,3 +497,27 @@ async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest
     async with GenerationEngine(max_streams_per_model=4, max_queue=0) as e:
         assert len(await generate(e, lm, max_length=8, seed=1)) == 8
     assert set(sizes) == {1}
+
+
+async def test_a_path_that_needs_four_rows_pads_two_or_three_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some CPUs' BLAS rounds a product of fewer than 4 rows differently: the engine pads to 4.
+    from genbot.networks.charrnn import ServingPaths
+
+    lm = tiny_charrnn(CHARS, seed=4)
+    lm.network.use_paths(ServingPaths(prime="fp32", step="fp32", prime_rows=4, step_rows=4))
+    sizes: list[int] = []
+    real_step = CharRNN.step
+
+    def step(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        assert all(s.shape[1] == len(ids) for s in state)  # state and inputs stay aligned, padding included
+        sizes.append(len(ids))
+        return real_step(self, ids, state)  # type: ignore[return-value]
+
+    monkeypatch.setattr(CharRNN, "step", step)
+    async with GenerationEngine(max_streams_per_model=8, max_queue=0) as e:
+        alone = [await generate(e, lm, prompt=p, max_length=30, seed=s) for p, s in (("the ", 1), ("a", 2), ("b c", 3))]
+        together = await asyncio.gather(
+            *(generate(e, lm, prompt=p, max_length=30, seed=s) for p, s in (("the ", 1), ("a", 2), ("b c", 3)))
+        )
+    assert list(together) == alone and all(len(t) == 30 for t in alone)
+    assert min(sizes) == 4  # one, two or three streams always stepped as four rows

@@ -17,11 +17,12 @@ so its work is sequential anyway; the thread owns the batch state without locks;
 still overlap because torch releases the GIL inside its kernels. A runner's thread exits as soon
 as the model has nothing to do, so a replaced model version is not kept alive by an idle thread.
 
-Why a lone stream may be padded to two rows: a seeded stream must give the same text alone or in
-a batch. BLAS switches to a matrix-vector kernel (with a different summation order) for a one-row
-matmul, so on a path whose one-row result differs (``ServingPaths.step_rows``/``prime_rows`` = 2,
-found by a check when the model is loaded) a lone row runs padded with a copy. FBGEMM's float16
-kernels give the same row alone (rows = 1) and need no padding. A prompt read in chunks, in a
+Why a small batch may be padded: a seeded stream must give the same text alone or in a batch.
+BLAS switches kernels (with other summation orders) for small matrices: a matrix-vector kernel
+for one row, and on some CPUs other kernels below 4 or 8 rows. So on a path whose small-batch
+results differ (``ServingPaths.step_rows``/``prime_rows`` > 1, found by a check when the model is
+loaded) fewer rows run padded with copies of the first. Where even one row agrees (FBGEMM's
+float16 kernels on some CPUs) rows = 1 and nothing is padded. A prompt read in chunks, in a
 batch of any size, gives the same state as read alone in one call (the same check covers it).
 """
 
@@ -41,6 +42,7 @@ from torch import Tensor
 from genbot.engine.sampling import UNIFORM_BITS, UNIFORM_SCALE, BatchSampler, SamplingParams
 from genbot.engine.streams import DecodeState, DoneReason, Stream
 from genbot.errors import Busy, InvalidRequest
+from genbot.networks.charrnn import pad_rows
 from genbot.networks.checkpoint import LoadedGenerator
 from genbot.networks.vocab import Vocab
 
@@ -475,7 +477,7 @@ class _Batch:
     """Rows of the running batch: streams, their state and next input ids, kept aligned."""
 
     def __init__(self, device: torch.device | None = None, min_rows: int = MIN_ROWS) -> None:
-        self.min_rows = min_rows  # a lone row is padded to this many (see MIN_ROWS)
+        self.min_rows = min_rows  # fewer rows are padded to this many (see MIN_ROWS)
         self.rows: list[Stream] = []
         self.decodes: list[DecodeState] = []  # each row's output bookkeeping, in row order
         self.draws: list[Callable[[int], int]] = []  # each row's uniform source, in row order
@@ -513,10 +515,10 @@ class _Batch:
     def advance(self, state: State, nxt: Tensor) -> None:
         """Take the step's new state and the sampled ids as the next inputs."""
         self.state = state
-        self.ids = nxt if len(nxt) >= self.min_rows else nxt.expand(self.min_rows)  # (W,), the copy row as a view
+        self.ids = pad_rows(nxt, self.min_rows)  # (W,)
 
     def _refresh(self, vocab_size: int) -> None:
-        """Re-derive per-row tensors after the membership changed; pad a lone row to min_rows."""
+        """Re-derive per-row tensors after the membership changed; pad fewer rows to min_rows."""
         self.decodes = [s._decode for s in self.rows]
         self.draws = [d.draw for d in self.decodes]
         if not self.rows:
@@ -525,6 +527,6 @@ class _Batch:
         self.sampler = BatchSampler([s.params for s in self.rows], vocab_size, self.ids.device)
         n = len(self.rows)
         if n < self.min_rows:
-            # (L, 1, H) -> (L, min_rows, H): the copy row only keeps BLAS on its batched path
-            self.state = tuple(t[:, :n].repeat(1, self.min_rows, 1) for t in self.state)
-            self.ids = self.ids[:n].repeat(self.min_rows)
+            # (L, n, H) -> (L, min_rows, H): the copy rows only keep BLAS on its batched kernel
+            self.state = tuple(pad_rows(t[:, :n], self.min_rows, dim=1) for t in self.state)
+            self.ids = pad_rows(self.ids[:n], self.min_rows)

@@ -9,8 +9,9 @@ is timed for a few milliseconds (a lone stream and a batch) and checked for batc
 (does a row's result depend on how many rows are in the batch?), and the fastest is kept.
 
 * In exact mode (``[engine] batch_invariant = true``) only paths whose rows agree alone and in
-  any batch are candidates; each path records how many rows a call needs for that (1, or 2
-  where BLAS's one-row kernel rounds differently and the engine pads a lone row).
+  any batch are candidates; each path records how many rows a call needs for that: 1, or 2, 4
+  or 8 where BLAS rounds smaller batches differently (its one-row kernel; on some CPUs the
+  kernels for fewer than 4 rows), and the engine pads a smaller batch with copies of a row.
 * A path other than float32 must beat it by ``MARGIN`` to be chosen: timings on a shared
   machine are noisy, and float32 is the reference.
 * Choices are cached per process and in ``data_dir/engine-paths.json``, keyed by the CPU
@@ -42,6 +43,7 @@ from genbot.networks.charrnn import (
     ServingPaths,
     StepPath,
     fp16_available,
+    pad_rows,
 )
 
 log = logging.getLogger("genbot.engine")
@@ -56,9 +58,11 @@ REPEATS = 3  # interleaved timings per candidate; the minimum counts
 # product can round one way for a block and another for its tail, so a few sizes are not enough.
 _CHECK_BATCHES = (2, 3, 4, 5, 7, 8, 13, 16, 32)
 _CHECK_ROWS = max(_CHECK_BATCHES)
+# Paddings tried, fewest first: a path needing more than 8 rows is not worth padding to.
+_ROW_CHOICES = (1, 2, 4, 8)
 
 Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise"]
-_CACHE_VERSION = 2  # bump when a choice cached by an older genbot may no longer be right
+_CACHE_VERSION = 3  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
@@ -203,31 +207,45 @@ def _pick(
         forced_rows = rows_of(forced)
         note = "" if forced_rows else ", not batch-invariant"
         return forced, max(1, forced_rows), f"{what} {forced} (forced{note})", {}
-    rows = {p: rows_of(p) for p in candidates}
-    usable = [p for p in candidates if rows[p] or not batch_invariant]
+    rows = {"fp32": rows_of("fp32")} if "fp32" in candidates else {}
+    # A far slower path is left out unchecked only where float32 itself is an answer.
+    fp32_serves = bool(rows) and (rows["fp32"] > 0 or not batch_invariant)
+    contenders = _not_far_slower(candidates, time_of) if fp32_serves else list(candidates)
+    rows |= {p: rows_of(p) for p in contenders if p not in rows}
+    usable = [p for p in contenders if rows[p] or not batch_invariant]
     if not usable:  # nothing is exact here: serve the reference and say so
         log.warning("no %s path is batch-invariant on %s; using fp32", what, cpu_id())
-        return "fp32", 1, f"{what} fp32 (none of {', '.join(candidates)} is batch-invariant here)", {}
+        return "fp32", 1, f"{what} fp32 (none of {', '.join(contenders)} is batch-invariant here)", {}
     timings: dict[str, list[float]] = {p: [] for p in usable}
-    racing = list(usable)
-    for repeat in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
-        for p in racing:
+    for _ in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
+        for p in usable:
             for b in (1, PROBE_BATCH):
                 timings[p].append(time_of(p, b, max(1, rows[p]) if batch_invariant else 1))
-        if repeat == 0 and "fp32" in timings:  # at least twice as slow as float32 alone and batched: out
-            ref = timings["fp32"]
-            racing = [p for p in racing if p == "fp32" or min(timings[p][0] / ref[0], timings[p][1] / ref[1]) < 2]
     # score: the product of the lone and batched times (each the minimum of its repeats)
     score = {p: min(t[0::2]) * min(t[1::2]) for p, t in timings.items()}
     best = min(usable, key=lambda p: score[p] / (1.0 if p == "fp32" else MARGIN**2))
     ms = {p: round(min(t[0::2]) * 1000, 3) for p, t in timings.items()} | {
         f"{p}_x{PROBE_BATCH}": round(min(t[1::2]) * 1000, 3) for p, t in timings.items()
     }
-    skipped = [p for p in candidates if p not in usable]
     why = f"{what} {best}: fastest of {', '.join(usable)}"
-    if skipped:
-        why += f" ({', '.join(skipped)} not batch-invariant here)"
+    varying = [p for p in contenders if p not in usable]
+    if varying:
+        why += f" ({', '.join(varying)} not batch-invariant here)"
+    slow = [p for p in candidates if p not in contenders]
+    if slow:
+        why += f" ({', '.join(slow)} over twice as slow as fp32 here)"
     return best, max(1, rows[best]), why, ms
+
+
+def _not_far_slower(candidates: Sequence[str], time_of: Callable[[str, int, int], float]) -> list[str]:
+    """The candidates within twice float32's time alone or batched, by one quick timing.
+
+    Done before the batch-invariance check, which reads dozens of prompts per candidate: a path
+    emulated in software (bfloat16 without bf16 instructions: ten times slower) is not worth it.
+    """
+    quick = {p: (time_of(p, 1, 1), time_of(p, PROBE_BATCH, 1)) for p in candidates}
+    ref = quick["fp32"]
+    return [p for p in candidates if p == "fp32" or min(quick[p][0] / ref[0], quick[p][1] / ref[1]) < 2]
 
 
 def _paths(model: CharRNN, prime: str = "fp32", step: str = "fp32", rows: int = 2) -> ServingPaths:
@@ -240,9 +258,9 @@ def _probe_ids(model: CharRNN, batch: int, length: int, seed: int = 0) -> torch.
 
 
 def _prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
-    """1 or 2 if a prompt read with that many rows equals the same prompt in any batch, read in chunks; else 0."""
+    """The fewest rows (of 1, 2, 4, 8) from which a prompt read equals it in any batch, in chunks; else 0."""
     ids = _probe_ids(model, _CHECK_ROWS, 11)
-    for rows in (1, 2):
+    for rows in _ROW_CHOICES:
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, prime=path, step=step, rows=rows))
             alone = [model.prime(ids[i : i + 1]) for i in range(_CHECK_ROWS)]
@@ -262,22 +280,24 @@ def _prime_batch_agrees(model: CharRNN, ids: Tensor, alone: list[tuple[Tensor, t
 
 
 def _step_rows(model: CharRNN, path: str) -> int:
-    """1 or 2 if stepping that many rows equals the same row in any batch; else 0."""
+    """The fewest rows (of 1, 2, 4, 8) from which a stepped row equals itself in any batch; else 0."""
     gen = torch.Generator().manual_seed(1)
     state = tuple(
         torch.randn(s.shape, generator=gen).to(s) * 0.5 for s in model.initial_state(_CHECK_ROWS)
     )  # fmt: skip
     ids = _probe_ids(model, 1, _CHECK_ROWS)[0]
-    for rows in (1, 2):
+    for rows in _ROW_CHOICES:
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, step=path, rows=rows))
 
-            def alone(i: int, rows: int = rows) -> tuple[Tensor, tuple[Tensor, ...]]:
-                return model.step(ids[i : i + 1].repeat(rows), tuple(s[:, i : i + 1].repeat(1, rows, 1) for s in state))
+            def padded(first: int, b: int, rows: int = rows) -> tuple[Tensor, tuple[Tensor, ...]]:
+                # As the engine runs b rows: padded with copies of the first up to ``rows``.
+                chosen = slice(first, first + b)
+                return model.step(pad_rows(ids[chosen], rows), tuple(pad_rows(s[:, chosen], rows, 1) for s in state))
 
-            lone = [alone(i) for i in range(_CHECK_ROWS)]
-            batches = (model.step(ids[:b], tuple(s[:, :b] for s in state)) for b in _CHECK_BATCHES)
-            if all(all(_same(lone[i], *out, i) for i in range(out[0].shape[0])) for out in batches):
+            lone = [padded(i, 1) for i in range(_CHECK_ROWS)]
+            batches = ((b, padded(0, b)) for b in _CHECK_BATCHES)
+            if all(all(_same(lone[i], *out, i) for i in range(b)) for b, out in batches):
                 return rows
         except RuntimeError as e:
             log.warning("step path %s failed its check: %s", path, e)

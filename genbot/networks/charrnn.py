@@ -41,13 +41,24 @@ STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "rowwise")
 _FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
+def pad_rows(t: Tensor, rows: int, dim: int = 0) -> Tensor:
+    """``t`` with copies of its first row along ``dim`` up to ``rows`` rows (as is if it has as many)."""
+    n = t.shape[dim]
+    if n >= rows:
+        return t
+    shape = list(t.shape)
+    shape[dim] = rows - n
+    return torch.cat([t, t.narrow(dim, 0, 1).expand(shape)], dim)
+
+
 @dataclass(frozen=True)
 class ServingPaths:
     """How a served model reads prompts and steps streams, and why (see ``genbot.engine.paths``).
 
     ``*_rows`` is the fewest rows a call must have for each row's result to equal the same row
-    inside any larger batch: 1 when even a lone row agrees, 2 when BLAS's one-row kernel rounds
-    differently (the engine then pads a lone row with a copy).
+    inside any larger batch: 1 when even a lone row agrees; 2, 4 or 8 when BLAS picks other
+    kernels, with another summation order, for batches smaller than that (the engine then pads
+    a smaller batch with copies of its first row).
     """
 
     prime: PrimePath = "fp32"
@@ -154,13 +165,13 @@ class CharRNN(nn.Module):
 
         Runs the fused kernel of the serving prime path; the state comes back in that path's
         dtype and can be fed to the next chunk as is (``read_end`` turns it into a serving state).
-        A lone row is padded to ``serving_paths.prime_rows`` so it rounds like a batched row.
+        Fewer rows than ``serving_paths.prime_rows`` are padded so they round like a batch.
         """
         n = ids.shape[0]
         pad = self.serving_paths.prime_rows - n
         if pad > 0:
-            ids = torch.cat([ids, ids[:1].expand(pad, -1)])
-            state = tuple(torch.cat([s, s[:, :1].expand(-1, pad, -1)], dim=1) for s in state)
+            ids = pad_rows(ids, n + pad)
+            state = tuple(pad_rows(s, n + pad, dim=1) for s in state)
         path = self.serving_paths.prime
         if path == "steps":
             last, new_state = self._read_steps(ids, state)
@@ -184,7 +195,7 @@ class CharRNN(nn.Module):
         n = h.shape[0]
         path = self.serving_paths.prime
         pad = self.serving_paths.prime_rows - n
-        rows = torch.cat([h, h[:1].expand(pad, -1)]) if pad > 0 else h
+        rows = pad_rows(h, n + pad)
         if path == "steps":
             logits = self._step_head(rows.to(dtype))[:n]
         elif path == "fp16" and self.head.weight.device.type == "cpu":
@@ -207,7 +218,8 @@ class CharRNN(nn.Module):
         """Changes whenever any parameter is replaced or updated in place (optimizer, load_state_dict)."""
         params = self._params or list(self.parameters())
         self._params = params
-        return tuple((p.data_ptr(), p._version) for p in params)
+        # Parameters made under inference_mode keep no version counter: their pointer must do.
+        return tuple((p.data_ptr(), 0 if p.is_inference() else p._version) for p in params)
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """Advance every stream by one character: ids (B,) → logits (B, V) and the next state.
