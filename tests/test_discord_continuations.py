@@ -22,6 +22,7 @@ from tests.helpers import (
     opt,
     pages_of,
     running_bot,
+    statements_on,
 )
 
 ALICE = "300000000000000001"
@@ -102,9 +103,13 @@ async def test_preset_save_use_list_and_delete(discord_env: None) -> None:
         await fake.wait_for(lambda: callbacks(fake, save.token))
         uses = []
         for _ in range(2):
-            use = await fake.slash("preset", [{"name": "use", "type": SUBCOMMAND, "options": [opt("name", "calm")]}])
-            await fake.wait_for(lambda u=use: finished(fake, u), timeout=20)  # type: ignore[misc]
+            with statements_on(service, "presets") as reads:
+                use = await fake.slash(
+                    "preset", [{"name": "use", "type": SUBCOMMAND, "options": [opt("name", "calm")]}]
+                )
+                await fake.wait_for(lambda u=use: finished(fake, u), timeout=20)  # type: ignore[misc]
             uses.append(use)
+            assert len(reads) == 1, reads  # the preset is read once per use: what was admitted is what runs
         bob_use = await fake.slash(
             "preset", [{"name": "use", "type": SUBCOMMAND, "options": [opt("name", "calm")]}], member=BOB
         )
