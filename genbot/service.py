@@ -46,6 +46,7 @@ from genbot.plugins import LoadedPlugins, load_plugins
 from genbot.presets.control import Presets
 from genbot.presets.rules import PresetParams
 from genbot.presets.rules import parse_params as parse_preset
+from genbot.presets.rules import settings_params as preset_params
 from genbot.quotas.policy import QuotaPolicy
 from genbot.storage import repository
 from genbot.storage.db import Database
@@ -601,6 +602,7 @@ __all__ = [
     "ResolvedRequest",
     "generators",
     "parse_preset",
+    "preset_params",
     "upgrade_schema",
 ]
 
