@@ -166,6 +166,12 @@ class JobsSettings(_Section):
         le=64,
         description="Training processes per job (torchrun ranks, e.g. one per GPU) unless the job asks for --nproc.",
     )
+    max_nproc: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Most training processes a job may ask for (--nproc from the CLI, API, Discord, schedules).",
+    )
     max_steps: int = Field(default=1_000_000, ge=1, le=2**31 - 1, description="Largest --steps budget a job may ask.")
     max_epochs: float = Field(default=1000.0, gt=0.0, description="Largest --epochs budget a job may ask.")
     max_seconds: float = Field(
@@ -183,6 +189,8 @@ class JobsSettings(_Section):
             raise ValueError(
                 f"heartbeat_seconds {self.heartbeat_seconds} must be below lease_seconds {self.lease_seconds}"
             )
+        if self.nproc > self.max_nproc:
+            raise ValueError(f"nproc {self.nproc} must be at most max_nproc {self.max_nproc}")
         return self
 
 

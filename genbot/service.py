@@ -46,6 +46,7 @@ from genbot.plugins import LoadedPlugins, load_plugins
 from genbot.presets.control import Presets
 from genbot.presets.rules import PresetParams
 from genbot.presets.rules import parse_params as parse_preset
+from genbot.presets.rules import settings_params as preset_params
 from genbot.quotas.policy import QuotaPolicy
 from genbot.storage import repository
 from genbot.storage.db import Database
@@ -102,6 +103,22 @@ class GenerationRequest:
         """Who asks, as owner of generations and presets."""
         who = self.requester
         return Identity(who.frontend, who.user_id, who.api_key_id, self.admin)
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with its preset and the generation it continues or repeats read once (``service.resolve``).
+
+    ``generate`` runs it without reading them again, so a front end that looks at the resolved
+    length first (to reserve quota) starts exactly what it looked at.
+    """
+
+    request: GenerationRequest  # the preset's and the stored generation's settings filled in
+    parent_id: int | None  # the generation the new row continues (its thread), if any
+
+    def with_length(self, length: int | None) -> ResolvedRequest:
+        """The same request generating ``length`` characters (a quota's cap)."""
+        return dataclasses.replace(self, request=dataclasses.replace(self.request, length=length))
 
 
 @dataclass
@@ -255,9 +272,10 @@ class GenbotService:
         )
         return params.within(limits.max_length)
 
-    async def generate(self, req: GenerationRequest) -> Generation:
+    async def generate(self, req: GenerationRequest | ResolvedRequest) -> Generation:
         """Start a generation; raises InvalidRequest, UnknownModel, NotFound or Busy before anything runs."""
-        req, parent_id = await self.resolve(req)
+        resolved = req if isinstance(req, ResolvedRequest) else await self.resolve(req)
+        req, parent_id = resolved.request, resolved.parent_id
         limit = self.settings.sampling.max_prompt_chars
         if len(req.prompt) > limit:
             raise InvalidRequest(f"the prompt has {len(req.prompt):,} characters; the limit is {limit:,}")
@@ -285,10 +303,11 @@ class GenbotService:
         sampling = self.settings.sampling
         return min(sampling.context_chars, sampling.max_prompt_chars)
 
-    async def resolve(self, req: GenerationRequest) -> tuple[GenerationRequest, int | None]:
-        """``req`` with its preset and the generation it continues or repeats filled in; and the parent's id.
+    async def resolve(self, req: GenerationRequest) -> ResolvedRequest:
+        """``req`` with its preset and the generation it continues or repeats filled in, and the parent's id.
 
         Fields the request sets win over the preset's, which win over the stored generation's.
+        Each is read once, here: pass the result to ``generate`` to run exactly this.
         """
         if req.continue_from is not None and req.again_of is not None:
             raise InvalidRequest("continue_from and again_of: give one or the other")
@@ -298,16 +317,18 @@ class GenbotService:
         if req.continue_from is not None:
             parent = await owned(self._db, req.continue_from, req.identity)
             prompt = context(parent, req.prompt, self.context_chars)
-            return _with_defaults(dataclasses.replace(req, prompt=prompt), _params_of(parent)), parent.id
+            return ResolvedRequest(
+                _with_defaults(dataclasses.replace(req, prompt=prompt), _params_of(parent)), parent.id
+            )
         if req.again_of is not None:
             original = await owned(self._db, req.again_of, req.identity)
             if original.status == GenerationStatus.RUNNING:
                 raise InvalidRequest(f"generation {original.id} is still running: try again once it has finished")
             again = _with_defaults(dataclasses.replace(req, prompt=original.prompt), _params_of(original))
-            return again, original.parent_id  # an alternative at the same place in its thread
+            return ResolvedRequest(again, original.parent_id)  # an alternative at the same place in its thread
         if not req.model:
             raise InvalidRequest("model: name a generator (or a preset that names one)")
-        return req, None
+        return ResolvedRequest(req, None)
 
     async def _record(self, row_id: int, stream: Stream) -> GenerationResult:
         """Save partial output now and then, and the final row when the stream ends."""
@@ -578,8 +599,10 @@ __all__ = [
     "Identity",
     "PresetParams",
     "Requester",
+    "ResolvedRequest",
     "generators",
     "parse_preset",
+    "preset_params",
     "upgrade_schema",
 ]
 

@@ -2,7 +2,7 @@
 
 * processes: ``genbot(*args)`` runs the real command line in a child process;
 * data: ``make_corpus_text``, ``write_model_folder`` (random weights, no training);
-* the service and jobs: ``opened()``, ``wait_until``, ``FAST`` training options;
+* the service and jobs: ``opened()``, ``wait_until``, ``FAST`` training options, ``statements_on``;
 * the HTTP API: ``api_server`` (a live server on loopback), ``client``, ``parse_sse``, ``as_curl``;
 * Discord: ``opened_service`` (with slow scripted models), ``running_bot`` on the fake Discord,
   ``OWNER``, ``opt``, ``callbacks``, ``ephemeral_text``, ``finished``, ``pages_of``, ``buttons``.
@@ -21,13 +21,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import torch
+from sqlalchemy import event
 
 from genbot.config import ApiSettings, load_settings
 from genbot.engine.registry import GeneratorEntry
@@ -123,6 +124,24 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float, w
             return result
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def statements_on(service: GenbotService, table: str) -> Iterator[list[str]]:
+    """The SQL statements the service's real engine runs that read ``table``, collected while inside."""
+    assert service.db is not None
+    seen: list[str] = []
+    engine = service.db.engine.sync_engine
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if f"FROM {table}" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 @contextlib.asynccontextmanager

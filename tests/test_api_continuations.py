@@ -11,7 +11,7 @@ import pytest
 from genbot.errors import CheckpointError
 from genbot.networks.card import ModelCard
 from genbot.service import GenbotService
-from tests.helpers import api_server, client, parse_sse, write_model_folder
+from tests.helpers import api_server, client, parse_sse, statements_on, write_model_folder
 
 PLAY = "{name}:\n{text}\n\n"
 
@@ -86,6 +86,18 @@ async def test_preset_routes_save_use_list_and_delete(api: tuple[str, GenbotServ
     assert shown["params"] == calm | {"top_k": None, "top_p": None, "stop": []}
     assert deleted.status_code == 200 and gone.status_code == 404
     assert bob_deletes_global.status_code == 403
+
+
+async def test_a_request_under_a_quota_reads_its_preset_once(api: tuple[str, GenbotService, dict[str, str]]) -> None:
+    url, service, keys = api
+    [alice_key] = [k for k in await service.keys.list() if k.name == "alice"]
+    await service.quotas.set_quota("key", str(alice_key.id), chars_per_day=1000)  # the length is reserved first
+    async with client(url, keys["alice"]) as alice:
+        await alice.put("/v1/presets/short", json={"params": {"model": "alpha", "length": 7}})
+        with statements_on(service, "presets") as reads:
+            made = await alice.post("/v1/generate", json={"preset": "short"})
+    assert made.status_code == 200 and len(made.json()["text"]) == 7
+    assert len(reads) == 1, reads  # the length reserved and the text generated come from one read
 
 
 HOSTILE_NAMES = ["a b", "_last", ".hidden", "a/b", "x" * 65, "名", "a%00b", "-x", "a'--"]

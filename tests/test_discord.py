@@ -428,6 +428,31 @@ async def test_a_corpus_upload_and_a_retrain_run_end_to_end(
     assert ephemeral_text(fake, activate.token) == "alpha v2 is now active."
 
 
+async def test_a_retrain_asks_for_processes_within_the_configured_cap(
+    discord_env: None, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENBOT_JOBS__MAX_NPROC", "4")
+    base = [opt("model", "alpha"), opt("corpus", "plays"), opt("steps", 5, INTEGER)]
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        await service.corpora.add("plays", [corpus_file])
+        # Discord's client enforces an option's range, but anyone can post an interaction by hand.
+        absurd = await fake.slash("admin", [_sub("retrain", *base, opt("nproc", 10_000, INTEGER))], member=OWNER)
+        over = await fake.slash("admin", [_sub("retrain", *base, opt("nproc", 5, INTEGER))], member=OWNER)
+        await fake.wait_for(lambda: ephemeral_text(fake, absurd.token) and ephemeral_text(fake, over.token))
+        refused = await service.jobs.list()
+        queued = await fake.slash("admin", [_sub("retrain", *base, opt("nproc", 4, INTEGER))], member=OWNER)
+        default = await fake.slash("admin", [_sub("retrain", *base)], member=OWNER)
+        await fake.wait_for(lambda: callbacks(fake, queued.token) and callbacks(fake, default.token))
+        jobs = await service.jobs.list()
+    assert refused == []
+    assert ephemeral_text(fake, absurd.token).startswith(
+        "--nproc must be between 1 and 4 ([jobs] max_nproc), got 10000"
+    )
+    assert "between 1 and 4" in ephemeral_text(fake, over.token)
+    assert "Queued job #" in str(callbacks(fake, queued.token)[0]["data"])
+    assert [j.args["options"] for j in reversed(jobs)] == [{"nproc": 4}, {}]  # none given: the worker's [jobs] nproc
+
+
 def _sub(name: str, *options: dict[str, object]) -> dict[str, object]:
     """A subcommand option of a command group."""
     return {"type": SUBCOMMAND, "name": name, "options": list(options)}

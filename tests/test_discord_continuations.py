@@ -22,6 +22,7 @@ from tests.helpers import (
     opt,
     pages_of,
     running_bot,
+    statements_on,
 )
 
 ALICE = "300000000000000001"
@@ -81,6 +82,22 @@ async def test_continue_and_again_buttons_work_after_a_restart_for_the_requester
     assert buttons(pages_of(fake, pressed)[0])["Continue"] == f"genbot:continue:{child.id}"  # the thread goes on
 
 
+async def test_a_long_reply_carries_its_buttons_under_the_last_page(discord_env: None) -> None:
+    async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
+        sent = await fake.slash("generate", [opt("model", "slow"), opt("prompt", "x"), opt("length", 2500, INTEGER)])
+        await fake.wait_for(lambda: finished(fake, sent), timeout=30)
+        pages = pages_of(fake, sent)
+        last = pages[-1]
+        pressed = await fake.click(buttons(last)["Again"], last.id)
+        await fake.wait_for(lambda: finished(fake, pressed), timeout=30)
+        again, root = await service.history(user_id=ALICE)
+    assert len(pages) >= 2  # 2,500 characters do not fit one message
+    assert [set(buttons(page)) for page in pages] == [set()] * (len(pages) - 1) + [{"Continue", "Again"}]
+    assert buttons(last)["Continue"] == f"genbot:continue:{root.id}" and "chars/s" in last.content  # with the footer
+    assert (again.prompt, again.max_length) == ("x", 2500)
+    assert set(buttons(pages_of(fake, pressed)[-1])) == {"Continue", "Again"}
+
+
 async def test_an_owner_may_continue_anyones_reply(discord_env: None) -> None:
     async with FakeDiscord() as fake, opened_service() as service, running_bot(fake, service):
         sent = await fake.slash(
@@ -102,9 +119,13 @@ async def test_preset_save_use_list_and_delete(discord_env: None) -> None:
         await fake.wait_for(lambda: callbacks(fake, save.token))
         uses = []
         for _ in range(2):
-            use = await fake.slash("preset", [{"name": "use", "type": SUBCOMMAND, "options": [opt("name", "calm")]}])
-            await fake.wait_for(lambda u=use: finished(fake, u), timeout=20)  # type: ignore[misc]
+            with statements_on(service, "presets") as reads:
+                use = await fake.slash(
+                    "preset", [{"name": "use", "type": SUBCOMMAND, "options": [opt("name", "calm")]}]
+                )
+                await fake.wait_for(lambda u=use: finished(fake, u), timeout=20)  # type: ignore[misc]
             uses.append(use)
+            assert len(reads) == 1, reads  # the preset is read once per use: what was admitted is what runs
         bob_use = await fake.slash(
             "preset", [{"name": "use", "type": SUBCOMMAND, "options": [opt("name", "calm")]}], member=BOB
         )

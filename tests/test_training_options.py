@@ -130,10 +130,17 @@ def test_caps_come_from_the_jobs_settings() -> None:
         (RetrainRequest(model="m", corpus="c", steps=5, options={"batch": 11}), "--batch x --block is 1,100"),
         (RetrainRequest(model="m", corpus="c", steps=True), "--steps must be a whole number"),
         (RetrainRequest(model="m", corpus="c", steps="5"), "--steps must be a whole number"),  # type: ignore[arg-type]
+        (RetrainRequest(model="m", corpus="c", steps=5, options={"nproc": 10_000}), "--nproc must be between 1 and 8"),
+        (RetrainRequest(model="m", corpus="c", steps=5, options={"nproc": 0}), r"\[jobs\] max_nproc\), got 0"),
     ]
     for request, message in refused:
         with pytest.raises(InvalidRequest, match=message.replace("+", r"\+")):
             check(request, limits)
+    assert check(RetrainRequest(model="m", corpus="c", steps=5, options={"nproc": 8, "batch": 1}), limits).nproc == 8
+    with pytest.raises(InvalidRequest, match="between 1 and 2 "):
+        check(RetrainRequest(model="m", corpus="c", steps=5, options={"nproc": 3}), JobsSettings(max_nproc=2))
+    with pytest.raises(ValueError, match="nproc 4 must be at most max_nproc 2"):
+        JobsSettings(nproc=4, max_nproc=2)  # a worker's own default must fit the cap too
     # The default cap refuses a batch x block in the billions.
     with pytest.raises(InvalidRequest, match="max_batch_chars"):
         check(RetrainRequest(model="m", corpus="c", steps=5, options={"batch": 100_000, "block": 100_000}))
@@ -270,6 +277,8 @@ BAD_BODIES: list[dict[str, Any]] = [
     {"steps": 5, "options": {"eval_every": -1}},
     {"steps": 5, "options": {"batch": 100_000, "block": 100_000}},
     {"steps": 5, "options": {"corpus": "/etc/passwd"}},
+    {"steps": 5, "options": {"nproc": 10_000}},  # over [jobs] max_nproc: no admin may fork that many
+    {"steps": 5, "options": {"nproc": 0}},
     {"steps": 5, "options": ["--corpus=/x"]},
     {"steps": 5, "source": "²"},
     {"steps": 5, "source": "99999999999999999999"},
@@ -293,13 +302,13 @@ async def test_bad_job_bodies_get_a_4xx_error_body_and_queue_nothing(jobs_env: s
             error = response.json()["error"]
             assert error["type"] == "invalid_request_error" and error["message"], body
         assert await service.jobs.list() == []
-        options = {"lr": 0.01, "bf16": False, "eval_every": 5}
+        options = {"lr": 0.01, "bf16": False, "eval_every": 5, "nproc": 2}
         good = await c.post(
             "/v1/admin/jobs", json={"model": "alpha", "corpus": "plays", "steps": 5, "options": options}
         )
         assert good.status_code == 201, good.text
         [job] = await service.jobs.list()
-    assert job.args["options"] == {"lr": 0.01, "bf16": False, "eval_every": 5}
+    assert job.args["options"] == {"lr": 0.01, "bf16": False, "eval_every": 5, "nproc": 2}
 
 
 def test_retrain_cli_refuses_a_bad_option_with_one_error_line(sqlite_jobs_env: str) -> None:

@@ -73,20 +73,13 @@ class ReplState:
 
     def to_params(self) -> PresetParams:
         """These settings as a preset (InvalidRequest if one is out of a preset's range)."""
-        from genbot.service import parse_preset
+        from genbot.service import parse_preset, preset_params
 
-        return parse_preset(
-            {
-                "model": self.model or None,
-                "temperature": self.temperature,
-                "top_k": self.top_k,
-                "top_p": self.top_p,
-                "length": self.length,
-                "stop": list(self.stop),
-                "seed_policy": "random" if self.seed is None else "fixed",
-                "seed": self.seed,
-            }
-        )
+        settings = preset_params(
+            model=self.model or None, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            length=self.length, stop=self.stop, seed=self.seed,
+        )  # fmt: skip
+        return parse_preset(settings)
 
     def apply(self, params: PresetParams, models: list[str]) -> None:
         """Take a preset's settings (its model only if it is loaded here)."""

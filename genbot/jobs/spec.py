@@ -3,11 +3,11 @@
 A ``RetrainRequest`` is what an admin types (``genbot retrain MODEL --corpus NAME …``), posts to
 the API, asks Discord for, or what a schedule stores. ``check`` rejects nonsense up front (a bad
 or oversized budget, options outside the one schema ``TrainingOptions``, architecture options on
-a fine-tune, a batch too big for ``[jobs] max_batch_chars``) so nothing is queued that can only
-fail. ``train_argv`` turns a queued job's stored arguments into the ``genbot train`` command line
-the worker runs in a child process: every value is re-checked and written as ``--name=value``, and
-the list ends with ``-- charrnn``, so no value can ever be read as another option or as the
-positional argument.
+a fine-tune, a batch too big for ``[jobs] max_batch_chars``, more processes than ``[jobs]
+max_nproc``) so nothing is queued that can only fail. ``train_argv`` turns a queued job's stored
+arguments into the ``genbot train`` command line the worker runs in a child process: every value
+is re-checked and written as ``--name=value``, and the list ends with ``-- charrnn``, so no value
+can ever be read as another option or as the positional argument.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def check(request: RetrainRequest, limits: JobsSettings | None = None) -> Traini
     _check_types(request)
     parse_source(request.source)
     _check_budget(request, limits)
+    _check_nproc(request.options.get("nproc"), limits)
     options = TrainingOptions.parse(dict(request.options))
     arch = [name for name in ARCHITECTURE if name in options.given()]
     if arch and request.source != "scratch":
@@ -132,6 +133,13 @@ def _check_budget(request: RetrainRequest, limits: JobsSettings) -> None:
     if not (math.isfinite(value) and 0 < value <= cap):
         shown = f"{cap:,}" if isinstance(cap, int) else f"{cap:,g}"
         raise InvalidRequest(f"--{name} must be above 0 and at most {shown} ([jobs] max_{name}), got {value}")
+
+
+def _check_nproc(nproc: object, limits: JobsSettings) -> None:
+    """A job may ask for 1 to ``[jobs] max_nproc`` processes (whoever queues it: each is a process forked)."""
+    # Other types (text, bools) are TrainingOptions' to refuse, with its own wording.
+    if isinstance(nproc, int) and not isinstance(nproc, bool) and not 1 <= nproc <= limits.max_nproc:
+        raise InvalidRequest(f"--nproc must be between 1 and {limits.max_nproc} ([jobs] max_nproc), got {nproc}")
 
 
 def job_nproc(args: Mapping[str, Any], default: int = 1) -> int:

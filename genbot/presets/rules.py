@@ -11,7 +11,7 @@ starting with ``_`` are reserved for genbot's own rows, such as the REPL's last 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,6 +81,23 @@ def parse_params(data: object, where: str = "preset") -> PresetParams:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "params"
         raise InvalidRequest(f"{where}: {field}: {err['msg']}") from None
+
+
+def settings_params(
+    *,
+    model: str | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    length: int | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+) -> dict[str, object]:
+    """Settings as the front ends take them, as preset parameters for ``parse_params`` (a seed: the fixed policy)."""
+    return {
+        "model": model, "temperature": temperature, "top_k": top_k, "top_p": top_p, "length": length,
+        "stop": list(stop), "seed_policy": "random" if seed is None else "fixed", "seed": seed,
+    }  # fmt: skip
 
 
 def check_name(name: str, *, reserved_ok: bool = False) -> str:

@@ -10,12 +10,11 @@ in the database, so several API replicas share one limit. Usage is recorded for 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from genbot.frontends.api.auth import Caller
 from genbot.frontends.api.context import ApiContext
 from genbot.quotas.policy import Admission, Limits, Subject
-from genbot.service import Generation, GenerationRequest
+from genbot.service import Generation, GenerationRequest, ResolvedRequest
 
 
 async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Caller) -> Generation:
@@ -26,9 +25,12 @@ async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Cal
         # No limit to enforce: skip the two usage writes per request (they queue behind every
         # other write on SQLite and would sit between the request and its first character).
         return await ctx.service.generate(request)
-    admission = await ctx.service.quotas.admit([subject], chars=await _wanted(ctx, request))
+    # Read the preset and the continued generation once (someone else's: NotFound before admission),
+    # so the characters reserved are those of what then runs.
+    resolved = await ctx.service.resolve(request)
+    admission = await ctx.service.quotas.admit([subject], chars=_wanted(ctx, resolved.request))
     try:
-        gen = await ctx.service.generate(_capped(request, admission.remaining_chars))
+        gen = await ctx.service.generate(_capped(resolved, admission.remaining_chars))
     except BaseException:
         await admission.finish(0)  # refused before anything ran: nothing to charge
         raise
@@ -38,20 +40,18 @@ async def start_generation(ctx: ApiContext, request: GenerationRequest, who: Cal
     return gen
 
 
-async def _wanted(ctx: ApiContext, request: GenerationRequest) -> int:
-    """The characters to reserve: the length asked for, else a preset's or the parent's, else the default."""
-    if request.length is None and (request.preset or request.continue_from or request.again_of):
-        request = (await ctx.service.resolve(request))[0]  # NotFound for someone else's: refused before admission
+def _wanted(ctx: ApiContext, request: GenerationRequest) -> int:
+    """The characters to reserve: the length asked for (or a preset's, or the parent's), else the default."""
     wanted = request.length if request.length is not None else ctx.service.settings.sampling.length
     return max(1, wanted)  # a length the service refuses is refunded by finish(0)
 
 
-def _capped(request: GenerationRequest, reserved: int | None) -> GenerationRequest:
-    """``request`` with its length cut to the characters reserved for it."""
+def _capped(resolved: ResolvedRequest, reserved: int | None) -> ResolvedRequest:
+    """``resolved`` with its length cut to the characters reserved for it."""
     if reserved is None:
-        return request
-    wanted = request.length if request.length is not None else reserved
-    return dataclasses.replace(request, length=max(1, min(wanted, reserved)))
+        return resolved
+    wanted = resolved.request.length if resolved.request.length is not None else reserved
+    return resolved.with_length(max(1, min(wanted, reserved)))
 
 
 async def _charge_when_done(gen: Generation, admission: Admission) -> None:

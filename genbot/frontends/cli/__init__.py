@@ -14,6 +14,7 @@ the one service runner, the one JSON emitter, logging and signals) is in ``commo
     jobs        retrain, worker, jobs list | show | logs | cancel
     schedule    schedule add | list | remove
     keys        keys create | list | revoke
+    presets     presets list | show | save | delete
     serve       serve, api
     discord     discord [sync]
     setup       init, config, db upgrade
@@ -41,6 +42,7 @@ from genbot.frontends.cli import (
     jobs,
     keys,
     models,
+    presets,
     schedule,
     serve,
     setup,
@@ -55,7 +57,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="genbot: char-RNN text generation bot.",
 )
-for module in (training, generate, history, models, inspect, corpus, jobs, schedule, keys, serve, discord, setup):
+modules = (training, generate, history, models, inspect, corpus, jobs, schedule, keys, presets, serve, discord, setup)
+for module in modules:
     app.add_typer(module.app)  # merged: its top-level commands and its named groups join genbot's
 
 

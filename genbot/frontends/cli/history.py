@@ -59,9 +59,10 @@ def history(
     if as_json and fmt is None:
         fmt, limit = "jsonl", limit or LIST_ROWS
     filters: dict[str, Any] = {"model": model, "user_id": user, "search": search, "query": query}
-    filters |= {"since": _when(since), "until": _when(until), "thread": thread}
+    filters |= {"since": _when(since), "until": _when(until)}
     if fmt is None:
-        for row in with_service(lambda service: _collect(service, filters, limit or LIST_ROWS), serving=False):
+        shown = with_service(lambda service: _collect(service, filters, limit or LIST_ROWS, thread), serving=False)
+        for row in shown:
             text = row.output.replace("\n", "⏎")
             link = f" ← #{row.parent_id}" if row.parent_id is not None else ""
             # A continuation's prompt is its parent's tail: its end is the part worth showing.
@@ -73,18 +74,17 @@ def history(
             )
         return
     with _destination(output) as out:
-        with_service(lambda service: _export(service, filters, limit, fmt, out), serving=False)
+        with_service(lambda service: _export(service, filters, limit, thread, fmt, out), serving=False)
     if output is not None:
         typer.echo(f"wrote {output}", err=True)
 
 
-async def _collect(service: Any, filters: dict[str, Any], limit: int) -> list[Any]:
-    return [row async for row in _rows(service, dict(filters), limit)]
+async def _collect(service: Any, filters: dict[str, Any], limit: int, thread: int | None) -> list[Any]:
+    return [row async for row in _rows(service, filters, limit, thread)]
 
 
-async def _rows(service: Any, filters: dict[str, Any], limit: int | None) -> AsyncIterator[Any]:
-    """The matching rows; with ``thread``, that chain of continuations (oldest first) instead."""
-    thread = filters.pop("thread", None)
+async def _rows(service: Any, filters: dict[str, Any], limit: int | None, thread: int | None) -> AsyncIterator[Any]:
+    """The rows matching ``filters``; with ``thread``, that chain of continuations (oldest first) instead."""
     if thread is None:
         async for row in service.archive.rows(limit=limit, **filters):
             yield row
@@ -96,11 +96,13 @@ async def _rows(service: Any, filters: dict[str, Any], limit: int | None) -> Asy
         yield row
 
 
-async def _export(service: Any, filters: dict[str, Any], limit: int | None, fmt: str, out: TextIO) -> None:
+async def _export(
+    service: Any, filters: dict[str, Any], limit: int | None, thread: int | None, fmt: str, out: TextIO
+) -> None:
     """Write rows as they are read, a page at a time, so a long history never sits in memory whole."""
     out.write(formats.head(fmt))
     index = 0
-    async for row in _rows(service, dict(filters), limit):
+    async for row in _rows(service, filters, limit, thread):
         out.write(formats.piece(fmt, row, index))
         index += 1
     out.write(formats.tail(fmt))

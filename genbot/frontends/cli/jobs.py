@@ -44,7 +44,10 @@ EvalEvery = Annotated[int | None, typer.Option(help="steps between evaluations (
 Seed = Annotated[int | None, typer.Option(help="random seed")]
 SaveDtype = Annotated[str | None, typer.Option(help="float32 | float16 | bfloat16 weights")]
 Nproc = Annotated[
-    int | None, typer.Option(help="training processes (torchrun ranks, e.g. GPUs; default: [jobs] nproc)")
+    int | None,
+    typer.Option(
+        help="training processes (torchrun ranks, e.g. GPUs; default: [jobs] nproc, at most [jobs] max_nproc)"
+    ),
 ]
 MaxAttempts = Annotated[int | None, typer.Option(help="claims before the job fails (default: [jobs] max_attempts)")]
 

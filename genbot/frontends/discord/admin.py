@@ -29,6 +29,7 @@ from genbot.errors import CorpusError, GenbotError, InvalidRequest
 from genbot.frontends.discord.commands import member_subject_id
 from genbot.jobs.spec import RetrainRequest
 from genbot.service import GenerationRequest, Requester
+from genbot.training.launch import MAX_NPROC
 
 if TYPE_CHECKING:
     from genbot.frontends.discord.host import BotHost
@@ -130,6 +131,7 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
         steps: app_commands.Range[int, 1, 1_000_000] | None = None,
         seconds: app_commands.Range[float, 1.0, 86_400.0] | None = None,
         start: Literal["active", "scratch"] = "active",
+        nproc: app_commands.Range[int, 1, MAX_NPROC] | None = None,
     ) -> None:
         """Fine-tune a model on a corpus in the background, with live progress here.
 
@@ -139,10 +141,15 @@ class AdminCommands(commands.GroupCog, group_name="admin"):
             steps: training steps (default 500 unless seconds is given)
             seconds: wall-clock budget instead of steps
             start: from the active version, or from scratch (also makes a brand-new model)
+            nproc: training processes, e.g. one per GPU (default: the worker's; at most [jobs] max_nproc)
         """
         if steps is None and seconds is None:
             steps = DEFAULT_STEPS
-        request = RetrainRequest(model=model, corpus=corpus, steps=steps, seconds=seconds, source=start)
+        # Discord checks the range in its client only; the job's own check ([jobs] max_nproc) decides.
+        options = {"nproc": nproc} if nproc is not None else {}
+        request = RetrainRequest(
+            model=model, corpus=corpus, steps=steps, seconds=seconds, source=start, options=options
+        )
         job = await self.bot.service.jobs.retrain(request)
         await interaction.response.send_message(f"Queued job #{job.id}; progress follows below.")
         channel = interaction.channel

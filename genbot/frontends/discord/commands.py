@@ -115,15 +115,16 @@ async def generate_reply(bot: BotHost, interaction: discord.Interaction, request
             channel_id=str(interaction.channel_id) if interaction.channel_id else None,
         ),
     )
-    # The length a preset or the continued generation gives, else the default (unknown ids: refused here).
-    default = (await service.resolve(request))[0].length or service.settings.sampling.length
+    # Read the preset and the continued generation once (unknown ids: refused here, before any quota
+    # is touched); what is generated is exactly what the length to reserve was taken from.
+    resolved = await service.resolve(request)
+    wanted = resolved.request.length or service.settings.sampling.length  # reserved until it ends
     # Quota refusals must be ephemeral, so they are decided before the (public) deferral.
-    wanted = request.length or default  # reserved from the daily quota until it ends
     admission = await service.quotas.admit(subjects_of(bot, interaction.user.id, guild_id), chars=wanted)
     try:
         await interaction.response.defer(thinking=True)
-        request = dataclasses.replace(request, length=capped_length(request.length, admission.remaining_chars, default))
-        generation = await service.generate(request)
+        length = capped_length(resolved.request.length, admission.remaining_chars, wanted)
+        generation = await service.generate(resolved.with_length(length))
     except BaseException:
         await admission.finish(0)
         await drop_thinking(interaction)  # the error handler then answers ephemerally

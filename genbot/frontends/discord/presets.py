@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from genbot.errors import InvalidRequest
 from genbot.frontends.discord.commands import generate_reply
-from genbot.service import GenerationRequest, Identity
+from genbot.service import GenerationRequest, Identity, preset_params
 
 if TYPE_CHECKING:
     from genbot.frontends.discord.host import BotHost
@@ -60,10 +60,7 @@ class PresetCommands(commands.GroupCog, group_name="preset"):
         self._check_global(interaction, global_)
         if model is not None and model not in self.bot.loaded_models():
             raise InvalidRequest(f"unknown model {model!r}; /models lists them")
-        params = {
-            "model": model, "temperature": temperature, "length": length, "top_k": top_k, "top_p": top_p,
-            "seed_policy": "random" if seed is None else "fixed", "seed": seed,
-        }  # fmt: skip
+        params = preset_params(model=model, temperature=temperature, length=length, top_k=top_k, top_p=top_p, seed=seed)
         owner = self._owner(interaction).preset_owner
         row = await self.bot.service.presets.save(owner, name, params, global_=global_)
         where = "global preset" if row.is_global else "preset"

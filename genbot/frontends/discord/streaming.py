@@ -6,6 +6,8 @@ gets). The next edit is timed from the end of the previous one, so two edits of 
 never *arrive* closer together than ``interval`` even when one request is slow. Text past
 Discord's 2000 characters continues in follow-up messages, split at line boundaries; models
 whose card asks for a code fence get one on every page (its length counts towards the limit).
+While it streams, the Stop button sits under the first page, where the reply starts; the finished
+reply's buttons (Continue, Again) sit under the last page, where a reader finishes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class PageSink(Protocol):
     """Where pages go: page 0 is the reply itself, later pages are follow-up messages."""
 
     async def write(self, index: int, content: str, view: discord.ui.View | None) -> None:
-        """Create page ``index`` (if new) or edit it to ``content``; ``view`` applies to page 0."""
+        """Create page ``index`` (if new) or edit it to ``content`` with ``view``'s buttons (None: none)."""
         ...
 
 
@@ -87,7 +89,7 @@ class StreamingReply:
         self.lang = lang
         self.interval = interval
         self.view = view
-        self._shown: list[str] = []  # content last written to each page
+        self._shown: list[tuple[str, discord.ui.View | None]] = []  # content and view last written to each page
 
     async def run(self, generation: Generation, footer: Callable[[GenerationResult], str]) -> GenerationResult:
         """Stream until the generation ends, then write the final pages with the footer."""
@@ -111,20 +113,24 @@ class StreamingReply:
         return result
 
     async def _flush(self, output: str, footer: str = "", *, final: bool = False) -> None:
-        """Write every page whose content changed (page 0 always at the end, to drop the button)."""
+        """Write every page whose content or buttons changed (at the end: Stop leaves page 0)."""
         pages = paginate(self.prefix + output, page_budget(self.lang))
         for index, page in enumerate(pages):
             last = index == len(pages) - 1
-            content = render(page, self.lang, footer if last else "")
-            unchanged = index < len(self._shown) and self._shown[index] == content
-            if unchanged and not (final and index == 0):
+            shown = (render(page, self.lang, footer if last else ""), self._view_for(index, last, final))
+            if index < len(self._shown) and self._shown[index][0] == shown[0] and self._shown[index][1] is shown[1]:
                 continue
-            view = self.final_view if final else self.view
-            await self.sink.write(index, content, view)
+            await self.sink.write(index, *shown)
             if index < len(self._shown):
-                self._shown[index] = content
+                self._shown[index] = shown
             else:
-                self._shown.append(content)
+                self._shown.append(shown)
+
+    def _view_for(self, index: int, last: bool, final: bool) -> discord.ui.View | None:
+        """Stop under the first page while streaming; the finished reply's buttons under the last page."""
+        if final:
+            return self.final_view if last else None
+        return self.view if index == 0 else None
 
 
 async def _collect(generation: Generation, chunks: list[str]) -> None:
@@ -143,14 +149,13 @@ class InteractionPages:
     async def write(self, index: int, content: str, view: discord.ui.View | None) -> None:
         """Edit the original response or a follow-up; send the follow-up the first time."""
         if index == 0:
-            if view is None:
-                await self.interaction.edit_original_response(content=content, view=None)
-            else:
-                await self.interaction.edit_original_response(content=content, view=view)
+            await self.interaction.edit_original_response(content=content, view=view)
         elif index - 1 < len(self._followups):
-            await self._followups[index - 1].edit(content=content)
-        else:
+            await self._followups[index - 1].edit(content=content, view=view)
+        elif view is None:
             self._followups.append(await self.interaction.followup.send(content, wait=True))
+        else:
+            self._followups.append(await self.interaction.followup.send(content, view=view, wait=True))
 
 
 class ChannelPages:
@@ -163,10 +168,12 @@ class ChannelPages:
     async def write(self, index: int, content: str, view: discord.ui.View | None) -> None:
         """Send the page the first time (page 0 as a reply), edit it afterwards."""
         if index < len(self._messages):
-            await self._messages[index].edit(content=content, view=view if index == 0 else None)
+            await self._messages[index].edit(content=content, view=view)
         elif index == 0 and view is not None:
             self._messages.append(await self.reply_to.reply(content, view=view))
         elif index == 0:
             self._messages.append(await self.reply_to.reply(content))
+        elif view is not None:
+            self._messages.append(await self.reply_to.channel.send(content, view=view))
         else:
             self._messages.append(await self.reply_to.channel.send(content))
