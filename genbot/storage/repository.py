@@ -198,7 +198,8 @@ async def list_generations(
 
     ``search`` is a case-insensitive substring of the prompt or the output; ``query`` a
     full-text search (the language is in ``genbot.storage.search``), ranked by bm25 on SQLite
-    and ts_rank on PostgreSQL; ``since`` is inclusive and ``until`` exclusive, both timezone-aware.
+    and ts_rank on PostgreSQL among the newest ``RANK_WINDOW`` matches, older matches after them
+    newest first; ``since`` is inclusive and ``until`` exclusive, both timezone-aware.
     """
     _check_page(limit, offset)
     conditions = _conditions(model, user_id, search, since, until)
