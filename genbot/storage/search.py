@@ -237,8 +237,12 @@ async def _walk_newest(session: AsyncSession, search: Search, conditions: Sequen
     # index about the matches.
     both = union_all(search.rows(Generation.id, *conditions), select(Generation.id))
     plan = await session.scalar(_Explain(both))
-    parts = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plans"]
-    matches, rows = (float(part["Plan Rows"]) for part in parts)
+    node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    while len(node.get("Plans", [])) == 1:  # a Gather or the like above the Append
+        node = node["Plans"][0]
+    if len(node.get("Plans", [])) != 2:
+        return False  # a plan of another shape: the word index finds the same rows, only slower when common
+    matches, rows = (float(part["Plan Rows"]) for part in node["Plans"])
     return matches * matches > RANK_WINDOW * max(rows, 1.0)
 
 
@@ -257,7 +261,7 @@ def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Alembic ``include_name`` hook: leave the search objects of migration 0009 out of comparisons."""
+    """Alembic ``include_name`` hook: leave the search objects of migrations 0009 and 0010 out of comparisons."""
     if type_ == "table" and name is not None and name.startswith(SEARCH_TABLE_PREFIX):
         return False
     if type_ == "column" and name == SEARCH_COLUMN and parent_names.get("table_name") == "generations":
