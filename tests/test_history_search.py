@@ -21,7 +21,7 @@ from genbot.storage.repository import (
     start_generation,
     update_progress,
 )
-from genbot.storage.search import fts5_expression, parse_query
+from genbot.storage.search import RANK_WINDOW, fts5_expression, owner_token, parse_query
 from genbot.testing.history import bulk_insert, plant, synthetic_rows
 
 HOSTILE = [
@@ -156,6 +156,86 @@ async def test_existing_rows_are_indexed_by_the_upgrade_and_downgrade_drops_the_
             columns = await conn.run_sync(lambda sync: [c["name"] for c in inspect(sync).get_columns("generations")])
     assert not [t for t in tables if t.startswith("generations_fts") or t == "maintenance_runs"]
     assert "search" not in columns
+
+
+def test_owner_tokens_narrow_the_fts5_search_and_words_that_could_be_one_skip_that_column() -> None:
+    owners = [owner_token("u", "a b"), owner_token("k", "key1")]
+    expression = fts5_expression(parse_query("x0 love -café"), owners)
+    assert expression == (
+        '(owner : "k6b6579310" AND (owner : "u6120620" AND'
+        ' ((({prompt output} : "x0") AND ("love")) NOT {prompt output} : "café")))'
+    )
+
+
+ODD_USERS = ["a b", "a-b", "a", "ü@例.jp", "", "12345678901234567890", "x" * 64]
+
+
+async def test_a_users_search_finds_only_their_rows_whatever_their_id_looks_like(db: Database) -> None:
+    rows = {user: await store(db, "ROMEO:", f"love and more love for {len(user)}", user=user) for user in ODD_USERS}
+    nobody = await store(db, "ROMEO:", "love", user=None)
+    for user, gen_id in rows.items():
+        assert await found(db, "love", user_id=user) == [gen_id]
+        # The owner's token, typed as a search word, is looked for in the text only.
+        assert await found(db, owner_token("u", user), user_id=user) == []
+    assert sorted(await found(db, "love")) == sorted([*rows.values(), nobody])
+
+
+async def test_an_api_keys_search_finds_only_rows_made_with_that_key(db: Database) -> None:
+    mine = await store(db, "p", "orchard wall", user=None, api_key_id="key-1")
+    theirs = await store(db, "p", "orchard wall", user=None, api_key_id="key-10")
+    both = await store(db, "p", "orchard wall", user="u1", api_key_id="key-1")
+    assert sorted(await found(db, "orchard", api_key_id="key-1")) == sorted([mine, both])
+    assert await found(db, "orchard", api_key_id="key-10") == [theirs]
+    assert await found(db, "orchard", api_key_id="key-1", user_id="u1") == [both]
+    assert await found(db, "orchard", api_key_id="key-2") == []
+
+
+async def test_upgrade_to_0010_indexes_the_owners_of_stored_rows_and_downgrade_keeps_search(db_url: str) -> None:
+    await upgrade_database(db_url, "0009")
+    insert = text(
+        "INSERT INTO generations (created_at, model, prompt, output, temperature, max_length, stop, chars,"
+        " status, frontend, user_id) VALUES ('2026-11-01 00:00:00', 'm', 'ROMEO:', :output, 0.8, 10,"
+        " '[]', 16, 'completed', 'cli', :user)"
+    )
+    async with Database.open(db_url, upgrade=False) as db, db.engine.begin() as conn:
+        for user in ("u1", "u2", "u2"):
+            await conn.execute(insert, {"output": f"the orchard wall of {user}", "user": user})
+    await upgrade_database(db_url)
+    async with Database.open(db_url, upgrade=False) as db:
+        assert len(await found(db, "orchard", user_id="u1")) == 1
+        assert len(await found(db, "orchard", user_id="u2")) == 2
+        assert await found(db, "orchard", user_id="u3") == []
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0009")
+    async with Database.open(db_url, upgrade=False) as db:
+        assert await current_revision(db.engine) == "0009"
+        if db.is_sqlite:  # revision 0009's index is back, and its triggers keep it up to date
+            async with db.engine.begin() as conn:
+                await conn.execute(insert, {"output": "an orchard again", "user": "u3"})
+                match = "SELECT count(*) FROM generations_fts WHERE generations_fts MATCH 'orchard'"
+                assert await conn.scalar(text(match)) == 4
+    await upgrade_database(db_url)
+    async with Database.open(db_url, upgrade=False) as db:
+        assert len(await found(db, "orchard", user_id="u3")) == int(db.is_sqlite)
+
+
+async def test_a_common_word_ranks_its_newest_matches_and_pages_on_to_every_older_one(db: Database) -> None:
+    texts = [("u1", "ROMEO:", "love, love and love again")]  # the best match of all, and the oldest
+    texts += [("u2", "JULIET:", "love and nothing more for now")]  # the other user's, also old
+    texts += [("u1", "NURSE:", f"words number {i} said once with love at the end") for i in range(RANK_WINDOW + 300)]
+    texts += [("u1", "ROMEO:", "love love and more love")]  # the best of the newest
+    rows: list[dict[str, Any]] = []
+    old_best, others, *weak, new_best = plant(rows, texts)
+    await bulk_insert(db, rows)
+    first = await found(db, "love", user_id="u1", limit=20)
+    assert first[0] == new_best and old_best not in first  # ranked among the newest matches only
+    pages = [await found(db, "love", user_id="u1", limit=700, offset=offset) for offset in range(0, 3000, 700)]
+    every = [gen_id for page in pages for gen_id in page]
+    assert sorted(every) == sorted([old_best, *weak, new_best])  # each match once, nothing lost
+    assert every[RANK_WINDOW:] == sorted(every[RANK_WINDOW:], reverse=True)  # past the window: newest first
+    assert every[-1] == old_best
+    # The window holds the user's own newest matches, however many newer rows others have.
+    assert await found(db, "love", user_id="u2") == [others]
+    assert await found(db, "love", user_id="u1", search="ROMEO") == [new_best, old_best]
 
 
 @pytest.mark.slow

@@ -17,11 +17,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from genbot.errors import InvalidRequest, NotFound
 from genbot.storage.db import Database
 from genbot.storage.processes import STALE_AFTER_S, live_owners, stale_cutoff
-from genbot.storage.search import ranked_ids
+from genbot.storage.search import RANK_WINDOW, Search, compile_search, ranked_window
 from genbot.storage.tables import (
     Cooldown,
     Generation,
@@ -197,25 +198,48 @@ async def list_generations(
 
     ``search`` is a case-insensitive substring of the prompt or the output; ``query`` a
     full-text search (the language is in ``genbot.storage.search``), ranked by bm25 on SQLite
-    and ts_rank on PostgreSQL; ``since`` is inclusive and ``until`` exclusive, both timezone-aware.
+    and ts_rank on PostgreSQL among the newest ``RANK_WINDOW`` matches, older matches after them
+    newest first; ``since`` is inclusive and ``until`` exclusive, both timezone-aware.
     """
     _check_page(limit, offset)
-    statement = select(Generation).where(*_conditions(model, user_id, search, since, until))
+    conditions = _conditions(model, user_id, search, since, until)
     if api_key_id is not None:
-        statement = statement.where(Generation.api_key_id == api_key_id)
-    newest_first = (Generation.created_at.desc(), Generation.id.desc())
-    if query is not None:
-        ranked = ranked_ids("sqlite" if db.is_sqlite else "postgresql", query).subquery("ranked")
-        statement = statement.join(ranked, ranked.c.id == Generation.id).order_by(ranked.c.rank, *newest_first)
-    else:
-        statement = statement.order_by(*newest_first)
-    statement = statement.limit(limit).offset(offset)
+        conditions.append(Generation.api_key_id == api_key_id)
     async with db.read() as session:
-        if query is not None and not db.is_sqlite:
-            # A prepared statement turns generic after five runs and then plans without the search
-            # words: a common word for one user goes from ~15 ms (user index) to ~300 ms (GIN scan).
-            await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        if query is not None:
+            found = compile_search(_dialect(db), query, user_id=user_id, api_key_id=api_key_id)
+            return [_to_record(row) for row in await _search_page(session, found, conditions, limit, offset)]
+        statement = select(Generation).where(*conditions).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
         return [_to_record(row) for row in await session.scalars(statement)]
+
+
+_NEWEST_FIRST = (Generation.created_at.desc(), Generation.id.desc())
+
+
+async def _search_page(
+    session: AsyncSession, search: Search, conditions: list[ColumnElement[bool]], limit: int, offset: int
+) -> list[Generation]:
+    """One page of a search: the ranked window's rows best first, then older matches newest first."""
+    if search.dialect != "sqlite":
+        # A prepared statement turns generic after five runs and then plans without the search
+        # words: a common word for one user goes from ~15 ms (user index) to ~300 ms (GIN scan).
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    rows: list[Generation] = []
+    if offset < RANK_WINDOW:
+        ranked = await ranked_window(session, search, *conditions)
+        statement = select(Generation).join(ranked, ranked.c.id == Generation.id)
+        statement = statement.order_by(ranked.c.rank, *_NEWEST_FIRST)
+        rows += await session.scalars(statement.limit(min(limit, RANK_WINDOW - offset)).offset(offset))
+    if offset + limit > RANK_WINDOW:
+        # Past the window (only there when more rows match than it holds): the rest, newest first.
+        start = max(offset, RANK_WINDOW)
+        older = search.rows(Generation, *conditions).order_by(search.newest.desc())
+        rows += await session.scalars(older.limit(offset + limit - start).offset(start))
+    return rows
+
+
+def _dialect(db: Database) -> str:
+    return "sqlite" if db.is_sqlite else "postgresql"
 
 
 async def forget_user(db: Database, user_id: str) -> int:

@@ -20,11 +20,28 @@ configuration); PostgreSQL also ignores English stop words ("the", "and") in a s
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select, table, text
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Executable,
+    Select,
+    Subquery,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import TextClause
 
 from genbot.errors import InvalidRequest
 from genbot.storage.tables import Generation
@@ -37,6 +54,9 @@ FTS_TABLE = "generations_fts"
 SEARCH_TABLE_PREFIX = FTS_TABLE
 SEARCH_COLUMN = "search"
 SEARCH_INDEX = "ix_generations_search"
+# A search ranks its newest matches, at most this many: a word in most of 100,000 rows would
+# otherwise rank them all (some 300 ms) to keep the best 20. Older matches come after, newest first.
+RANK_WINDOW = 2000
 
 _TOKEN = re.compile(r'"([^"]*)"|(\S+)')
 _WORD = re.compile(r"[^\W_]+")
@@ -90,17 +110,39 @@ def parse_query(raw: str) -> SearchQuery:
     return SearchQuery(tuple(tuple(g) for g in groups), tuple(excluded))
 
 
-def fts5_expression(query: SearchQuery) -> str:
-    """The FTS5 MATCH expression: every word a quoted string, every operator parenthesised."""
+def owner_token(kind: str, value: str) -> str:
+    """The word migration 0010 writes into the FTS5 ``owner`` column for a row's user (``u``) or key (``k``).
+
+    Hex keeps any id one token that the tokenizer cannot split ("a b" and "a-b" stay apart); the
+    final digit keeps the Porter stemmer off it. The triggers spell the same in SQL:
+    ``'u' || lower(hex(user_id)) || '0'``.
+    """
+    return kind + value.encode("utf-8").hex() + "0"
+
+
+def fts5_expression(query: SearchQuery, owners: Sequence[str] = ()) -> str:
+    """The FTS5 MATCH expression: every word a quoted string, every operator parenthesised.
+
+    ``owners``: tokens of ``owner_token`` the row must also carry, so FTS5 intersects the search
+    with one user's (or key's) rows instead of ranking everyone's.
+    """
 
     def term(t: Term) -> str:
         # Words are letters and digits only, so no quote can end the string early.
-        return '"' + " ".join(t.words) + '"'
+        phrase = '"' + " ".join(t.words) + '"'
+        # Only a word with a "0" or a non-ASCII letter can become a token of the owner column
+        # (they all end in "0"): look for it in the text columns alone. Others skip the column
+        # filter, which costs FTS5 a look at every position list.
+        if any("0" in w or not w.isascii() for w in t.words):
+            return "{prompt output} : " + phrase
+        return phrase
 
     positive = " AND ".join("(" + " OR ".join(term(t) for t in group) + ")" for group in query.groups)
     expression = f"({positive})"
     for t in query.excluded:
         expression = f"({expression} NOT {term(t)})"
+    for token in owners:
+        expression = f'(owner : "{token}" AND {expression})'
     return expression
 
 
@@ -123,23 +165,103 @@ def pg_tsquery(query: SearchQuery) -> ColumnElement[Any]:
     return combined
 
 
-def ranked_ids(dialect: str, raw: str) -> Select[int, float]:
-    """``(id, rank)`` of the generations matching a search, best first (lower rank is better)."""
+@dataclass(frozen=True)
+class Search:
+    """A parsed search as SQL for one database: what selects the matching rows, and their rank."""
+
+    dialect: str
+    match: ColumnElement[bool] | TextClause
+    rank: ColumnElement[float]  # lower is better
+    newest: ColumnElement[int]  # the id to walk newest first (FTS5's rowid on SQLite)
+
+    def rows(self, entity: Any, *conditions: ColumnElement[bool]) -> Select[Any]:
+        """``entity`` of the matching generations that also meet ``conditions``."""
+        statement = select(entity).where(self.match, *conditions)
+        if self.dialect == "sqlite":
+            # FTS5 first: it hands out the matches, generations is looked up by id for the filters.
+            # The "+" keeps SQLite from the other order (a user's rows by the user_id index, each
+            # then a whole FTS5 query of its own: 200 ms for a rare word).
+            matched = Generation.id == literal_column(f"+{FTS_TABLE}.rowid")
+            statement = statement.select_from(table(FTS_TABLE)).join(Generation, matched)
+        return statement
+
+
+def compile_search(dialect: str, raw: str, *, user_id: str | None = None, api_key_id: str | None = None) -> Search:
+    """The SQL of a search; ``user_id`` / ``api_key_id`` narrow the FTS5 lookup to that owner's rows.
+
+    The narrowing is for speed only: callers still filter on the owner columns themselves, which
+    is what keeps one user's search away from another's rows.
+    """
     query = parse_query(raw)
     if dialect == "sqlite":
-        # bm25() is already "lower is better"; rowid is the generation's id (content_rowid).
-        match = text(f"{FTS_TABLE} MATCH :fts_query").bindparams(fts_query=fts5_expression(query))
+        owners = [owner_token("u", user_id)] if user_id is not None else []
+        owners += [owner_token("k", api_key_id)] if api_key_id is not None else []
+        match = text(f"{FTS_TABLE} MATCH :fts_query").bindparams(fts_query=fts5_expression(query, owners))
+        # bm25() is already "lower is better"; the owner column weighs nothing in it.
+        bm25: ColumnElement[float] = literal_column(f"bm25({FTS_TABLE}, 1.0, 1.0, 0.0)")
         rowid: ColumnElement[int] = literal_column(f"{FTS_TABLE}.rowid")
-        bm25: ColumnElement[float] = literal_column(f"bm25({FTS_TABLE})")
-        return select(rowid.label("id"), bm25.label("rank")).select_from(table(FTS_TABLE)).where(match)
+        return Search(dialect, match, bm25, rowid)
     tsquery = pg_tsquery(query)
     column: ColumnElement[Any] = literal_column(f"generations.{SEARCH_COLUMN}")
-    rank = -func.ts_rank(column, tsquery)
-    return select(Generation.id.label("id"), rank.label("rank")).where(column.op("@@")(tsquery))
+    return Search(dialect, column.op("@@")(tsquery), -func.ts_rank(column, tsquery), Generation.id.expression)
+
+
+async def ranked_window(session: AsyncSession, search: Search, *conditions: ColumnElement[bool]) -> Subquery:
+    """``(id, rank)`` of the newest ``RANK_WINDOW`` matches meeting ``conditions``: the rows ranked.
+
+    Every match when there are at most that many. The statement differs by how common the
+    search is, its rows do not: the newest matches are found by walking the ids down for a
+    search that matches a large share of the rows, and by the index of the words (then sorting
+    the matches by id) for one that matches few.
+    """
+    ranked = search.rows(Generation.id.label("id"), *conditions).add_columns(search.rank.label("rank"))
+    if await _walk_newest(session, search, conditions):
+        return ranked.order_by(search.newest.desc()).limit(RANK_WINDOW).subquery("ranked")
+    if search.dialect == "sqlite":
+        return ranked.subquery("ranked")  # at most RANK_WINDOW matches: no order or limit to apply
+    # "+ 0": not the primary key's order any more, so PostgreSQL does not walk the ids down.
+    return ranked.order_by((Generation.id + 0).desc()).limit(RANK_WINDOW).subquery("ranked")
+
+
+async def _walk_newest(session: AsyncSession, search: Search, conditions: Sequence[ColumnElement[bool]]) -> bool:
+    """Whether the newest matches are best found by walking the ids down (the search is common)."""
+    if search.dialect == "sqlite":
+        # FTS5 streams matches in rowid order cheaply, but walks them backwards more slowly than
+        # forwards: only worth it when there are more than the window holds. Counted in FTS5
+        # alone: the other filters can only make fewer, and then the walk finds them all too.
+        rowid: ColumnElement[int] = literal_column(f"{FTS_TABLE}.rowid")
+        first = select(rowid).select_from(table(FTS_TABLE)).where(search.match).limit(RANK_WINDOW + 1).subquery()
+        return (await session.scalar(select(func.count()).select_from(first)) or 0) > RANK_WINDOW
+    # The planner's own estimates (from ANALYZE's statistics of the words), of the matches and
+    # of all rows, in one plan. The walk reads about window × rows / matches rows, the word
+    # index about the matches.
+    both = union_all(search.rows(Generation.id, *conditions), select(Generation.id))
+    plan = await session.scalar(_Explain(both))
+    node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    while len(node.get("Plans", [])) == 1:  # a Gather or the like above the Append
+        node = node["Plans"][0]
+    if len(node.get("Plans", [])) != 2:
+        return False  # a plan of another shape: the word index finds the same rows, only slower when common
+    matches, rows = (float(part["Plan Rows"]) for part in node["Plans"])
+    return matches * matches > RANK_WINDOW * max(rows, 1.0)
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON)`` of a statement, with its bound parameters (PostgreSQL)."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Alembic ``include_name`` hook: leave the search objects of migration 0009 out of comparisons."""
+    """Alembic ``include_name`` hook: leave the search objects of migrations 0009 and 0010 out of comparisons."""
     if type_ == "table" and name is not None and name.startswith(SEARCH_TABLE_PREFIX):
         return False
     if type_ == "column" and name == SEARCH_COLUMN and parent_names.get("table_name") == "generations":

@@ -93,9 +93,10 @@ class Generation(Base):
     """One generation request: prompt, output, sampling parameters, timings, who and where.
 
     Migration 0009 adds its full-text index outside the ORM (``genbot.storage.search``): on
-    SQLite the ``generations_fts`` table and three triggers on this table, which a later
-    migration that recreates the table (batch mode "recreate") must create again; on PostgreSQL
-    the generated ``search`` column.
+    SQLite the ``generations_fts`` table and three triggers on this table (remade by 0010 with
+    the owner column and the ``generations_fts_source`` view), which a later migration that
+    recreates the table (batch mode "recreate") must create again; on PostgreSQL the generated
+    ``search`` column.
     """
 
     __tablename__ = "generations"

@@ -176,7 +176,8 @@ async def generations(
         Text | None,
         Query(
             max_length=10_000,  # longer than a search may be: the service's own limit answers with 400
-            description='Full-text search, best match first: words (all must match), OR, -word, "a phrase".',
+            description="Full-text search, best match first among the newest 2,000 matches (older ones follow,"
+            ' newest first): words (all must match), OR, -word, "a phrase".',
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,

@@ -36,7 +36,10 @@ def history(
     query: Annotated[
         str | None,
         typer.Option(
-            "--query", "-q", help='full-text search, best match first: ROMEO love, love OR hate, -hate, "good night"'
+            "--query",
+            "-q",
+            help="full-text search, best match first (the newest 2,000 matches ranked, older ones after):"
+            ' ROMEO love, love OR hate, -hate, "good night"',
         ),
     ] = None,
     since: Annotated[str | None, typer.Option(help="ISO date or time, inclusive")] = None,
