@@ -298,7 +298,9 @@ async def test_the_scripted_fake_reads_prompts_like_a_charrnn(engine: Generation
 def _engine_paths() -> list[tuple[str, str]]:
     from genbot.networks.charrnn import fp16_available
 
-    return [("fp32", "fp32"), ("fp16", "fp16")] if fp16_available() else [("fp32", "fp32")]
+    # rowwise_fp16: each row alone through FBGEMM float16, exact on any CPU
+    fp16 = [("fp16", "fp16"), ("steps", "rowwise_fp16")] if fp16_available() else []
+    return [("fp32", "fp32"), *fp16]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -57,8 +57,8 @@ REPEATS = 3  # interleaved timings per candidate; the minimum counts
 _CHECK_BATCHES = (2, 3, 4, 5, 7, 8, 13, 16, 32)
 _CHECK_ROWS = max(_CHECK_BATCHES)
 
-Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise"]
-_CACHE_VERSION = 2  # bump when a choice cached by an older genbot may no longer be right
+Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise", "rowwise_fp16"]
+_CACHE_VERSION = 3  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
@@ -156,10 +156,8 @@ def prime_candidates(model: CharRNN) -> list[PrimePath]:
 
 def step_candidates(model: CharRNN) -> list[StepPath]:
     """Step kernels this model can use here."""
-    out: list[StepPath] = ["fp32"]
-    if model.head.weight.device.type == "cpu" and fp16_available():
-        out.append("fp16")
-    return [*out, "rowwise"]
+    fp16 = model.head.weight.device.type == "cpu" and fp16_available()
+    return ["fp32", "fp16", "rowwise", "rowwise_fp16"] if fp16 else ["fp32", "rowwise"]
 
 
 def measure(
