@@ -15,7 +15,7 @@ from genbot.engine.batching import GenerationEngine
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import Busy, InvalidRequest
-from genbot.networks.charrnn import CharRNN
+from genbot.networks.charrnn import CharRNN, ServingPaths
 from genbot.networks.checkpoint import LoadedGenerator
 from genbot.testing import RecordingModel, loaded_generator, scripted_model, tiny_charrnn
 
@@ -263,6 +263,23 @@ async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: Lo
         assert set(rec.batch_sizes) == {rows}
 
 
+async def test_a_path_exact_only_from_four_rows_pads_every_smaller_batch_and_keeps_each_seeds_text(
+    tiny: LoadedGenerator,
+) -> None:
+    seeds = [SamplingParams(seed=s, max_length=25, temperature=1.0) for s in range(3)]
+    # rowwise is exact on any CPU, so padding (or not) must not change a single character
+    tiny.network.use_paths(ServingPaths(prime="steps", step="rowwise", prime_rows=1, step_rows=1))
+    async with GenerationEngine(max_streams_per_model=4, max_queue=4) as e:
+        unpadded = [await generate(e, tiny, "to be", **vars(p)) for p in seeds]
+    tiny.network.use_paths(ServingPaths(prime="steps", step="rowwise", prime_rows=4, step_rows=4))
+    lm, rec = recorded(tiny)
+    async with GenerationEngine(max_streams_per_model=4, max_queue=4) as e:
+        alone = [await generate(e, lm, "to be", **vars(p)) for p in seeds]
+        together = await asyncio.gather(*(collect(e.submit(lm, "to be", p)) for p in seeds))
+    assert alone == unpadded == [text for text, _, _ in together]
+    assert set(rec.batch_sizes) == {4}  # one, two or three streams: always stepped as four rows
+
+
 async def test_prompts_are_read_by_charrnn_prime_through_the_recording_fake(
     engine: GenerationEngine, tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -482,7 +499,7 @@ def test_no_exact_path_at_all_serves_float32_and_says_so(monkeypatch: pytest.Mon
 
 
 async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from genbot.networks.charrnn import ServingPaths, fp16_available
+    from genbot.networks.charrnn import fp16_available
 
     if not fp16_available():
         pytest.skip("no FBGEMM float16 kernels in this torch build")

@@ -20,7 +20,9 @@ as the model has nothing to do, so a replaced model version is not kept alive by
 Why a lone stream may be padded to two rows: a seeded stream must give the same text alone or in
 a batch. BLAS switches to a matrix-vector kernel (with a different summation order) for a one-row
 matmul, so on a path whose one-row result differs (``ServingPaths.step_rows``/``prime_rows`` = 2,
-found by a check when the model is loaded) a lone row runs padded with a copy. FBGEMM's float16
+found by a check when the model is loaded) a lone row runs padded with a copy. Some BLAS builds
+switch kernels again below 4 rows (AVX2 here: rows agree from 4 on), so the check may ask for 4,
+and any batch smaller than that is padded with copies of its first row. FBGEMM's float16
 kernels give the same row alone (rows = 1) and need no padding. A prompt read in chunks, in a
 batch of any size, gives the same state as read alone in one call (the same check covers it).
 """
@@ -513,7 +515,8 @@ class _Batch:
     def advance(self, state: State, nxt: Tensor) -> None:
         """Take the step's new state and the sampled ids as the next inputs."""
         self.state = state
-        self.ids = nxt if len(nxt) >= self.min_rows else nxt.expand(self.min_rows)  # (W,), the copy row as a view
+        pad = self.min_rows - len(nxt)
+        self.ids = torch.cat([nxt, nxt[:1].expand(pad)]) if pad > 0 else nxt  # (W,), copies of row 0 as padding
 
     def _refresh(self, vocab_size: int) -> None:
         """Re-derive per-row tensors after the membership changed; pad a lone row to min_rows."""
@@ -524,7 +527,8 @@ class _Batch:
             return
         self.sampler = BatchSampler([s.params for s in self.rows], vocab_size, self.ids.device)
         n = len(self.rows)
-        if n < self.min_rows:
-            # (L, 1, H) -> (L, min_rows, H): the copy row only keeps BLAS on its batched path
-            self.state = tuple(t[:, :n].repeat(1, self.min_rows, 1) for t in self.state)
-            self.ids = self.ids[:n].repeat(self.min_rows)
+        pad = self.min_rows - n
+        if pad > 0:
+            # (L, n, H) -> (L, min_rows, H): the copies of row 0 only keep BLAS on its batched kernel
+            self.state = tuple(torch.cat([t[:, :n], t[:, :1].expand(-1, pad, -1)], dim=1) for t in self.state)
+            self.ids = torch.cat([self.ids[:n], self.ids[:1].expand(pad)])

@@ -40,6 +40,7 @@ from genbot.networks.charrnn import (
     CharRNN,
     PrimePath,
     ServingPaths,
+    State,
     StepPath,
     fp16_available,
 )
@@ -56,6 +57,9 @@ REPEATS = 3  # interleaved timings per candidate; the minimum counts
 # product can round one way for a block and another for its tail, so a few sizes are not enough.
 _CHECK_BATCHES = (2, 3, 4, 5, 7, 8, 13, 16, 32)
 _CHECK_ROWS = max(_CHECK_BATCHES)
+# Rows a call may be padded to for exactness: 1 (none), 2 (BLAS's one-row kernel differs), 4
+# (some BLAS builds, e.g. on AVX2, also treat 2 and 3 rows apart and agree only from 4 rows on).
+PAD_ROWS = (1, 2, 4)
 
 Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise", "rowwise_fp16"]
 _CACHE_VERSION = 3  # bump when a choice cached by an older genbot may no longer be right
@@ -238,9 +242,10 @@ def _probe_ids(model: CharRNN, batch: int, length: int, seed: int = 0) -> torch.
 
 
 def _prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
-    """1 or 2 if a prompt read with that many rows equals the same prompt in any batch, read in chunks; else 0."""
+    """The fewest rows (of PAD_ROWS) a prompt read is padded to so it equals the same prompt in any batch,
+    read in chunks; 0 if none."""
     ids = _probe_ids(model, _CHECK_ROWS, 11)
-    for rows in (1, 2):
+    for rows in PAD_ROWS:
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, prime=path, step=step, rows=rows))
             alone = [model.prime(ids[i : i + 1]) for i in range(_CHECK_ROWS)]
@@ -260,27 +265,34 @@ def _prime_batch_agrees(model: CharRNN, ids: Tensor, alone: list[tuple[Tensor, t
 
 
 def _step_rows(model: CharRNN, path: str) -> int:
-    """1 or 2 if stepping that many rows equals the same row in any batch; else 0."""
+    """The fewest rows (of PAD_ROWS) a step is padded to so each row equals the same row in any batch; else 0."""
     gen = torch.Generator().manual_seed(1)
     state = tuple(
         torch.randn(s.shape, generator=gen).to(s) * 0.5 for s in model.initial_state(_CHECK_ROWS)
     )  # fmt: skip
     ids = _probe_ids(model, 1, _CHECK_ROWS)[0]
-    for rows in (1, 2):
+    for rows in PAD_ROWS:
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, step=path, rows=rows))
-
-            def alone(i: int, rows: int = rows) -> tuple[Tensor, tuple[Tensor, ...]]:
-                return model.step(ids[i : i + 1].repeat(rows), tuple(s[:, i : i + 1].repeat(1, rows, 1) for s in state))
-
-            lone = [alone(i) for i in range(_CHECK_ROWS)]
-            batches = (model.step(ids[:b], tuple(s[:, :b] for s in state)) for b in _CHECK_BATCHES)
-            if all(all(_same(lone[i], *out, i) for i in range(out[0].shape[0])) for out in batches):
+            lone = [_padded_step(model, ids[i : i + 1], tuple(s[:, i : i + 1] for s in state), rows)
+                    for i in range(_CHECK_ROWS)]  # fmt: skip
+            batches = ((b, _padded_step(model, ids[:b], tuple(s[:, :b] for s in state), rows)) for b in _CHECK_BATCHES)
+            if all(all(_same(lone[i], *out, i) for i in range(b)) for b, out in batches):
                 return rows
         except RuntimeError as e:
             log.warning("step path %s failed its check: %s", path, e)
             return 0
     return 0
+
+
+def _padded_step(model: CharRNN, ids: Tensor, state: State, rows: int) -> tuple[Tensor, State]:
+    """``model.step`` of a batch padded to ``rows`` with copies of its first row, as the engine pads it."""
+    pad = rows - ids.shape[0]
+    if pad <= 0:
+        return model.step(ids, state)
+    ids = torch.cat([ids, ids[:1].expand(pad)])
+    state = tuple(torch.cat([s, s[:, :1].expand(-1, pad, -1)], dim=1) for s in state)
+    return model.step(ids, state)
 
 
 def _same(
