@@ -51,7 +51,10 @@ CACHE_FILE = "engine-paths.json"
 MARGIN = 0.9  # a non-float32 path must take at most this share of float32's time
 PROBE_CHARS = 16  # prompt characters per timed read
 PROBE_STEPS = 8  # steps per timed step run
-PROBE_BATCH = 8  # the batched half of every measurement
+PROBE_BATCH = 8  # the batched half of every prompt-reader measurement
+# ... and of every step measurement: a step kernel that runs rows one by one (rowwise) costs rows
+# times a lone row, so a small batch would flatter it against a real batched kernel at 64 streams.
+STEP_PROBE_BATCH = 32
 REPEATS = 3  # interleaved timings per candidate; the minimum counts
 # Batch sizes of the batch-invariance check: BLAS kernels block rows by 4, 6, 8 or 16, and a
 # product can round one way for a block and another for its tail, so a few sizes are not enough.
@@ -174,7 +177,7 @@ def measure(
         with torch.inference_mode():
             step_path, step_rows, step_why, step_ms = _pick(
                 "step", step_candidates(model), step, batch_invariant,
-                lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r),
+                lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r), STEP_PROBE_BATCH,
             )  # fmt: skip
             # the steps reader runs the chosen step kernel, so prompts are checked and timed with it
             prime_path, prime_rows, prime_why, prime_ms = _pick(
@@ -196,6 +199,7 @@ def _pick(
     batch_invariant: bool,
     rows_of: Callable[[str], int],
     time_of: Callable[[str, int, int], float],
+    batch: int = PROBE_BATCH,
 ) -> tuple[str, int, str, dict[str, float]]:
     """(path, rows, why, timings) for one of prime/step."""
     if forced != "auto":
@@ -214,7 +218,7 @@ def _pick(
     racing = list(usable)
     for repeat in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
         for p in racing:
-            for b in (1, PROBE_BATCH):
+            for b in (1, batch):
                 timings[p].append(time_of(p, b, max(1, rows[p]) if batch_invariant else 1))
         if repeat == 0 and "fp32" in timings:  # at least twice as slow as float32 alone and batched: out
             ref = timings["fp32"]
@@ -223,7 +227,7 @@ def _pick(
     score = {p: min(t[0::2]) * min(t[1::2]) for p, t in timings.items()}
     best = min(usable, key=lambda p: score[p] / (1.0 if p == "fp32" else MARGIN**2))
     ms = {p: round(min(t[0::2]) * 1000, 3) for p, t in timings.items()} | {
-        f"{p}_x{PROBE_BATCH}": round(min(t[1::2]) * 1000, 3) for p, t in timings.items()
+        f"{p}_x{batch}": round(min(t[1::2]) * 1000, 3) for p, t in timings.items()
     }
     skipped = [p for p in candidates if p not in usable]
     why = f"{what} {best}: fastest of {', '.join(usable)}"
