@@ -15,7 +15,7 @@ from genbot.engine.batching import GenerationEngine
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import Busy, InvalidRequest
-from genbot.networks.charrnn import CharRNN
+from genbot.networks.charrnn import CharRNN, ServingPaths
 from genbot.networks.checkpoint import LoadedGenerator
 from genbot.testing import RecordingModel, loaded_generator, scripted_model, tiny_charrnn
 
@@ -263,6 +263,23 @@ async def test_lone_streams_are_padded_only_when_batch_invariance_is_on(tiny: Lo
         assert set(rec.batch_sizes) == {rows}
 
 
+async def test_a_path_exact_only_from_four_rows_pads_every_smaller_batch_and_keeps_each_seeds_text(
+    tiny: LoadedGenerator,
+) -> None:
+    seeds = [SamplingParams(seed=s, max_length=25, temperature=1.0) for s in range(3)]
+    # rowwise is exact on any CPU, so padding (or not) must not change a single character
+    tiny.network.use_paths(ServingPaths(prime="steps", step="rowwise", prime_rows=1, step_rows=1))
+    async with GenerationEngine(max_streams_per_model=4, max_queue=4) as e:
+        unpadded = [await generate(e, tiny, "to be", **vars(p)) for p in seeds]
+    tiny.network.use_paths(ServingPaths(prime="steps", step="rowwise", prime_rows=4, step_rows=4))
+    lm, rec = recorded(tiny)
+    async with GenerationEngine(max_streams_per_model=4, max_queue=4) as e:
+        alone = [await generate(e, lm, "to be", **vars(p)) for p in seeds]
+        together = await asyncio.gather(*(collect(e.submit(lm, "to be", p)) for p in seeds))
+    assert alone == unpadded == [text for text, _, _ in together]
+    assert set(rec.batch_sizes) == {4}  # one, two or three streams: always stepped as four rows
+
+
 async def test_prompts_are_read_by_charrnn_prime_through_the_recording_fake(
     engine: GenerationEngine, tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,7 +315,9 @@ async def test_the_scripted_fake_reads_prompts_like_a_charrnn(engine: Generation
 def _engine_paths() -> list[tuple[str, str]]:
     from genbot.networks.charrnn import fp16_available
 
-    return [("fp32", "fp32"), ("fp16", "fp16")] if fp16_available() else [("fp32", "fp32")]
+    # rowwise_fp16: each row alone through FBGEMM float16, exact on any CPU
+    fp16 = [("fp16", "fp16"), ("steps", "rowwise_fp16")] if fp16_available() else []
+    return [("fp32", "fp32"), *fp16]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -480,7 +499,7 @@ def test_no_exact_path_at_all_serves_float32_and_says_so(monkeypatch: pytest.Mon
 
 
 async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from genbot.networks.charrnn import ServingPaths, fp16_available
+    from genbot.networks.charrnn import fp16_available
 
     if not fp16_available():
         pytest.skip("no FBGEMM float16 kernels in this torch build")
@@ -497,27 +516,3 @@ async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest
     async with GenerationEngine(max_streams_per_model=4, max_queue=0) as e:
         assert len(await generate(e, lm, max_length=8, seed=1)) == 8
     assert set(sizes) == {1}
-
-
-async def test_a_path_that_needs_four_rows_pads_two_or_three_streams(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Some CPUs' BLAS rounds a product of fewer than 4 rows differently: the engine pads to 4.
-    from genbot.networks.charrnn import ServingPaths
-
-    lm = tiny_charrnn(CHARS, seed=4)
-    lm.network.use_paths(ServingPaths(prime="fp32", step="fp32", prime_rows=4, step_rows=4))
-    sizes: list[int] = []
-    real_step = CharRNN.step
-
-    def step(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        assert all(s.shape[1] == len(ids) for s in state)  # state and inputs stay aligned, padding included
-        sizes.append(len(ids))
-        return real_step(self, ids, state)  # type: ignore[return-value]
-
-    monkeypatch.setattr(CharRNN, "step", step)
-    async with GenerationEngine(max_streams_per_model=8, max_queue=0) as e:
-        alone = [await generate(e, lm, prompt=p, max_length=30, seed=s) for p, s in (("the ", 1), ("a", 2), ("b c", 3))]
-        together = await asyncio.gather(
-            *(generate(e, lm, prompt=p, max_length=30, seed=s) for p, s in (("the ", 1), ("a", 2), ("b c", 3)))
-        )
-    assert list(together) == alone and all(len(t) == 30 for t in alone)
-    assert min(sizes) == 4  # one, two or three streams always stepped as four rows

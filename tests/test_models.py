@@ -186,7 +186,7 @@ def _paths_cases() -> list[tuple[str, str, str]]:
     cases += [(cell, "steps", "fp32") for cell in ("rnn", "lstm", "gru")]
     if fp16_available():
         cases += [("lstm", "fp16", "fp16"), ("gru", "fp16", "fp16"), ("rnn", "fp32", "fp16")]
-        cases += [(cell, "steps", "fp16") for cell in ("rnn", "lstm", "gru")]
+        cases += [(cell, "steps", step) for cell in ("rnn", "lstm", "gru") for step in ("fp16", "rowwise_fp16")]
     return cases
 
 
@@ -248,3 +248,27 @@ def test_exact_mode_picks_prompt_and_step_paths_that_are_batch_invariant_on_this
             lone_state = tuple(pad_rows(s, rows, dim=1) for s in alone_state)
             alone_step, _ = model.step(pad_rows(steps[i : i + 1], rows), lone_state)
             assert torch.equal(alone_step[:1], stepped[i : i + 1]), paths.reason
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_rowwise_fp16_steps_every_row_as_the_float16_kernel_steps_it_alone(cell: str) -> None:
+    """The float16 row-at-a-time path is exact on any CPU: a row in a batch equals that row alone on fp16."""
+    from genbot.engine.paths import _paths, _step_rows
+    from genbot.networks.charrnn import fp16_available
+
+    if not fp16_available():
+        pytest.skip("no FBGEMM float16 kernels in this torch build")
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(30, cell, 2, 48, 12)).eval().requires_grad_(False)  # type: ignore[arg-type]
+    model.share_step_weights()
+    with torch.inference_mode():
+        assert _step_rows(model, "rowwise_fp16") == 1
+        state = tuple(torch.randn(s.shape) * 0.5 for s in model.initial_state(7))
+        ids = torch.randint(30, (7,))
+        model.use_paths(_paths(model, step="rowwise_fp16", rows=1))
+        batched, batched_state = model.step(ids, state)
+        model.use_paths(_paths(model, step="fp16", rows=1))
+        for i in range(7):
+            alone, alone_state = model.step(ids[i : i + 1], tuple(s[:, i : i + 1] for s in state))
+            assert torch.equal(alone, batched[i : i + 1])
+            assert all(torch.equal(a, b[:, i : i + 1]) for a, b in zip(alone_state, batched_state, strict=True))

@@ -61,6 +61,38 @@ async def test_cancel_keeps_partial_output(service: GenbotService) -> None:
     assert row.output == result.output and row.output.startswith(got[:20])
 
 
+async def test_long_generations_save_their_progress_together_in_one_transaction(
+    service: GenbotService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import genbot.service
+
+    saves: list[dict[int, str]] = []
+    real = repository.update_progress_many
+
+    async def recorded(db: Database, outputs: dict[int, str]) -> None:
+        await real(db, outputs)
+        saves.append(dict(outputs))  # once committed
+
+    monkeypatch.setattr(genbot.service, "PROGRESS_EVERY_S", 0.05)
+    monkeypatch.setattr(repository, "update_progress_many", recorded)
+    gens = [await service.generate(GenerationRequest(model="alpha", prompt="ROMEO:", length=5000)) for _ in range(3)]
+
+    def covered_all() -> bool:
+        return any(len(batch) == 3 and all(batch.values()) for batch in saves)
+
+    for _ in range(200):  # until one save has covered all three, each with some text
+        if covered_all():
+            break
+        await asyncio.sleep(0.02)
+    stored = {row.id: row for row in await service.history(limit=3)}
+    for g in gens:
+        g.cancel()
+    results = [await g.result() for g in gens]
+    assert covered_all()  # three rows, one write transaction
+    for r in results:  # what was saved while running is the start of the final text
+        assert stored[r.id].output and r.output.startswith(stored[r.id].output)
+
+
 async def test_bad_requests_are_refused_before_anything_runs(service: GenbotService) -> None:
     with pytest.raises(UnknownModel, match="alpha, beta"):
         await service.generate(GenerationRequest(model="nope"))

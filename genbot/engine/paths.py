@@ -52,7 +52,10 @@ CACHE_FILE = "engine-paths.json"
 MARGIN = 0.9  # a non-float32 path must take at most this share of float32's time
 PROBE_CHARS = 16  # prompt characters per timed read
 PROBE_STEPS = 8  # steps per timed step run
-PROBE_BATCH = 8  # the batched half of every measurement
+PROBE_BATCH = 8  # the batched half of every prompt-reader measurement
+# ... and of every step measurement: a step kernel that runs rows one by one (rowwise) costs rows
+# times a lone row, so a small batch would flatter it against a real batched kernel at 64 streams.
+STEP_PROBE_BATCH = 32
 REPEATS = 3  # interleaved timings per candidate; the minimum counts
 # Batch sizes of the batch-invariance check: BLAS kernels block rows by 4, 6, 8 or 16, and a
 # product can round one way for a block and another for its tail, so a few sizes are not enough.
@@ -61,7 +64,7 @@ _CHECK_ROWS = max(_CHECK_BATCHES)
 # Paddings tried, fewest first: a path needing more than 8 rows is not worth padding to.
 _ROW_CHOICES = (1, 2, 4, 8)
 
-Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise"]
+Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise", "rowwise_fp16"]
 _CACHE_VERSION = 3  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
@@ -160,10 +163,8 @@ def prime_candidates(model: CharRNN) -> list[PrimePath]:
 
 def step_candidates(model: CharRNN) -> list[StepPath]:
     """Step kernels this model can use here."""
-    out: list[StepPath] = ["fp32"]
-    if model.head.weight.device.type == "cpu" and fp16_available():
-        out.append("fp16")
-    return [*out, "rowwise"]
+    fp16 = model.head.weight.device.type == "cpu" and fp16_available()
+    return ["fp32", "fp16", "rowwise", "rowwise_fp16"] if fp16 else ["fp32", "rowwise"]
 
 
 def measure(
@@ -176,7 +177,7 @@ def measure(
         with torch.inference_mode():
             step_path, step_rows, step_why, step_ms = _pick(
                 "step", step_candidates(model), step, batch_invariant,
-                lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r),
+                lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r), STEP_PROBE_BATCH,
             )  # fmt: skip
             # the steps reader runs the chosen step kernel, so prompts are checked and timed with it
             prime_path, prime_rows, prime_why, prime_ms = _pick(
@@ -198,6 +199,7 @@ def _pick(
     batch_invariant: bool,
     rows_of: Callable[[str], int],
     time_of: Callable[[str, int, int], float],
+    batch: int = PROBE_BATCH,
 ) -> tuple[str, int, str, dict[str, float]]:
     """(path, rows, why, timings) for one of prime/step."""
     if forced != "auto":
@@ -210,7 +212,7 @@ def _pick(
     rows = {"fp32": rows_of("fp32")} if "fp32" in candidates else {}
     # A far slower path is left out unchecked only where float32 itself is an answer.
     fp32_serves = bool(rows) and (rows["fp32"] > 0 or not batch_invariant)
-    contenders = _not_far_slower(candidates, time_of) if fp32_serves else list(candidates)
+    contenders, quick = _not_far_slower(candidates, time_of, batch) if fp32_serves else (list(candidates), {})
     rows |= {p: rows_of(p) for p in contenders if p not in rows}
     usable = [p for p in contenders if rows[p] or not batch_invariant]
     if not usable:  # nothing is exact here: serve the reference and say so
@@ -219,13 +221,16 @@ def _pick(
     timings: dict[str, list[float]] = {p: [] for p in usable}
     for _ in range(REPEATS):  # interleaved, so a burst of other work hits every candidate alike
         for p in usable:
-            for b in (1, PROBE_BATCH):
+            for b in (1, batch):
                 timings[p].append(time_of(p, b, max(1, rows[p]) if batch_invariant else 1))
     # score: the product of the lone and batched times (each the minimum of its repeats)
     score = {p: min(t[0::2]) * min(t[1::2]) for p, t in timings.items()}
     best = min(usable, key=lambda p: score[p] / (1.0 if p == "fp32" else MARGIN**2))
-    ms = {p: round(min(t[0::2]) * 1000, 3) for p, t in timings.items()} | {
-        f"{p}_x{PROBE_BATCH}": round(min(t[1::2]) * 1000, 3) for p, t in timings.items()
+    timed = {p: (min(t[0::2]), min(t[1::2])) for p, t in timings.items()} | {
+        p: t for p, t in quick.items() if p not in timings
+    }  # the far slower ones by their one quick timing
+    ms = {p: round(t[0] * 1000, 3) for p, t in timed.items()} | {
+        f"{p}_x{batch}": round(t[1] * 1000, 3) for p, t in timed.items()
     }
     why = f"{what} {best}: fastest of {', '.join(usable)}"
     varying = [p for p in contenders if p not in usable]
@@ -237,15 +242,18 @@ def _pick(
     return best, max(1, rows[best]), why, ms
 
 
-def _not_far_slower(candidates: Sequence[str], time_of: Callable[[str, int, int], float]) -> list[str]:
-    """The candidates within twice float32's time alone or batched, by one quick timing.
+def _not_far_slower(
+    candidates: Sequence[str], time_of: Callable[[str, int, int], float], batch: int
+) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """The candidates within twice float32's time alone or batched, by one quick timing (and those timings).
 
     Done before the batch-invariance check, which reads dozens of prompts per candidate: a path
     emulated in software (bfloat16 without bf16 instructions: ten times slower) is not worth it.
     """
-    quick = {p: (time_of(p, 1, 1), time_of(p, PROBE_BATCH, 1)) for p in candidates}
+    quick = {p: (time_of(p, 1, 1), time_of(p, batch, 1)) for p in candidates}
     ref = quick["fp32"]
-    return [p for p in candidates if p == "fp32" or min(quick[p][0] / ref[0], quick[p][1] / ref[1]) < 2]
+    kept = [p for p in candidates if p == "fp32" or min(quick[p][0] / ref[0], quick[p][1] / ref[1]) < 2]
+    return kept, quick
 
 
 def _paths(model: CharRNN, prime: str = "fp32", step: str = "fp32", rows: int = 2) -> ServingPaths:
@@ -263,7 +271,7 @@ def _prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
     for rows in _ROW_CHOICES:
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, prime=path, step=step, rows=rows))
-            alone = [model.prime(ids[i : i + 1]) for i in range(_CHECK_ROWS)]
+            alone = _Lazy(lambda i: model.prime(ids[i : i + 1]))
             if all(_prime_batch_agrees(model, ids[:b], alone) for b in _CHECK_BATCHES):
                 return rows
         except RuntimeError as e:
@@ -272,7 +280,7 @@ def _prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
     return 0
 
 
-def _prime_batch_agrees(model: CharRNN, ids: Tensor, alone: list[tuple[Tensor, tuple[Tensor, ...]]]) -> bool:
+def _prime_batch_agrees(model: CharRNN, ids: Tensor, alone: _Lazy) -> bool:
     _, state = model.read(ids[:, :4], model.initial_state(ids.shape[0]))
     _, state = model.read(ids[:, 4:5], state)  # a one-character chunk too
     logits, state = model.read_end(*model.read(ids[:, 5:], state))
@@ -295,7 +303,7 @@ def _step_rows(model: CharRNN, path: str) -> int:
                 chosen = slice(first, first + b)
                 return model.step(pad_rows(ids[chosen], rows), tuple(pad_rows(s[:, chosen], rows, 1) for s in state))
 
-            lone = [padded(i, 1) for i in range(_CHECK_ROWS)]
+            lone = _Lazy(lambda i: padded(i, 1))
             batches = ((b, padded(0, b)) for b in _CHECK_BATCHES)
             if all(all(_same(lone[i], *out, i) for i in range(b)) for b, out in batches):
                 return rows
@@ -303,6 +311,20 @@ def _step_rows(model: CharRNN, path: str) -> int:
             log.warning("step path %s failed its check: %s", path, e)
             return 0
     return 0
+
+
+class _Lazy:
+    """Results of a row read or stepped alone, computed when first compared: a path that fails
+    the check on a small batch costs a few rows, not all of them."""
+
+    def __init__(self, run: Callable[[int], tuple[Tensor, tuple[Tensor, ...]]]) -> None:
+        self.run = run
+        self.done: dict[int, tuple[Tensor, tuple[Tensor, ...]]] = {}
+
+    def __getitem__(self, i: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        if i not in self.done:
+            self.done[i] = self.run(i)
+        return self.done[i]
 
 
 def _same(

@@ -34,9 +34,11 @@ Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
 PrimePath = Literal["fp32", "bf16", "fp16", "steps"]
-StepPath = Literal["fp32", "fp16", "rowwise"]
+StepPath = Literal["fp32", "fp16", "rowwise", "rowwise_fp16"]
 PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "steps")
-STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "rowwise")
+STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "rowwise", "rowwise_fp16")
+# Step paths that run each row of a batch alone: exact on any BLAS, since a row never meets another.
+ROWWISE: dict[str, StepPath] = {"rowwise": "fp32", "rowwise_fp16": "fp16"}  # path -> kernel of one row
 
 _FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -133,7 +135,7 @@ class CharRNN(nn.Module):
             return
         if paths.prime != "bf16":
             self._twin = None
-        if paths.prime != "fp16" and paths.step != "fp16":
+        if paths.prime != "fp16" and paths.step not in ("fp16", "rowwise_fp16"):
             self._fp16 = None
 
     def initial_state(self, batch: int) -> State:
@@ -248,14 +250,16 @@ class CharRNN(nn.Module):
     def _advance(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """One step of every layer: the top layer's output (B, H) and the next state."""
         path = self.serving_paths.step
+        if path in ROWWISE:
+            if ids.shape[0] > 1:
+                # each row alone through its kernel: exact on any BLAS, at one small product per row
+                rows = [self._advance(ids[i : i + 1], tuple(s[:, i : i + 1] for s in state)) for i in range(len(ids))]
+                return torch.cat([r[0] for r in rows]), tuple(
+                    torch.cat(parts, dim=1) for parts in zip(*(r[1] for r in rows), strict=True)
+                )
+            path = ROWWISE[path]
         if path == "fp16" and self.head.weight.device.type == "cpu":
             return self._fp16_weights().advance(ids, state, self.config.cell)
-        if path == "rowwise" and ids.shape[0] > 1:
-            # each row alone through float32: exact on any BLAS, at one small product per row
-            rows = [self._advance(ids[i : i + 1], tuple(s[:, i : i + 1] for s in state)) for i in range(ids.shape[0])]
-            return torch.cat([r[0] for r in rows]), tuple(
-                torch.cat(parts, dim=1) for parts in zip(*(r[1] for r in rows), strict=True)
-            )
         w = self._step_weights()
         x = w.table.index_select(0, ids)  # (B, G): layer 0's input gates, biases included
         hs: list[Tensor] = []
@@ -277,10 +281,12 @@ class CharRNN(nn.Module):
     def _step_head(self, top: Tensor) -> Tensor:
         """Logits (B, V) from the top layer's output, through the step path's head."""
         path = self.serving_paths.step
+        if path in ROWWISE:
+            if top.shape[0] > 1:
+                return torch.cat([self._step_head(top[i : i + 1]) for i in range(top.shape[0])])
+            path = ROWWISE[path]
         if path == "fp16" and self.head.weight.device.type == "cpu":
             return self._fp16_weights().head(top)
-        if path == "rowwise" and top.shape[0] > 1:
-            return torch.cat([self._step_head(top[i : i + 1]) for i in range(top.shape[0])])
         w = self._step_weights()
         return torch.addmm(w.head_b, top, w.head_w)
 

@@ -110,6 +110,18 @@ async def update_progress(db: Database, gen_id: int, output: str, chars: int) ->
     await _update_one(db, gen_id, values, only_running=True)
 
 
+async def update_progress_many(db: Database, outputs: dict[int, str]) -> None:
+    """``update_progress`` of many running generations in one write transaction (rows no longer running are left)."""
+    if not outputs:
+        return
+    running = Generation.status == GenerationStatus.RUNNING.value
+    async with db.write() as session:
+        for gen_id, output in outputs.items():
+            query = update(Generation).where(Generation.id == gen_id, running)
+            values = {"output": output, "chars": len(output)}
+            await session.execute(query.values(**values), execution_options={"synchronize_session": False})
+
+
 async def finish_generation(
     db: Database,
     gen_id: int,

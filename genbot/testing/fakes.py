@@ -78,6 +78,11 @@ class RecordingModel:
         self.primed: list[int] = []  # prompt length of every prime call (how the engine reads prompts)
         self.forwarded: list[int] = []  # sequence length of every forward call
 
+    @property
+    def serving_paths(self) -> Any:
+        """The wrapped model's serving paths (how many rows the engine pads a small batch to), if any."""
+        return getattr(self.inner, "serving_paths", None)
+
     def initial_state(self, batch: int) -> State:
         """The wrapped model's zero state."""
         return cast(State, self.inner.initial_state(batch))
