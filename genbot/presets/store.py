@@ -30,6 +30,16 @@ class PresetRow:
         """A preset every user may load."""
         return self.owner.is_global
 
+    def to_json(self) -> dict[str, Any]:
+        """The preset as the HTTP API and ``genbot presets --json`` give it."""
+        return {
+            "name": self.name,
+            "global": self.is_global,
+            "params": self.params.model_dump(mode="json"),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
 
 async def save(db: Database, owner: PresetOwner, name: str, params: PresetParams) -> PresetRow:
     """Create or replace ``owner``'s preset ``name``."""

@@ -38,20 +38,21 @@ class PresetBody(BaseModel):
 async def list_presets(ctx: Ctx, who: CallerDep) -> dict[str, Any]:
     """Every preset the caller may use."""
     rows = await ctx.service.presets.list(_owner(who))
-    return {"presets": [_preset(row) for row in rows]}
+    return {"presets": [row.to_json() for row in rows]}
 
 
 @router.get("/v1/presets/{name}", summary="One preset the caller may use")
 async def get_preset(ctx: Ctx, who: CallerDep, name: Name) -> dict[str, Any]:
     """The caller's preset of that name, else the global one (404 if neither)."""
-    return _preset(await ctx.service.presets.find(_owner(who), name))
+    return (await ctx.service.presets.find(_owner(who), name)).to_json()
 
 
 @router.put("/v1/presets/{name}", summary="Save a preset (create or replace)")
 async def save_preset(ctx: Ctx, who: CallerDep, name: Name, body: PresetBody) -> dict[str, Any]:
     """Store the preset; 400 naming the first bad field, and nothing stored, if it is refused."""
     _may_touch(who, body.global_)
-    return _preset(await ctx.service.presets.save(_owner(who), name, body.params, global_=body.global_))
+    saved = await ctx.service.presets.save(_owner(who), name, body.params, global_=body.global_)
+    return saved.to_json()
 
 
 @router.delete("/v1/presets/{name}", summary="Delete a preset")
@@ -71,13 +72,3 @@ def _owner(who: Caller) -> Any:
 def _may_touch(who: Caller, global_: bool) -> None:
     if global_ and not who.admin:
         raise ApiError(403, "global presets are saved and deleted with an admin key", "permission_denied")
-
-
-def _preset(row: Any) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "global": row.is_global,
-        "params": row.params.model_dump(mode="json"),
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-    }

@@ -41,7 +41,7 @@ def presets_list(user: User = None, as_json: AsJson = False) -> None:
     rows = with_service(body, serving=False)
     for row in rows:
         if as_json:
-            emit_json(_plain(row))
+            emit_json(row.to_json())
         else:
             typer.echo(f"{row.name:<24} {'global' if row.is_global else 'user':<6}  {row.params.summary()}")
     if not rows and not as_json:
@@ -58,7 +58,7 @@ def presets_show(name: Name, user: User = None, as_json: AsJson = False) -> None
 
     row = with_service(body, serving=False)
     if as_json:
-        emit_json(_plain(row))
+        emit_json(row.to_json())
         return
     typer.echo(f"{row.name} ({'global' if row.is_global else 'user'}, updated {row.updated_at:%Y-%m-%d %H:%M})")
     for key, value in row.params.model_dump(mode="json").items():
@@ -112,14 +112,3 @@ async def _owner(service: Any, who: str | None) -> Any:
             raise NotFound(f"no API key named {key!r} (genbot keys list shows them)")
         return Identity("api", api_key_id=str(keys[0].id)).preset_owner
     raise InvalidRequest(f"--user {who[:60]!r}: use local, discord:USER_ID or api:KEY_NAME")
-
-
-def _plain(row: Any) -> dict[str, Any]:
-    """A preset as JSON, in the shape the HTTP API gives it."""
-    return {
-        "name": row.name,
-        "global": row.is_global,
-        "params": row.params.model_dump(mode="json"),
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-    }
