@@ -124,6 +124,13 @@ class EngineSettings(_Section):
             " rowwise_fp16 (the same through FBGEMM float16: half the bytes per character)."
         ),
     )
+    paths_cache: Path | None = Field(
+        default=None,
+        description=(
+            "File the measured serving paths are kept in (default: engine-paths.json in data_dir);"
+            " several data folders on one machine may share one file and measure once."
+        ),
+    )
     max_concurrent_captions: int = Field(
         default=2, ge=1, description="Images one process captions at once; more get Busy (HTTP 503 + Retry-After)."
     )

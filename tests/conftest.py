@@ -35,13 +35,18 @@ def corpus_file(tmp_path: Path, corpus_text: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep genbot's data folder and settings inside the test's tmp_path."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep genbot's data folder and settings inside the test's tmp_path.
+
+    Serving-path measurements (seconds per model on some CPUs, the same for every test on this
+    machine) go to one file per test process, so the CLI and servers tests start measure once.
+    """
     for key in list(os.environ):
         if key.startswith("GENBOT_") and key != "GENBOT_TEST_DATABASE_URL":
             monkeypatch.delenv(key)
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)  # `genbot serve` in a test must never reach Discord
     monkeypatch.setenv("GENBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GENBOT_ENGINE__PATHS_CACHE", str(tmp_path_factory.getbasetemp() / "engine-paths.json"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -516,3 +516,19 @@ async def test_a_path_whose_lone_row_agrees_needs_no_padding(monkeypatch: pytest
     async with GenerationEngine(max_streams_per_model=4, max_queue=0) as e:
         assert len(await generate(e, lm, max_length=8, seed=1)) == 8
     assert set(sizes) == {1}
+
+
+def test_engine_paths_cache_names_one_file_that_several_data_folders_share(tmp_path: Path) -> None:
+    from genbot.config import Settings
+    from genbot.engine import paths
+    from genbot.engine.registry import prepare, tuner_for
+
+    shared = tmp_path / "shared" / "paths.json"
+    first = Settings(data_dir=tmp_path / "a", engine={"paths_cache": shared})  # type: ignore[arg-type]
+    paths._process_cache.clear()
+    measured = prepare(tiny_charrnn(CHARS, seed=1), tuner_for(first)).network.serving_paths
+    assert shared.is_file() and not (tmp_path / "a" / paths.CACHE_FILE).exists()
+    paths._process_cache.clear()  # as a second process would start
+    second = Settings(data_dir=tmp_path / "b", engine={"paths_cache": shared})  # type: ignore[arg-type]
+    again = prepare(tiny_charrnn(CHARS, seed=1), tuner_for(second)).network.serving_paths
+    assert again.reason.endswith("(cached)") and (again.prime, again.step) == (measured.prime, measured.step)

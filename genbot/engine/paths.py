@@ -91,6 +91,7 @@ class PathTuner:
     batch_invariant: bool = True
     cache_dir: Path | None = None  # data_dir; None: cache in this process only
     threads: int = 1  # torch threads the model's worker serves with: measured with exactly these
+    cache_file: Path | None = None  # overrides cache_dir/engine-paths.json
 
     def key(self, model: CharRNN) -> str:
         """Cache key: CPU, torch, threads, exactness and the model's shape."""
@@ -119,6 +120,8 @@ class PathTuner:
         return cached
 
     def _file(self) -> Path | None:
+        if self.cache_file is not None:
+            return self.cache_file
         return self.cache_dir / CACHE_FILE if self.cache_dir is not None else None
 
     def _from_disk(self, key: str) -> ServingPaths | None:
