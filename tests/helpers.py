@@ -54,6 +54,23 @@ def genbot(*args: str, timeout: float = 120, cwd: Path | None = None) -> subproc
     )
 
 
+def genbot_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The same command line run by the same CLI code in this process (Typer's runner), as ``genbot`` would.
+
+    For tests of what one command says and does: a child process spends ~3 s importing before it
+    runs anything. The entry point itself (``python -m genbot``, plugins' commands, signals) is
+    ``genbot``'s to test. An exception the CLI does not turn into an error line is raised here,
+    where a child process would print a traceback.
+    """
+    from typer.testing import CliRunner
+
+    from genbot.frontends.cli import app
+
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(["genbot", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def make_corpus_text(n_chars: int = 20_000, seed: int = 0) -> str:
     """A small, learnable corpus: short dialogue lines with a few names and words."""
     rng = random.Random(seed)

@@ -17,7 +17,7 @@ from genbot.config import load_settings
 from genbot.errors import CorpusError, NotFound
 from genbot.service import GenbotService
 from genbot.storage.migrate import upgrade_database
-from tests.helpers import genbot
+from tests.helpers import genbot, genbot_here
 
 
 def _write(folder: Path, name: str, data: str | bytes) -> Path:
@@ -253,27 +253,27 @@ async def test_an_orphan_folder_from_a_crash_is_replaced(service: GenbotService,
 
 def test_cli_add_list_show_remove(plugins_dir: Path, tmp_path: Path) -> None:
     first, second = _write(tmp_path, "a.txt", "ROMEO:\nhi\n"), _write(tmp_path, "b.txt", "JULIET:\nho\n")
-    proc = genbot("corpus", "add", "plays", str(first), str(second), "--licence", "CC0", "--description", "scenes")
+    proc = genbot_here("corpus", "add", "plays", str(first), str(second), "--licence", "CC0", "--description", "scenes")
     assert proc.returncode == 0, proc.stderr
     assert "added corpus plays (text): 21 bytes" in proc.stdout
-    [listed] = [json.loads(line) for line in genbot("corpus", "list", "--json").stdout.splitlines()]
+    [listed] = [json.loads(line) for line in genbot_here("corpus", "list", "--json").stdout.splitlines()]
     assert (listed["name"], listed["licence"], listed["description"]) == ("plays", "CC0", "scenes")
     assert listed["sha256"] == hashlib.sha256(first.read_bytes() + second.read_bytes()).hexdigest()
-    shown = json.loads(genbot("corpus", "show", "plays", "--json").stdout)
+    shown = json.loads(genbot_here("corpus", "show", "plays", "--json").stdout)
     assert shown == listed
-    assert "plays" in genbot("corpus", "list").stdout
-    assert "charset:" in genbot("corpus", "show", "plays").stdout
+    assert "plays" in genbot_here("corpus", "list").stdout
+    assert "charset:" in genbot_here("corpus", "show", "plays").stdout
 
-    proc = genbot("corpus", "add", "copy", str(first), str(second))
+    proc = genbot_here("corpus", "add", "copy", str(first), str(second))
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
         == f"error: the same content is already registered as corpus 'plays' (sha256 {listed['sha256'][:12]}…)"
     )
 
-    assert "removed corpus plays" in genbot("corpus", "remove", "plays").stdout
-    assert genbot("corpus", "list").stdout == ""
-    proc = genbot("corpus", "show", "plays")
+    assert "removed corpus plays" in genbot_here("corpus", "remove", "plays").stdout
+    assert genbot_here("corpus", "list").stdout == ""
+    proc = genbot_here("corpus", "show", "plays")
     assert (proc.returncode, proc.stderr.strip()) == (2, "error: no corpus named 'plays'")
 
 

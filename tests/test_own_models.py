@@ -14,7 +14,7 @@ from genbot.engine.registry import build_registry
 from genbot.errors import CheckpointError, InvalidRequest, NotFound
 from genbot.networks.card import ModelCard
 from genbot.service import GenbotService, GenerationRequest
-from tests.helpers import api_server, client, genbot, write_model_folder
+from tests.helpers import api_server, client, genbot_here, write_model_folder
 
 FAST = {"block": 32, "batch": 8, "eval_every": 5, "hidden": 32, "layers": 1}
 
@@ -163,22 +163,22 @@ async def test_discord_admin_retrain_from_scratch_queues_a_new_model(sqlite_jobs
 
 
 def test_the_models_commands_add_export_and_remove(plugins_dir: Path, trained: Path, tmp_path: Path) -> None:
-    added = genbot("models", "add", "mine", str(trained), "--description", "my own plays")
+    added = genbot_here("models", "add", "mine", str(trained), "--description", "my own plays")
     assert added.returncode == 0, added.stderr
     assert "added model mine: version 1 is active" in added.stdout
-    assert "my own plays" in genbot("models").stdout
-    again = genbot("models", "add", "mine", str(trained))
+    assert "my own plays" in genbot_here("models").stdout
+    again = genbot_here("models", "add", "mine", str(trained))
     assert again.returncode == 2 and again.stderr.startswith("error: ") and "already exists" in again.stderr
-    not_a_model = genbot("models", "add", "other", str(tmp_path))
+    not_a_model = genbot_here("models", "add", "other", str(tmp_path))
     assert not_a_model.returncode == 2 and "not a model folder" in not_a_model.stderr
 
-    exported = genbot("models", "export", "mine", str(tmp_path / "out" / "mine"), "--version", "1")
+    exported = genbot_here("models", "export", "mine", str(tmp_path / "out" / "mine"), "--version", "1")
     assert exported.returncode == 0, exported.stderr
     assert {p.name for p in (tmp_path / "out" / "mine").iterdir()} >= {"plugin.toml", "vocab.json", "README.md"}
-    no_version = genbot("models", "export", "mine", str(tmp_path / "out" / "v9"), "--version", "9")
+    no_version = genbot_here("models", "export", "mine", str(tmp_path / "out" / "v9"), "--version", "9")
     assert no_version.returncode == 2 and "no version 9" in no_version.stderr
 
-    removed = genbot("models", "remove", "mine")
+    removed = genbot_here("models", "remove", "mine")
     assert removed.returncode == 0 and "removed model mine (1 version)" in removed.stdout
-    bundled = genbot("models", "remove", "alpha")
+    bundled = genbot_here("models", "remove", "alpha")
     assert bundled.returncode == 2 and "bundled" in bundled.stderr

@@ -25,7 +25,7 @@ from genbot.jobs.schedule_store import fire_schedule, list_firings, list_schedul
 from genbot.service import GenbotService
 from genbot.storage.db import Database
 from genbot.storage.tables import JobStatus
-from tests.helpers import FAST, genbot, opened, wait_until
+from tests.helpers import FAST, genbot_here, opened, wait_until
 
 START = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 REQUEST = RetrainRequest(model="alpha", corpus="plays", steps=5, options=FAST)
@@ -102,16 +102,16 @@ async def test_a_schedule_whose_corpus_is_gone_fires_without_a_job(sqlite_jobs_e
             await service.jobs.add_schedule(REQUEST, "0 3 * * *")
 
 
-async def test_schedule_commands_add_list_and_remove(sqlite_jobs_env: str) -> None:
-    added = genbot("schedule", "add", "alpha", "--corpus", "plays", "--cron", "0 3 * * *", "--steps", "10")
+def test_schedule_commands_add_list_and_remove(sqlite_jobs_env: str) -> None:
+    added = genbot_here("schedule", "add", "alpha", "--corpus", "plays", "--cron", "0 3 * * *", "--steps", "10")
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("schedule 1: retrain alpha on plays at '0 3 * * *' (UTC); next ")
-    listed = [json.loads(line) for line in genbot("schedule", "list", "--json").stdout.splitlines()]
+    listed = [json.loads(line) for line in genbot_here("schedule", "list", "--json").stdout.splitlines()]
     assert [(row["id"], row["cron"], row["job_args"]["steps"]) for row in listed] == [(1, "0 3 * * *", 10)]
-    bad = genbot("schedule", "add", "alpha", "--corpus", "plays", "--cron", "at dawn", "--steps", "10")
+    bad = genbot_here("schedule", "add", "alpha", "--corpus", "plays", "--cron", "at dawn", "--steps", "10")
     assert bad.returncode == 2 and "five-field cron expression" in bad.stderr
-    assert genbot("schedule", "remove", "1").stdout.strip() == "schedule 1 removed"
-    assert genbot("schedule", "list").stdout == ""
+    assert genbot_here("schedule", "remove", "1").stdout.strip() == "schedule 1 removed"
+    assert genbot_here("schedule", "list").stdout == ""
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from genbot.jobs import RetrainRequest
 from genbot.jobs.runner import TrainingProcess, child_command, child_env
 from genbot.jobs.spec import check, parse_source, train_argv
 from genbot.training.options import TrainingOptions
-from tests.helpers import api_server, client
+from tests.helpers import api_server, client, genbot_here
 
 # Strings an attacker would put where a value goes: options, the end of options, positionals, NUL, newlines.
 NASTY = [
@@ -319,10 +319,10 @@ def test_retrain_cli_refuses_a_bad_option_with_one_error_line(sqlite_jobs_env: s
         (["--from", "²"], "error: --from must be 'active', 'scratch' or a version number, got '²'"),
     ]:
         argv = ["retrain", "alpha", "--corpus", "plays", *(["--steps", "5"] if "--steps" not in extra else []), *extra]
-        proc = subprocess.run([sys.executable, "-m", "genbot", *argv], capture_output=True, text=True, timeout=120)
+        proc = genbot_here(*argv)
         assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
         assert proc.stderr.strip().startswith(message), proc.stderr
-    listed = subprocess.run([sys.executable, "-m", "genbot", "jobs", "list"], capture_output=True, text=True)
+    listed = genbot_here("jobs", "list")
     assert listed.returncode == 0 and listed.stdout.strip() == ""
 
 
@@ -334,7 +334,7 @@ def test_train_cli_checks_its_options_against_the_same_schema(corpus_file: Path,
         (["--seed", "-3"], "error: --seed: input should be greater than or equal to 0 (got -3)"),
     ]:
         argv = ["train", "--corpus", str(corpus_file), "--out", str(tmp_path / "m"), "--steps", "2", *extra]
-        proc = subprocess.run([sys.executable, "-m", "genbot", *argv], capture_output=True, text=True, timeout=120)
+        proc = genbot_here(*argv)
         assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
         assert proc.stderr.strip().startswith(message), proc.stderr
         assert not (tmp_path / "m").exists()

@@ -31,7 +31,7 @@ from genbot.versions.store import (
     register_version,
 )
 from genbot.versions.watcher import VersionWatcher, ensure_bundled_versions, register_and_maybe_activate, rollback
-from tests.helpers import genbot, write_model_folder
+from tests.helpers import genbot_here, write_model_folder
 
 
 @pytest.fixture
@@ -392,7 +392,7 @@ async def test_a_pass_that_meets_a_running_pass_returns_only_once_the_version_is
 
 
 def test_cli_versions_activate_rollback(plugins_dir: Path, tmp_path: Path, corpus_text: str) -> None:
-    assert [json.loads(m)["name"] for m in genbot("models", "--json").stdout.splitlines()] == ["alpha", "beta"]
+    assert [json.loads(m)["name"] for m in genbot_here("models", "--json").stdout.splitlines()] == ["alpha", "beta"]
     folder = write_model_folder(tmp_path / "trained", "alpha", corpus_text, seed=8)
 
     async def add_version() -> None:
@@ -400,27 +400,27 @@ def test_cli_versions_activate_rollback(plugins_dir: Path, tmp_path: Path, corpu
             # What a finished job does; the first command above already seeded the bundled v1.
             await register_version(db, model="alpha", path=str(folder), val_loss=1.2, parent_version=1, corpus="plays")
 
-    genbot("models", "versions", "alpha")  # opening the service seeds version 1
+    genbot_here("models", "versions", "alpha")  # opening the service seeds version 1
     asyncio.run(add_version())
-    rows = [json.loads(line) for line in genbot("models", "versions", "alpha", "--json").stdout.splitlines()]
+    rows = [json.loads(line) for line in genbot_here("models", "versions", "alpha", "--json").stdout.splitlines()]
     assert [(r["version"], r["active"], r["parent_version"], r["corpus"]) for r in rows] == [
         (1, True, None, None),
         (2, False, 1, "plays"),
     ]
-    proc = genbot("models", "activate", "alpha", "2")
+    proc = genbot_here("models", "activate", "alpha", "2")
     assert (proc.returncode, proc.stdout.strip()) == (0, "alpha: version 2 is active"), proc.stderr
-    listing = genbot("models", "versions", "alpha").stdout.splitlines()
+    listing = genbot_here("models", "versions", "alpha").stdout.splitlines()
     assert listing[1].startswith("* v2") and listing[0].startswith("  v1")
-    assert genbot("models", "rollback", "alpha").stdout.strip() == "alpha: rolled back to version 1"
+    assert genbot_here("models", "rollback", "alpha").stdout.strip() == "alpha: rolled back to version 1"
 
     for args, message in [
         (("activate", "alpha", "9"), "error: model 'alpha' has no version 9"),
         (("rollback", "alpha"), "error: model 'alpha' has no version before 1 to roll back to"),
         (("versions", "nobody"), "error: no versions recorded for model 'nobody'"),
     ]:
-        proc = genbot("models", *args)
+        proc = genbot_here("models", *args)
         assert (proc.returncode, proc.stderr.strip()) == (2, message)
-    assert "alpha" in genbot("models").stdout
+    assert "alpha" in genbot_here("models").stdout
 
 
 async def test_a_model_put_in_place_by_hand_stays_until_the_next_activation(
