@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -239,8 +240,10 @@ async def test_a_common_word_ranks_its_newest_matches_and_pages_on_to_every_olde
 
 
 @pytest.mark.slow
-async def test_100k_rows_search_returns_the_right_rows_ranked(db: Database) -> None:
-    rows = synthetic_rows(100_000, seed=1)
+async def test_a_large_history_search_returns_the_right_rows_ranked(db: Database) -> None:
+    # Ten times the ranking window: common words match far more rows than are ranked. The speed
+    # at 100,000 rows is bench/history_search.py's to measure.
+    rows = synthetic_rows(10 * RANK_WINDOW, seed=1)
     strong, weak, phrase, others = plant(
         rows,
         [
@@ -256,5 +259,6 @@ async def test_100k_rows_search_returns_the_right_rows_ranked(db: Database) -> N
     assert sorted(everyone) == sorted([strong, weak, others]) and everyone[-1] == weak
     assert await found(db, '"sweet sorrow"', user_id="u1") == [phrase]
     assert await found(db, "sorrow -night") == []
-    common = await list_generations(db, query=rows[0]["output"].split()[0], user_id="u0", limit=20)
+    u0_words = Counter(word for row in rows if row["user_id"] == "u0" for word in set(row["output"].split()))
+    common = await list_generations(db, query=u0_words.most_common(1)[0][0], user_id="u0", limit=20)
     assert len(common) == 20 and all(row.user_id == "u0" for row in common)
