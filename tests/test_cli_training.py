@@ -1,4 +1,4 @@
-"""``genbot train`` / ``genbot eval`` as a user runs them: real processes, JSON output, clear errors."""
+"""``genbot train`` / ``genbot eval`` as a user types them (the CLI code in-process), JSON output, clear errors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import genbot
+from tests.helpers import genbot, genbot_here
 
 SMALL = ["--layers", "1", "--hidden", "32", "--emb", "8", "--block", "32", "--batch", "8", "--threads", "1"]
 
 
 def test_train_json_then_eval_json(corpus_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    proc = genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "20", "--json")
+    proc = genbot_here("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "20", "--json")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     summary = lines[-1]
@@ -23,7 +23,7 @@ def test_train_json_then_eval_json(corpus_file: Path, tmp_path: Path) -> None:
     assert {"val_block", "val_stateful", "val_block_bpc", "val_stateful_bpc"} <= summary["losses"].keys()
     assert any(line["event"] == "eval" and line["sample"] for line in lines)
 
-    proc = genbot("eval", str(out), "--corpus", str(corpus_file), "--iters", "2", "--threads", "1", "--json")
+    proc = genbot_here("eval", str(out), "--corpus", str(corpus_file), "--iters", "2", "--threads", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["val_block"] > 0
@@ -49,7 +49,7 @@ def test_bad_input_exits_2_with_one_line(
         corpus = tmp_path / f"{setup}.txt"
         corpus.write_bytes(files[setup])
     args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "m"), *SMALL]
-    proc = genbot(*args, *(extra or ["--steps", "5"]))
+    proc = genbot_here(*args, *(extra or ["--steps", "5"]))
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -57,9 +57,9 @@ def test_bad_input_exits_2_with_one_line(
 
 def test_eval_of_corrupt_weights_is_a_clear_error(corpus_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    assert genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3").returncode == 0
+    assert genbot_here("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3").returncode == 0
     (out / "model.safetensors").write_bytes(b"garbage")
-    proc = genbot("eval", str(out), "--corpus", str(corpus_file))
+    proc = genbot_here("eval", str(out), "--corpus", str(corpus_file))
     assert proc.returncode == 2
     assert "sha256 does not match" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -67,26 +67,29 @@ def test_eval_of_corrupt_weights_is_a_clear_error(corpus_file: Path, tmp_path: P
 
 def test_train_register_serves_the_output_as_a_new_model(corpus_file: Path, tmp_path: Path, plugins_dir: Path) -> None:
     out = tmp_path / "runs" / "first"
-    proc = genbot(
+    proc = genbot_here(
         "train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3", "--register", "mine", "--json"
     )
     assert proc.returncode == 0, proc.stderr
     registered = json.loads(proc.stdout.splitlines()[-1])
     assert (registered["event"], registered["model"], registered["version"]) == ("registered", "mine", 1)
-    listed = genbot("plugins", "--json")
+    listed = genbot_here("plugins", "--json")
     kinds = {row["name"]: row["kind"] for row in map(json.loads, listed.stdout.splitlines())}
     assert kinds == {"alpha": "bundled folder", "beta": "bundled folder", "mine": "data folder"}
 
 
 def test_train_register_refuses_a_bad_name_before_training(corpus_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "never"
-    proc = genbot("train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3", "--register", "A B")
+    proc = genbot_here(
+        "train", "--corpus", str(corpus_file), "--out", str(out), *SMALL, "--steps", "3", "--register", "A B"
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: invalid model name")
     assert not out.exists()
 
 
 def test_train_bf16_trains_on_any_cpu_and_says_which_precision_ran(corpus_file: Path, tmp_path: Path) -> None:
     # Where bfloat16 cannot run or would be slower (any CPU without bf16 instructions), float32 trains.
+    # A child process: the warning is a log line, and the real command line sends it to stderr.
     args = ["train", "--corpus", str(corpus_file), *SMALL, "--cell", "lstm", "--steps", "4", "--bf16", "--json"]
     proc = genbot(*args, "--out", str(tmp_path / "m"))
     assert proc.returncode == 0, proc.stderr

@@ -17,7 +17,7 @@ from genbot.config import load_settings
 from genbot.errors import CorpusError, NotFound
 from genbot.service import GenbotService
 from genbot.storage.migrate import upgrade_database
-from tests.helpers import genbot, genbot_here
+from tests.helpers import genbot_here
 
 
 def _write(folder: Path, name: str, data: str | bytes) -> Path:
@@ -284,9 +284,9 @@ def test_cli_bad_input_is_one_error_line(plugins_dir: Path, tmp_path: Path) -> N
         (("blob", str(binary)), "looks like a binary file"),
         (("blob", str(tmp_path / "nope.txt")), "no such file"),
     ]:
-        proc = genbot("corpus", "add", *args)
+        proc = genbot_here("corpus", "add", *args)
         assert proc.returncode == 2, proc.stderr
         [line] = proc.stderr.splitlines()
         assert line.startswith("error: ") and message in line
         assert "Traceback" not in proc.stderr
-    assert genbot("corpus", "list").stdout == ""
+    assert genbot_here("corpus", "list").stdout == ""

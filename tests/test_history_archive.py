@@ -25,7 +25,7 @@ from genbot.storage.leases import ProcessLease
 from genbot.storage.migrate import upgrade_database
 from genbot.storage.repository import NewGeneration, finish_generation, list_generations, start_generation
 from genbot.storage.tables import Job, JobEvent, UsageDaily
-from tests.helpers import genbot, wait_until
+from tests.helpers import genbot, genbot_here, wait_until
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)  # the injected clock: the tests never read today's date
 
@@ -193,8 +193,8 @@ def test_cli_refuses_a_huge_or_binary_file_clearly(tmp_path: Path) -> None:
         f.truncate(MAX_IMPORT_BYTES + 1)  # sparse: nothing is read, the size alone refuses it
     binary = tmp_path / "photo.jsonl"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
-    big = genbot("history", "import", str(huge))
-    wrong = genbot("history", "import", str(binary))
+    big = genbot_here("history", "import", str(huge))
+    wrong = genbot_here("history", "import", str(binary))
     assert big.returncode == 2 and "at most" in big.stderr
     assert wrong.returncode == 2 and "binary" in wrong.stderr
 

@@ -25,7 +25,7 @@ from genbot.networks.charrnn import Cell, CharRNN, CharRNNConfig
 from genbot.networks.checkpoint import LoadedGenerator, load_model
 from genbot.networks.vocab import Vocab
 from genbot.training.trainer import TrainConfig, train
-from tests.helpers import genbot, write_model_folder
+from tests.helpers import genbot_here, write_model_folder
 
 TEXT = 'int main(void) {\n\t/* say "hi" */\n\tif (x) { f(a, (b)); }\n}\n'
 
@@ -241,7 +241,7 @@ def test_cli_writes_files_and_json(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "views"
     text = tmp_path / "code.c"
     text.write_text(TEXT * 5, encoding="utf-8")
-    proc = genbot("inspect", str(model_dir), "--text", str(text), "--find", "bracket-depth",
+    proc = genbot_here("inspect", str(model_dir), "--text", str(text), "--find", "bracket-depth",
                   "--surprise", "--gates", "--out", str(out), "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -249,7 +249,9 @@ def test_cli_writes_files_and_json(model_dir: Path, tmp_path: Path) -> None:
     assert sorted(Path(p).name for p in report["files"]) == sorted(
         ["unit.png", "unit.html", "surprise.png", "surprise.html", "gates.png"]
     )
-    proc = genbot("inspect", str(model_dir), "--prompt", "if (x) {\\n}", "--layer", "1", "--unit", "3", "--kind", "c")
+    proc = genbot_here(
+        "inspect", str(model_dir), "--prompt", "if (x) {\\n}", "--layer", "1", "--unit", "3", "--kind", "c"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "showing layer 1 c unit 3 (given)" in proc.stdout and "unit.png" in proc.stdout
 
@@ -267,7 +269,7 @@ def test_cli_writes_files_and_json(model_dir: Path, tmp_path: Path) -> None:
     ],
 )
 def test_cli_bad_inputs_exit_2_with_a_message(model_dir: Path, args: list[str], message: str) -> None:
-    proc = genbot("inspect", str(model_dir), *args)
+    proc = genbot_here("inspect", str(model_dir), *args)
     assert proc.returncode == 2, proc.stdout
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -275,7 +277,7 @@ def test_cli_bad_inputs_exit_2_with_a_message(model_dir: Path, args: list[str], 
 def test_cli_refuses_a_too_long_text(model_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "long.txt"
     path.write_text("a" * 20_001, encoding="utf-8")
-    proc = genbot("inspect", str(model_dir), "--text", str(path))
+    proc = genbot_here("inspect", str(model_dir), "--text", str(path))
     assert proc.returncode == 2 and "at most 20,000" in proc.stderr
 
 
