@@ -55,6 +55,7 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "GENBOT_API__PORT": str(free_port()),
         "GENBOT_API__UNKEYED_ADMIN": "true",
         "GENBOT_ENGINE__TORCH_THREADS": "1",
+        "GENBOT_ENGINE__PATHS_CACHE": str(tmp_path_factory.getbasetemp() / "engine-paths.json"),  # as conftest sets it
         "GENBOT_JOBS__POLL_SECONDS": "0.2",
         "GENBOT_JOBS__HEARTBEAT_SECONDS": "0.5",
         "GENBOT_JOBS__TRAIN_THREADS": "1",

@@ -54,11 +54,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def outside(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """An empty working folder and an environment that names no genbot path but the data folder."""
+    """An empty working folder and an environment that names no genbot path but the data folder (and paths cache)."""
     work = tmp_path / "empty"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENBOT_", "PYTHON", "VIRTUAL_ENV"))}
     env["GENBOT_DATA_DIR"] = str(tmp_path / "data")
+    # The test process's measured serving paths (outside the checkout): each start would measure anew.
+    env["GENBOT_ENGINE__PATHS_CACHE"] = os.environ["GENBOT_ENGINE__PATHS_CACHE"]
     yield work, env
 
 
