@@ -320,7 +320,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": cpu_flags(),  # the flags the serving paths' cache is keyed by
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -333,14 +333,9 @@ def environment(threads: int | None = None) -> dict[str, Any]:
 
 def cpu_flags() -> list[str]:
     """The CPU's bf16/AMX/AVX flags that decide which numeric path is fast (Linux; else empty)."""
-    info = Path("/proc/cpuinfo")
-    if not info.is_file():
-        return []
-    for line in info.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
-            wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "f16c", "avx512_vnni")
-            return [f for f in line.split(":", 1)[1].split() if f in wanted]
-    return []
+    from genbot.engine.paths import cpu_flags as flags
+
+    return flags()
 
 
 def paths_note(name: str, model: Any) -> str:

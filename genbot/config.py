@@ -109,17 +109,17 @@ class EngineSettings(_Section):
         default=True,
         description="Same seed, same text alone or batched (false: a lone stream runs ~1.3x faster).",
     )
-    prime_path: Literal["auto", "fp32", "bf16", "fp16", "steps"] = Field(
+    prime_path: Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps"] = Field(
         default="auto",
         description=(
             "How prompts are read: auto (measured per model at load), fp32, bf16 copy, fp16 (FBGEMM),"
-            " steps (one character at a time through the step kernel)."
+            " onednn (oneDNN float32, layer by layer), steps (one character at a time through the step kernel)."
         ),
     )
-    step_path: Literal["auto", "fp32", "fp16", "rowwise", "rowwise_fp16"] = Field(
+    step_path: Literal["auto", "fp32", "fp16", "onednn", "rowwise", "rowwise_fp16"] = Field(
         default="auto",
         description=(
-            "How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM),"
+            "How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM), onednn (oneDNN float32),"
             " rowwise (float32, one row at a time: exact on any CPU, slow for many streams),"
             " rowwise_fp16 (the same through FBGEMM float16: half the bytes per character)."
         ),

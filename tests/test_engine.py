@@ -313,11 +313,12 @@ async def test_the_scripted_fake_reads_prompts_like_a_charrnn(engine: Generation
 
 
 def _engine_paths() -> list[tuple[str, str]]:
-    from genbot.networks.charrnn import fp16_available
+    from genbot.networks.charrnn import fp16_available, onednn_available
 
     # rowwise_fp16: each row alone through FBGEMM float16, exact on any CPU
     fp16 = [("fp16", "fp16"), ("steps", "rowwise_fp16")] if fp16_available() else []
-    return [("fp32", "fp32"), *fp16]
+    onednn = [("onednn", "onednn")] if onednn_available() else []
+    return [("fp32", "fp32"), *fp16, *onednn]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -442,6 +443,27 @@ def test_prepare_measures_paths_once_and_caches_them_in_data_dir(tmp_path: Path)
     assert again.reason.endswith("(cached)") and (again.prime, again.step) == (chosen.prime, chosen.step)
     described = GeneratorEntry.ok(lm, "test").serving_paths()
     assert described is not None and described["prime"] == chosen.prime and described["step"] == chosen.step
+
+
+def test_two_cpus_that_differ_only_in_instruction_sets_never_share_a_cached_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Virtual machines report one model name ("AMD EPYC") for CPUs with and without bf16 instructions."""
+    from genbot.engine import paths
+    from genbot.engine.registry import prepare
+
+    tuner = paths.PathTuner(cache_dir=tmp_path)
+    lm = tiny_charrnn(CHARS, seed=1)
+    assert all(flag in paths.cpu_id() for flag in paths.cpu_flags())
+    monkeypatch.setattr(paths, "cpu_flags", lambda: ["avx2", "f16c"])
+    paths._process_cache.clear()
+    prepare(lm, tuner)
+    monkeypatch.setattr(paths, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16", "f16c"])
+    paths._process_cache.clear()
+    other = prepare(tiny_charrnn(CHARS, seed=1), tuner).network.serving_paths
+    assert not other.reason.endswith("(cached)")  # measured anew on the other CPU
+    keys = list(json.loads((tmp_path / paths.CACHE_FILE).read_text()))
+    assert len(keys) == 2 and any("avx512_bf16" in k for k in keys) and not all("avx512_bf16" in k for k in keys)
 
 
 def test_engine_settings_force_a_path(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ def test_shared_step_weights_keep_every_result() -> None:
 
 
 def _paths_cases() -> list[tuple[str, str, str]]:
-    from genbot.networks.charrnn import fp16_available
+    from genbot.networks.charrnn import fp16_available, onednn_available
 
     cases = [(cell, "fp32", "fp32") for cell in ("rnn", "lstm", "gru")]
     cases += [(cell, "bf16", "fp32") for cell in ("lstm", "gru")]
@@ -187,6 +187,9 @@ def _paths_cases() -> list[tuple[str, str, str]]:
     if fp16_available():
         cases += [("lstm", "fp16", "fp16"), ("gru", "fp16", "fp16"), ("rnn", "fp32", "fp16")]
         cases += [(cell, "steps", step) for cell in ("rnn", "lstm", "gru") for step in ("fp16", "rowwise_fp16")]
+    if onednn_available():
+        cases += [(cell, "onednn", "onednn") for cell in ("rnn", "lstm", "gru")]
+        cases += [("lstm", "steps", "onednn"), ("gru", "fp32", "onednn")]
     return cases
 
 

@@ -1,10 +1,12 @@
 """Choose each served model's numeric paths by measuring them on the machine it runs on.
 
-A path is how a model reads prompts (``prime``: float32, a bfloat16 copy, FBGEMM float16) and how
-it steps streams (``step``: float32 ``addmm``, FBGEMM float16). Which is fastest depends on the
-CPU: bfloat16 matrix products are several times faster than float32 where the CPU has bf16
-instructions (AVX-512 BF16, AMX) and several times slower where it has not; FBGEMM's float16
-weights halve the bytes read on any x86-64 CPU. So nothing is assumed: at load, each candidate
+A path is how a model reads prompts (``prime``: float32, a bfloat16 copy, FBGEMM float16, oneDNN
+float32) and how it steps streams (``step``: float32 ``addmm``, FBGEMM float16, oneDNN float32).
+Which is fastest depends on the CPU: bfloat16 matrix products are several times faster than
+float32 where the CPU has bf16 instructions (AVX-512 BF16, AMX) and several times slower where it
+has not; FBGEMM's float16 weights halve the bytes read on any x86-64 CPU; oneDNN's packed float32
+product is batch-invariant from one row where MKL's is not, so exact mode needs no padding with
+it. So nothing is assumed: at load, each candidate
 is timed for a few milliseconds (a lone stream and a batch) and checked for batch invariance
 (does a row's result depend on how many rows are in the batch?), and the fastest is kept.
 
@@ -15,7 +17,8 @@ is timed for a few milliseconds (a lone stream and a batch) and checked for batc
 * A path other than float32 must beat it by ``MARGIN`` to be chosen: timings on a shared
   machine are noisy, and float32 is the reference.
 * Choices are cached per process and in ``data_dir/engine-paths.json``, keyed by the CPU
-  (capability and model name), the torch version, the thread count and the model's shape.
+  (capability, model name and the instruction-set flags that decide the paths), the torch
+  version, the thread count and the model's shape.
 * ``[engine] prime_path`` / ``step_path`` force a path (``auto`` measures).
 """
 
@@ -43,6 +46,7 @@ from genbot.networks.charrnn import (
     ServingPaths,
     StepPath,
     fp16_available,
+    onednn_available,
     pad_rows,
 )
 
@@ -51,7 +55,7 @@ log = logging.getLogger("genbot.engine")
 CACHE_FILE = "engine-paths.json"
 MARGIN = 0.9  # a non-float32 path must take at most this share of float32's time
 PROBE_CHARS = 16  # prompt characters per timed read
-PROBE_STEPS = 8  # steps per timed step run
+PROBE_STEPS = 16  # steps per timed step run (8 swung by 2x between runs on a shared machine)
 PROBE_BATCH = 8  # the batched half of every prompt-reader measurement
 # ... and of every step measurement: a step kernel that runs rows one by one (rowwise) costs rows
 # times a lone row, so a small batch would flatter it against a real batched kernel at 64 streams.
@@ -64,22 +68,37 @@ _CHECK_ROWS = max(_CHECK_BATCHES)
 # Paddings tried, fewest first: a path needing more than 8 rows is not worth padding to.
 _ROW_CHOICES = (1, 2, 4, 8)
 
-Forced = Literal["auto", "fp32", "bf16", "fp16", "steps", "rowwise", "rowwise_fp16"]
-_CACHE_VERSION = 3  # bump when a choice cached by an older genbot may no longer be right
+Forced = Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps", "rowwise", "rowwise_fp16"]
+_CACHE_VERSION = 4  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
 
-def cpu_id() -> str:
-    """What the choice depends on: torch's CPU capability and the CPU model name."""
-    name = platform.processor()
+# Instruction sets that make a path fast or slow: two CPUs with one model name (a virtual
+# machine's "AMD EPYC") and one torch capability can differ in these, bf16 above all.
+PATH_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile", "f16c")
+
+
+def _cpuinfo(field: str) -> str | None:
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{torch.backends.cpu.get_cpu_capability()} {name}".strip()
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith(field):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's flags among ``PATH_FLAGS`` (Linux; else empty)."""
+    flags = (_cpuinfo("flags") or "").split()
+    return [f for f in PATH_FLAGS if f in flags]
+
+
+def cpu_id() -> str:
+    """What the choice depends on: torch's CPU capability, the CPU model name and its path flags."""
+    name = _cpuinfo("model name") or platform.processor()
+    return f"{torch.backends.cpu.get_cpu_capability()} {name} [{' '.join(cpu_flags())}]".strip()
 
 
 @dataclass(frozen=True)
@@ -159,15 +178,21 @@ class PathTuner:
 def prime_candidates(model: CharRNN) -> list[PrimePath]:
     """Prompt readers this model can use here."""
     out: list[PrimePath] = ["fp32", "bf16"]
-    if model.head.weight.device.type == "cpu" and model.config.cell != "rnn" and fp16_available():
+    cpu = model.head.weight.device.type == "cpu"
+    if cpu and model.config.cell != "rnn" and fp16_available():
         out.append("fp16")
+    if cpu and onednn_available():
+        out.append("onednn")
     return [*out, "steps"]
 
 
 def step_candidates(model: CharRNN) -> list[StepPath]:
     """Step kernels this model can use here."""
-    fp16 = model.head.weight.device.type == "cpu" and fp16_available()
-    return ["fp32", "fp16", "rowwise", "rowwise_fp16"] if fp16 else ["fp32", "rowwise"]
+    cpu = model.head.weight.device.type == "cpu"
+    fp16: list[StepPath] = ["fp16"] if cpu and fp16_available() else []
+    onednn: list[StepPath] = ["onednn"] if cpu and onednn_available() else []
+    rowwise_fp16: list[StepPath] = ["rowwise_fp16"] if fp16 else []
+    return ["fp32", *fp16, *onednn, "rowwise", *rowwise_fp16]
 
 
 def measure(

@@ -10,9 +10,11 @@ Two ways to run the same weights:
 
 Serving reads prompts with ``read``/``read_end`` (``prime`` is both at once) and decodes with
 ``step``, each through one of several numeric paths (``ServingPaths``): float32; a bfloat16
-copy of the weights (fast only where the CPU has bf16 instructions); or FBGEMM's packed float16
-weights with float32 arithmetic (half the bytes of float32 on any x86-64 CPU, and each row's
-result does not depend on how many rows are in the batch, one row included). Which path is
+copy of the weights (fast only where the CPU has bf16 instructions); FBGEMM's packed float16
+weights with float32 arithmetic (half the bytes of float32 on any x86-64 CPU); or oneDNN's
+packed float32 weights. With the last two each row's result does not depend on how many rows
+are in the batch, one row included, where MKL's float32 product rounds one to three rows each
+their own way. Which path is
 fastest depends on the machine, so ``genbot.engine.paths`` measures them when a model is loaded;
 an unmeasured model uses float32.
 
@@ -33,10 +35,12 @@ from torch import Tensor
 Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
-PrimePath = Literal["fp32", "bf16", "fp16", "steps"]
-StepPath = Literal["fp32", "fp16", "rowwise", "rowwise_fp16"]
-PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "steps")
-STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "rowwise", "rowwise_fp16")
+PrimePath = Literal["fp32", "bf16", "fp16", "onednn", "steps"]
+StepPath = Literal["fp32", "fp16", "onednn", "rowwise", "rowwise_fp16"]
+PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "onednn", "steps")
+STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "onednn", "rowwise", "rowwise_fp16")
+# Paths whose products run on packed weights (``_PackedWeights``): CPU only.
+PACKED: tuple[str, ...] = ("fp16", "onednn")
 # Step paths that run each row of a batch alone: exact on any BLAS, since a row never meets another.
 ROWWISE: dict[str, StepPath] = {"rowwise": "fp32", "rowwise_fp16": "fp16"}  # path -> kernel of one row
 
@@ -77,12 +81,51 @@ class ServingPaths:
 
 def fp16_available() -> bool:
     """Whether torch has FBGEMM's float16 packed linear (x86-64 CPU builds)."""
+    return _works(lambda: _FP16.lin(torch.zeros(1, 1), _FP16.pack(torch.zeros(1, 1), None)))
+
+
+def onednn_available() -> bool:
+    """Whether torch has oneDNN's packed float32 linear (the CPU builds for x86-64 and arm64)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return _works(lambda: _ONEDNN.lin(torch.zeros(1, 1), _ONEDNN.pack(torch.zeros(1, 1), None)))
+
+
+def _works(run: Callable[[], object]) -> bool:
     try:
-        packed = torch.ops.quantized.linear_prepack_fp16(torch.zeros(1, 1), None)
-        torch.ops.quantized.linear_dynamic_fp16(torch.zeros(1, 1), packed)
+        run()
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """A packed matrix product: ``pack(W (out, in), bias)`` once, then ``lin(x (B, in), packed)``."""
+
+    name: str
+    pack: Callable[[Tensor, Tensor | None], object]
+    lin: Callable[[Tensor, object], Tensor]
+
+
+def _onednn_pack(w: Tensor, b: Tensor | None) -> object:
+    # The batch-size hint picks oneDNN's weight layout; with a hint of 1 a lone row takes a
+    # kernel of its own (another summation order), with 64 every row count shares one.
+    return (torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64), b)
+
+
+def _onednn_lin(x: Tensor, packed: object) -> Tensor:
+    w, b = cast(tuple[Tensor, Tensor | None], packed)
+    return cast(Tensor, torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""))
+
+
+_FP16 = _Kernel(
+    "fp16",
+    lambda w, b: torch.ops.quantized.linear_prepack_fp16(w, b),
+    lambda x, p: cast(Tensor, torch.ops.quantized.linear_dynamic_fp16(x, p)),
+)
+_ONEDNN = _Kernel("onednn", _onednn_pack, _onednn_lin)
+_KERNELS = {"fp16": _FP16, "onednn": _ONEDNN}
 
 
 @dataclass(frozen=True)
@@ -125,7 +168,7 @@ class CharRNN(nn.Module):
         self._params: list[nn.Parameter] | None = None
         self._step_cache: _StepWeights | None = None
         self._twin: tuple[tuple[tuple[int, int], ...], CharRNN] | None = None
-        self._fp16: _Fp16Weights | None = None
+        self._packed: dict[str, _PackedWeights] = {}  # kernel name -> its packed weights
         self.serving_paths = ServingPaths()
 
     def use_paths(self, paths: ServingPaths, keep_caches: bool = False) -> None:
@@ -135,8 +178,8 @@ class CharRNN(nn.Module):
             return
         if paths.prime != "bf16":
             self._twin = None
-        if paths.prime != "fp16" and paths.step not in ("fp16", "rowwise_fp16"):
-            self._fp16 = None
+        kernels = {paths.prime, ROWWISE.get(paths.step, paths.step)}
+        self._packed = {k: v for k, v in self._packed.items() if k in kernels}
 
     def initial_state(self, batch: int) -> State:
         """Zero state for ``batch`` streams."""
@@ -178,8 +221,10 @@ class CharRNN(nn.Module):
         if path == "steps":
             last, new_state = self._read_steps(ids, state)
             return (last[:n], tuple(s[:, :n] for s in new_state)) if pad > 0 else (last, new_state)
-        if path == "fp16" and self.head.weight.device.type == "cpu":
-            out, new_state = self._fp16_weights().read(self.emb(ids), state)
+        if path == "fp16" and self._on_cpu():
+            out, new_state = self._packed_weights("fp16").read(self.emb(ids), state)
+        elif path == "onednn" and self._on_cpu():
+            out, new_state = self._packed_weights("onednn").read_layerwise(ids, state, self.config.cell)
         else:
             model = self._prime_twin() if path == "bf16" else self
             dtype = model.head.weight.dtype
@@ -200,8 +245,8 @@ class CharRNN(nn.Module):
         rows = pad_rows(h, n + pad)
         if path == "steps":
             logits = self._step_head(rows.to(dtype))[:n]
-        elif path == "fp16" and self.head.weight.device.type == "cpu":
-            logits = self._fp16_weights().head(h.to(dtype))
+        elif path in PACKED and self._on_cpu():
+            logits = self._packed_weights(path).head(h.to(dtype))
         else:
             head = self._prime_twin().head if path == "bf16" else self.head
             logits = head(rows.to(head.weight.dtype))[:n]
@@ -258,8 +303,8 @@ class CharRNN(nn.Module):
                     torch.cat(parts, dim=1) for parts in zip(*(r[1] for r in rows), strict=True)
                 )
             path = ROWWISE[path]
-        if path == "fp16" and self.head.weight.device.type == "cpu":
-            return self._fp16_weights().advance(ids, state, self.config.cell)
+        if path in PACKED and self._on_cpu():
+            return self._packed_weights(path).advance(ids, state, self.config.cell)
         w = self._step_weights()
         x = w.table.index_select(0, ids)  # (B, G): layer 0's input gates, biases included
         hs: list[Tensor] = []
@@ -285,16 +330,20 @@ class CharRNN(nn.Module):
             if top.shape[0] > 1:
                 return torch.cat([self._step_head(top[i : i + 1]) for i in range(top.shape[0])])
             path = ROWWISE[path]
-        if path == "fp16" and self.head.weight.device.type == "cpu":
-            return self._fp16_weights().head(top)
+        if path in PACKED and self._on_cpu():
+            return self._packed_weights(path).head(top)
         w = self._step_weights()
         return torch.addmm(w.head_b, top, w.head_w)
 
-    def _fp16_weights(self) -> _Fp16Weights:
+    def _on_cpu(self) -> bool:
+        return self.head.weight.device.type == "cpu"
+
+    def _packed_weights(self, kernel: str) -> _PackedWeights:
         key = self._weights_key()
-        if self._fp16 is None or self._fp16.key != key:
-            self._fp16 = _Fp16Weights.build(self, key)
-        return self._fp16
+        packed = self._packed.get(kernel)
+        if packed is None or packed.key != key:
+            packed = self._packed[kernel] = _PackedWeights(self, key, _KERNELS[kernel])
+        return packed
 
     def share_step_weights(self) -> None:
         """For serving: make the big matrices views of ``step``'s transposed copies (one copy, not two).
@@ -361,22 +410,27 @@ def _input_table(model: CharRNN) -> Tensor:
     return torch.addmm(bias, model.emb.weight, w_ih.t()).contiguous()
 
 
-class _Fp16Weights:
-    """FBGEMM-packed float16 copies of the weights: the fused prompt reader's and ``step``'s."""
+class _PackedWeights:
+    """One kernel's packed copies of the weights (``_FP16``, ``_ONEDNN``): ``step``'s and the prompt readers'."""
 
-    def __init__(self, model: CharRNN, key: tuple[tuple[int, int], ...]) -> None:
-        pack = torch.ops.quantized.linear_prepack_fp16
+    READ_ROWS = 64  # most rows per batched input product while reading: as many as the load-time check covers
+
+    def __init__(self, model: CharRNN, key: tuple[tuple[int, int], ...], kernel: _Kernel) -> None:
+        pack = kernel.pack
         c = model.config
         self.key = key
+        self.kernel = kernel
         self.layers = c.layers
+        self.hidden = c.hidden
         self.table = _input_table(model)
-        self.cell_params: list[object] = []  # per layer, for torch.quantized_lstm/gru
+        self.cell_params: list[object] = []  # per layer, for torch.quantized_lstm/gru (float16 only)
         self.step_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
+        self.read_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
         self.head_pack = pack(model.head.weight.detach(), model.head.bias.detach())
         with torch.no_grad():
             for layer in range(c.layers):
                 w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model._layer_weights(layer))
-                if c.cell != "rnn":
+                if c.cell != "rnn" and kernel is _FP16:
                     self.cell_params.append(
                         torch.ops.quantized.make_quantized_cell_params_fp16(pack(w_ih, b_ih), pack(w_hh, b_hh))
                     )
@@ -386,13 +440,15 @@ class _Fp16Weights:
                     self.step_packs.append((None, pack(w_hh, None)))
                 else:  # one product of [x, h] with [W_ih, W_hh]: one call instead of two
                     self.step_packs.append((None, pack(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)))
-
-    @classmethod
-    def build(cls, model: CharRNN, key: tuple[tuple[int, int], ...]) -> _Fp16Weights:
-        return cls(model, key)
+                if kernel is _FP16:  # prompts go through the fused float16 kernel
+                    continue
+                if c.cell == "gru" or layer == 0:
+                    self.read_packs.append(self.step_packs[-1])
+                else:  # the input product apart: it runs for every position of a layer at once
+                    self.read_packs.append((pack(w_ih, b_ih + b_hh), pack(w_hh, None)))
 
     def head(self, h: Tensor) -> Tensor:
-        return cast(Tensor, torch.ops.quantized.linear_dynamic_fp16(h, self.head_pack))
+        return self.kernel.lin(h, self.head_pack)
 
     def read(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The fused float16 kernel over embedded prompts x (B, T, E) from ``state``."""
@@ -408,9 +464,42 @@ class _Fp16Weights:
         out, h = torch.quantized_gru(x, state[0], self.cell_params, True, self.layers, 0.0, False, False, True)
         return out, (h,)
 
+    def read_layerwise(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
+        """Prompts ids (B, T) from ``state`` one layer at a time: outputs (B, T, H) and the new state.
+
+        Each layer's input products for every position are a few large calls (layer 0's are the
+        table), leaving one small product per position: the hidden one. A row's result depends on
+        neither the other rows nor the chunking wherever the kernel's rows agree at any count.
+        """
+        batch, length = ids.shape
+        x = self.table.index_select(0, ids.reshape(-1))  # (B*T, G): layer 0's input gates
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        for layer, (p_in, p_h) in enumerate(self.read_packs):
+            if p_in is not None:
+                x = torch.cat([self.kernel.lin(part, p_in) for part in x.split(self.READ_ROWS)])
+            gates_in = x.view(batch, length, -1)
+            h = state[0][layer].contiguous()
+            c = state[1][layer] if cell == "lstm" else None
+            outs = []
+            for t in range(length):
+                if cell == "gru":
+                    h = _gru_gates(gates_in[:, t], self.kernel.lin(h, p_h), h)
+                elif c is not None:
+                    h, c = _lstm_gates(gates_in[:, t] + self.kernel.lin(h, p_h), c)
+                else:
+                    h = torch.tanh(gates_in[:, t] + self.kernel.lin(h, p_h))
+                outs.append(h)
+            hs.append(h)
+            if c is not None:
+                cs.append(c)
+            x = torch.stack(outs, dim=1).view(batch * length, self.hidden)
+        out = x.view(batch, length, self.hidden)
+        return out, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
+
     def advance(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
-        """One float16 step of every layer: the top layer's output and the next state."""
-        lin = torch.ops.quantized.linear_dynamic_fp16
+        """One step of every layer through the packed kernel: the top layer's output and the next state."""
+        lin = self.kernel.lin
         x = self.table.index_select(0, ids)  # (B, G)
         hs: list[Tensor] = []
         cs: list[Tensor] = []
