@@ -275,7 +275,7 @@ class CharRNN(nn.Module):
         ``embedding @ W_ih^T + bias``. The rest are matrix products whose per-row results do not
         depend on the batch size (for at least ``serving_paths.step_rows`` rows), so a seeded
         stream samples the same text alone or batched with others: float32 ``addmm`` on
-        pre-transposed weights, or FBGEMM's packed float16 weights on the fp16 path.
+        pre-transposed weights, or packed weights on the fp16 (FBGEMM) and onednn paths.
         """
         top, new_state = self._advance(ids, state)
         return self._step_head(top), new_state
