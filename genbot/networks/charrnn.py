@@ -24,6 +24,7 @@ otherwise — the same layout ``nn.LSTM`` returns, so a primed state joins a run
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal, cast
@@ -79,11 +80,13 @@ class ServingPaths:
         return asdict(self)
 
 
+@functools.cache  # what the torch build has does not change while it runs
 def fp16_available() -> bool:
     """Whether torch has FBGEMM's float16 packed linear (x86-64 CPU builds)."""
     return _works(lambda: _FP16.lin(torch.zeros(1, 1), _FP16.pack(torch.zeros(1, 1), None)))
 
 
+@functools.cache
 def onednn_available() -> bool:
     """Whether torch has oneDNN's packed float32 linear (the CPU builds for x86-64 and arm64)."""
     if not torch.backends.mkldnn.is_available():
@@ -103,7 +106,6 @@ def _works(run: Callable[[], object]) -> bool:
 class _Kernel:
     """A packed matrix product: ``pack(W (out, in), bias)`` once, then ``lin(x (B, in), packed)``."""
 
-    name: str
     pack: Callable[[Tensor, Tensor | None], object]
     lin: Callable[[Tensor, object], Tensor]
 
@@ -120,11 +122,10 @@ def _onednn_lin(x: Tensor, packed: object) -> Tensor:
 
 
 _FP16 = _Kernel(
-    "fp16",
     lambda w, b: torch.ops.quantized.linear_prepack_fp16(w, b),
     lambda x, p: cast(Tensor, torch.ops.quantized.linear_dynamic_fp16(x, p)),
 )
-_ONEDNN = _Kernel("onednn", _onednn_pack, _onednn_lin)
+_ONEDNN = _Kernel(_onednn_pack, _onednn_lin)
 _KERNELS = {"fp16": _FP16, "onednn": _ONEDNN}
 
 
