@@ -49,15 +49,22 @@ class Loaded:
     """A bench model and its loaded weights, ready for the engine."""
 
     info: bl.BenchModel
-    loaded: Any  # genbot.networks.checkpoint.LoadedGenerator
+    loaded: Any  # genbot.networks.checkpoint.LoadedGenerator, paths chosen for exact mode
+    fast: Any  # the same weights, paths chosen for ``batch_invariant = false``
 
 
 def load(info: bl.BenchModel) -> Loaded:
-    """Load a bench model the way the service does (CPU, eval, no gradients)."""
+    """Load a bench model the way the service does (CPU, eval, no gradients), for either mode."""
+    return Loaded(info, prepared(info.folder, True), prepared(info.folder, False))
+
+
+def prepared(folder: Path, invariant: bool) -> Any:
+    """The model in ``folder`` in serving shape, with paths measured for that ``batch_invariant``."""
+    from genbot.engine.paths import PathTuner
     from genbot.engine.registry import prepare
     from genbot.networks.checkpoint import load_model
 
-    return Loaded(info, prepare(load_model(info.folder)))
+    return prepare(load_model(folder), PathTuner(batch_invariant=invariant))
 
 
 async def engine_rate(loaded: Any, streams: int, length: int, prompt: str = "\n", invariant: bool = True) -> float:
@@ -195,7 +202,7 @@ def compare(model: Loaded, streams: list[int], length: int, repeats: int, with_r
         for b in streams:
             runs["genbot"][b].append(asyncio.run(engine_rate(model.loaded, b, length)))
         for b in runs["genbot_fast"]:
-            runs["genbot_fast"][b].append(asyncio.run(engine_rate(model.loaded, b, length, invariant=False)))
+            runs["genbot_fast"][b].append(asyncio.run(engine_rate(model.fast, b, length, invariant=False)))
     return runs
 
 
@@ -247,21 +254,20 @@ def ttfc_rows(model: Loaded, trials: int, arrivals: int, repeats: int) -> tuple[
 
 def bundled_rows(plugins_dir: Path, length: int) -> tuple[list[bl.Row], list[str]]:
     """Single-stream chars/s of each bundled model that loads; notes for those that do not."""
-    from genbot.engine.registry import prepare
     from genbot.errors import GenbotError
-    from genbot.networks.checkpoint import load_model
 
     rows, notes = [], []
     for folder in bl.bundled_folders(plugins_dir):
         try:  # only real bundled weights count here; a stand-in would say nothing about them
-            loaded = prepare(load_model(folder))
+            both = {True: prepared(folder, True), False: prepared(folder, False)}
         except GenbotError as e:
             notes.append(f"bundled model {folder.name} skipped: {str(e).replace(str(folder), bl.shown(folder))}")
             continue
+        loaded = both[True]
         arch = loaded.network.config
         label = f"{arch.cell.upper()} {arch.layers}x{arch.hidden} emb {arch.embedding} vocab {arch.vocab_size}"
-        for invariant in (True, False):
-            rate = asyncio.run(engine_rate(loaded, 1, length, invariant=invariant))
+        for invariant, model in both.items():
+            rate = asyncio.run(engine_rate(model, 1, length, invariant=invariant))
             mode = "" if invariant else ", batch_invariant=false"
             what = f"single stream, bundled {loaded.card.name} ({label}), 1 thread{mode}"
             rows.append(bl.Row(what, rate, None, "chars/s", "value>=", SINGLE_STREAM_TARGET))
@@ -302,6 +308,7 @@ def main() -> None:
         shakes = load(bl.bench_model(folder, "shakespeare", SHAKESPEARE, Path(tmp)))
         notes += ["LSTM 2x256: random weights (speed does not depend on them)", f"shakespeare: {shakes.info.note}"]
         notes += [bl.paths_note(m.info.name, m.loaded.network) for m in (small, shakes)]
+        notes += [bl.paths_note(f"{m.info.name} (batch_invariant=false)", m.fast.network) for m in (small, shakes)]
         env = bl.environment(1)
         notes.append(f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}")
         runs: dict[str, Any] = {}
@@ -314,6 +321,7 @@ def main() -> None:
     if a.quick:
         notes.append("--quick: short streams and few trials; smoke test only, figures not representative")
     paths = {m.info.name: m.loaded.network.serving_paths.to_dict() for m in (small, shakes)}
+    paths |= {f"{m.info.name}-fast": m.fast.network.serving_paths.to_dict() for m in (small, shakes)}
     latency = {k: [round(t, 3) for t in v] for k, v in latency.items()}
     payload = {"length": a.length, "repeats": a.repeats, "runs": runs, "paths": paths, **latency}
     bl.report(NAME, rows + latency_rows + single_rows, payload | {"env": env}, notes + single_notes)

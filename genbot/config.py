@@ -116,10 +116,11 @@ class EngineSettings(_Section):
             " onednn (oneDNN float32, layer by layer), steps (one character at a time through the step kernel)."
         ),
     )
-    step_path: Literal["auto", "fp32", "fp16", "onednn", "rowwise", "rowwise_fp16"] = Field(
+    step_path: Literal["auto", "fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16"] = Field(
         default="auto",
         description=(
             "How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM), onednn (oneDNN float32),"
+            " bf16 (oneDNN bfloat16 weights and products, float32 state and head: fast with bf16 instructions),"
             " rowwise (float32, one row at a time: exact on any CPU, slow for many streams),"
             " rowwise_fp16 (the same through FBGEMM float16: half the bytes per character)."
         ),

@@ -179,7 +179,7 @@ def test_shared_step_weights_keep_every_result() -> None:
 
 
 def _paths_cases() -> list[tuple[str, str, str]]:
-    from genbot.networks.charrnn import fp16_available, onednn_available
+    from genbot.networks.charrnn import bf16_step_available, fp16_available, onednn_available
 
     cases = [(cell, "fp32", "fp32") for cell in ("rnn", "lstm", "gru")]
     cases += [(cell, "bf16", "fp32") for cell in ("lstm", "gru")]
@@ -190,6 +190,9 @@ def _paths_cases() -> list[tuple[str, str, str]]:
     if onednn_available():
         cases += [(cell, "onednn", "onednn") for cell in ("rnn", "lstm", "gru")]
         cases += [("lstm", "steps", "onednn"), ("gru", "fp32", "onednn")]
+    if bf16_step_available():  # emulated where the CPU lacks bf16 instructions: slow, still correct
+        cases += [(cell, "steps", "bf16") for cell in ("rnn", "lstm", "gru")]
+        cases += [("lstm", "bf16", "bf16"), ("gru", "fp32", "bf16")]
     return cases
 
 
@@ -216,7 +219,7 @@ def test_every_serving_path_reads_prompts_in_batched_chunks_exactly_as_alone(cel
             assert all(torch.equal(a, b[:, i : i + 1]) for a, b in zip(alone_state, state, strict=True))
         if prime == "steps":  # one step per character: exact wherever the step kernel is
             assert exact == bool(_step_rows(model, step))
-        tol = 0.05 if prime == "bf16" else 1e-3
+        tol = 0.05 if "bf16" in (prime, step) else 1e-3
         torch.testing.assert_close(logits, full[:, -1], atol=tol, rtol=tol)
         # stepping on from the primed state follows the full forward closely on every step path
         nxt = torch.randint(30, (5,))
@@ -251,6 +254,39 @@ def test_exact_mode_picks_prompt_and_step_paths_that_are_batch_invariant_on_this
             lone_state = tuple(pad_rows(s, rows, dim=1) for s in alone_state)
             alone_step, _ = model.step(pad_rows(steps[i : i + 1], rows), lone_state)
             assert torch.equal(alone_step[:1], stepped[i : i + 1]), paths.reason
+
+
+def test_fast_mode_steps_a_few_rows_through_the_lone_stream_kernel_and_a_batch_through_the_batched_one() -> None:
+    from dataclasses import replace
+
+    from genbot.engine.paths import measure
+    from genbot.networks.charrnn import ServingPaths, fp16_available
+
+    if not fp16_available():
+        pytest.skip("needs FBGEMM's float16 kernel beside float32")
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(30, "lstm", 2, 48, 12)).eval().requires_grad_(False)
+    model.share_step_weights()
+    gen = torch.Generator().manual_seed(2)
+    state = tuple(torch.randn(s.shape, generator=gen) for s in model.initial_state(8))
+    ids = torch.randint(30, (8,), generator=gen)
+
+    def stepped(paths: ServingPaths, rows: int) -> torch.Tensor:
+        model.use_paths(paths)
+        return model.step(ids[:rows], tuple(s[:, :rows] for s in state))[0]
+
+    fp32, fp16 = ServingPaths(step="fp32", step_rows=1), ServingPaths(step="fp16", step_rows=1)
+    mixed = replace(fp32, step_few="fp16", few_below=4)
+    with torch.inference_mode():
+        assert not torch.equal(stepped(fp16, 3), stepped(fp32, 3))  # the two kernels are told apart
+        for rows in (1, 3):
+            assert torch.equal(stepped(mixed, rows), stepped(fp16, rows))
+        for rows in (4, 8):
+            assert torch.equal(stepped(mixed, rows), stepped(fp32, rows))
+        # exact mode never mixes kernels: a row's result would depend on its batch
+        assert measure(model, batch_invariant=True).step_few is None
+        fast = measure(model, batch_invariant=False)
+        assert fast.step_few is None or (fast.step_few != fast.step and fast.few_below > 1)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

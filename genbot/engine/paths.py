@@ -1,7 +1,8 @@
 """Choose each served model's numeric paths by measuring them on the machine it runs on.
 
 A path is how a model reads prompts (``prime``: float32, a bfloat16 copy, FBGEMM float16, oneDNN
-float32) and how it steps streams (``step``: float32 ``addmm``, FBGEMM float16, oneDNN float32).
+float32) and how it steps streams (``step``: float32 ``addmm``, FBGEMM float16, oneDNN float32 or
+oneDNN bfloat16).
 Which is fastest depends on the CPU: bfloat16 matrix products are several times faster than
 float32 where the CPU has bf16 instructions (AVX-512 BF16, AMX) and several times slower where it
 has not; FBGEMM's float16 weights halve the bytes read on any x86-64 CPU; oneDNN's packed float32
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor
@@ -45,6 +46,7 @@ from genbot.networks.charrnn import (
     PrimePath,
     ServingPaths,
     StepPath,
+    bf16_step_available,
     fp16_available,
     onednn_available,
     pad_rows,
@@ -67,9 +69,11 @@ _CHECK_BATCHES = (2, 3, 4, 5, 7, 8, 13, 16, 32)
 _CHECK_ROWS = max(_CHECK_BATCHES)
 # Paddings tried, fewest first: a path needing more than 8 rows is not worth padding to.
 _ROW_CHOICES = (1, 2, 4, 8)
+# Batch sizes timed for where fast mode's lone-stream kernel stops paying (``_few_rows``).
+_FEW_ROWS = (2, 4, 8, 16)
 
 Forced = Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps", "rowwise", "rowwise_fp16"]
-_CACHE_VERSION = 4  # bump when a choice cached by an older genbot may no longer be right
+_CACHE_VERSION = 5  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
@@ -191,8 +195,11 @@ def step_candidates(model: CharRNN) -> list[StepPath]:
     cpu = model.head.weight.device.type == "cpu"
     fp16: list[StepPath] = ["fp16"] if cpu and fp16_available() else []
     onednn: list[StepPath] = ["onednn"] if cpu and onednn_available() else []
+    # oneDNN runs bfloat16 everywhere it has the op, emulated where the CPU lacks bf16
+    # instructions: the quick timing in ``_pick`` drops it there.
+    bf16: list[StepPath] = ["bf16"] if cpu and bf16_step_available() else []
     rowwise_fp16: list[StepPath] = ["rowwise_fp16"] if fp16 else []
-    return ["fp32", *fp16, *onednn, "rowwise", *rowwise_fp16]
+    return ["fp32", *fp16, *onednn, *bf16, "rowwise", *rowwise_fp16]
 
 
 def measure(
@@ -212,12 +219,43 @@ def measure(
                 "prime", prime_candidates(model), prime, batch_invariant,
                 lambda p: _prime_rows(model, p, step_path), lambda p, b, r: _time_read(model, p, b, r, step_path),
             )  # fmt: skip
+            few, few_below = (None, 0) if batch_invariant or step != "auto" else _few_rows(model, step_path, step_ms)
     finally:
         model.use_paths(before)
     took = (time.perf_counter() - t0) * 1000
-    reason = f"{prime_why}; {step_why}; measured in {took:.0f} ms on {torch.backends.cpu.get_cpu_capability()}"
+    few_why = f"; step {few} below {few_below} rows (fastest alone)" if few else ""
+    reason = f"{prime_why}; {step_why}{few_why}; measured in {took:.0f} ms on {torch.backends.cpu.get_cpu_capability()}"
     measured = {f"prime_{k}": v for k, v in prime_ms.items()} | {f"step_{k}": v for k, v in step_ms.items()}
-    return ServingPaths(prime_path, step_path, prime_rows, step_rows, reason, measured)  # type: ignore[arg-type]
+    return ServingPaths(
+        prime_path,
+        step_path,
+        prime_rows,
+        step_rows,
+        reason,
+        measured,
+        few,
+        few_below,  # type: ignore[arg-type]
+    )
+
+
+def _few_rows(model: CharRNN, batched: str, step_ms: dict[str, float]) -> tuple[StepPath | None, int]:
+    """Fast mode: the kernel fastest for a lone stream where it is not ``batched``, and the row
+    count from which ``batched`` is as fast (timed at 2, 4, 8 and 16 rows); else (None, 0).
+
+    Exact mode never mixes kernels: a row's result would depend on how many rows share its step.
+    """
+    lone = {p: ms for p, ms in step_ms.items() if p in STEP_PATHS and p not in ("rowwise", "rowwise_fp16")}
+    if not lone or batched not in lone:
+        return None, 0
+    best = min(lone, key=lambda p: lone[p])
+    if best == batched or lone[best] > MARGIN * lone[batched]:
+        return None, 0
+    for rows in _FEW_ROWS:
+        few = min(_time_step(model, best, rows, rows) for _ in range(REPEATS))
+        many = min(_time_step(model, batched, rows, rows) for _ in range(REPEATS))
+        if many <= few:
+            return cast(StepPath, best), rows
+    return cast(StepPath, best), STEP_PROBE_BATCH
 
 
 def _pick(

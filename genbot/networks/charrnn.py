@@ -11,10 +11,11 @@ Two ways to run the same weights:
 Serving reads prompts with ``read``/``read_end`` (``prime`` is both at once) and decodes with
 ``step``, each through one of several numeric paths (``ServingPaths``): float32; a bfloat16
 copy of the weights (fast only where the CPU has bf16 instructions); FBGEMM's packed float16
-weights with float32 arithmetic (half the bytes of float32 on any x86-64 CPU); or oneDNN's
-packed float32 weights. With the last two each row's result does not depend on how many rows
-are in the batch, one row included, where MKL's float32 product rounds one to three rows each
-their own way. Which path is
+weights with float32 arithmetic (half the bytes of float32 on any x86-64 CPU); oneDNN's packed
+float32 weights; or, for stepping, oneDNN's packed bfloat16 weights (AMX or AVX-512 BF16 make
+a batch of streams about twice as fast as float32). With the packed kernels each row's result
+does not depend on how many rows are in the batch, one row included, where MKL's float32 product
+rounds one to three rows each their own way. Which path is
 fastest depends on the machine, so ``genbot.engine.paths`` measures them when a model is loaded;
 an unmeasured model uses float32.
 
@@ -37,11 +38,13 @@ Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
 PrimePath = Literal["fp32", "bf16", "fp16", "onednn", "steps"]
-StepPath = Literal["fp32", "fp16", "onednn", "rowwise", "rowwise_fp16"]
+StepPath = Literal["fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16"]
 PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "onednn", "steps")
-STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "onednn", "rowwise", "rowwise_fp16")
-# Paths whose products run on packed weights (``_PackedWeights``): CPU only.
-PACKED: tuple[str, ...] = ("fp16", "onednn")
+STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16")
+# Step paths whose products run on packed weights (``_PackedWeights``): CPU only.
+PACKED: tuple[str, ...] = ("fp16", "onednn", "bf16")
+# Prompt readers on packed weights (the bf16 reader is a bfloat16 twin of the fused module instead).
+PACKED_READERS: tuple[str, ...] = ("fp16", "onednn")
 # Step paths that run each row of a batch alone: exact on any BLAS, since a row never meets another.
 ROWWISE: dict[str, StepPath] = {"rowwise": "fp32", "rowwise_fp16": "fp16"}  # path -> kernel of one row
 
@@ -74,6 +77,15 @@ class ServingPaths:
     step_rows: int = 2
     reason: str = "default: not measured"
     measured: dict[str, float] = field(default_factory=dict)  # candidate -> measured ms
+    # Fast mode only (a row's result may then depend on the batch): batches of fewer than
+    # ``few_below`` rows step through ``step_few``, where one kernel is fastest for a lone stream
+    # (float16: fewer bytes per row) and another for many (bfloat16 on AMX: more rows per byte).
+    step_few: StepPath | None = None
+    few_below: int = 0
+
+    def step_path(self, rows: int) -> StepPath:
+        """The step kernel for a batch of ``rows`` rows."""
+        return self.step_few if self.step_few is not None and rows < self.few_below else self.step
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for JSON (``genbot models --json``, the on-disk cache, bench output)."""
@@ -92,6 +104,14 @@ def onednn_available() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     return _works(lambda: _ONEDNN.lin(torch.zeros(1, 1), _ONEDNN.pack(torch.zeros(1, 1), None)))
+
+
+@functools.cache
+def bf16_step_available() -> bool:
+    """Whether torch has oneDNN's packed bfloat16 linear (whether it is fast here is measured)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return _works(lambda: _BF16.lin(torch.zeros(1, 1), _BF16.pack(torch.zeros(1, 1), None)))
 
 
 def _works(run: Callable[[], object]) -> bool:
@@ -121,12 +141,25 @@ def _onednn_lin(x: Tensor, packed: object) -> Tensor:
     return cast(Tensor, torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""))
 
 
+def _bf16_pack(w: Tensor, b: Tensor | None) -> object:
+    # bfloat16 weights halve the bytes read per step; the bias stays float32 and is added after
+    # the product, so only the product's inputs and its result are rounded to bfloat16.
+    return (torch.ops.mkldnn._reorder_linear_weight(w.to(torch.bfloat16).contiguous(), 64), b)
+
+
+def _bf16_lin(x: Tensor, packed: object) -> Tensor:
+    w, b = cast(tuple[Tensor, Tensor | None], packed)
+    y = cast(Tensor, torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), w, None, "none", [], "")).float()
+    return y if b is None else y.add_(b)
+
+
 _FP16 = _Kernel(
     lambda w, b: torch.ops.quantized.linear_prepack_fp16(w, b),
     lambda x, p: cast(Tensor, torch.ops.quantized.linear_dynamic_fp16(x, p)),
 )
 _ONEDNN = _Kernel(_onednn_pack, _onednn_lin)
-_KERNELS = {"fp16": _FP16, "onednn": _ONEDNN}
+_BF16 = _Kernel(_bf16_pack, _bf16_lin)  # oneDNN's bfloat16 product: fast only with bf16 instructions
+_KERNELS = {"fp16": _FP16, "onednn": _ONEDNN, "bf16": _BF16}
 
 
 @dataclass(frozen=True)
@@ -179,7 +212,9 @@ class CharRNN(nn.Module):
             return
         if paths.prime != "bf16":
             self._twin = None
-        kernels = {paths.prime, ROWWISE.get(paths.step, paths.step)}
+        readers = {paths.prime} & set(PACKED_READERS)  # the bf16 reader is the twin, not a packed kernel
+        steps = {paths.step, paths.step_few or paths.step}
+        kernels = readers | {ROWWISE.get(p, p) for p in steps}
         self._packed = {k: v for k, v in self._packed.items() if k in kernels}
 
     def initial_state(self, batch: int) -> State:
@@ -246,7 +281,7 @@ class CharRNN(nn.Module):
         rows = pad_rows(h, n + pad)
         if path == "steps":
             logits = self._step_head(rows.to(dtype))[:n]
-        elif path in PACKED and self._on_cpu():
+        elif path in PACKED_READERS and self._on_cpu():
             logits = self._packed_weights(path).head(h.to(dtype))
         else:
             head = self._prime_twin().head if path == "bf16" else self.head
@@ -276,7 +311,7 @@ class CharRNN(nn.Module):
         ``embedding @ W_ih^T + bias``. The rest are matrix products whose per-row results do not
         depend on the batch size (for at least ``serving_paths.step_rows`` rows), so a seeded
         stream samples the same text alone or batched with others: float32 ``addmm`` on
-        pre-transposed weights, or packed weights on the fp16 (FBGEMM) and onednn paths.
+        pre-transposed weights, or packed weights on the fp16 (FBGEMM), onednn and bf16 paths.
         """
         top, new_state = self._advance(ids, state)
         return self._step_head(top), new_state
@@ -295,7 +330,7 @@ class CharRNN(nn.Module):
 
     def _advance(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """One step of every layer: the top layer's output (B, H) and the next state."""
-        path = self.serving_paths.step
+        path = self.serving_paths.step_path(ids.shape[0])
         if path in ROWWISE:
             if ids.shape[0] > 1:
                 # each row alone through its kernel: exact on any BLAS, at one small product per row
@@ -326,7 +361,7 @@ class CharRNN(nn.Module):
 
     def _step_head(self, top: Tensor) -> Tensor:
         """Logits (B, V) from the top layer's output, through the step path's head."""
-        path = self.serving_paths.step
+        path = self.serving_paths.step_path(top.shape[0])
         if path in ROWWISE:
             if top.shape[0] > 1:
                 return torch.cat([self._step_head(top[i : i + 1]) for i in range(top.shape[0])])
@@ -427,7 +462,10 @@ class _PackedWeights:
         self.cell_params: list[object] = []  # per layer, for torch.quantized_lstm/gru (float16 only)
         self.step_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
         self.read_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
-        self.head_pack = pack(model.head.weight.detach(), model.head.bias.detach())
+        # The bfloat16 path keeps the (small) head in float32: logits rounded to bfloat16 would
+        # shift every sampled probability by up to a few percent, for a product that costs little.
+        self.head_kernel = _ONEDNN if kernel is _BF16 else kernel
+        self.head_pack = self.head_kernel.pack(model.head.weight.detach(), model.head.bias.detach())
         with torch.no_grad():
             for layer in range(c.layers):
                 w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model._layer_weights(layer))
@@ -441,7 +479,7 @@ class _PackedWeights:
                     self.step_packs.append((None, pack(w_hh, None)))
                 else:  # one product of [x, h] with [W_ih, W_hh]: one call instead of two
                     self.step_packs.append((None, pack(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)))
-                if kernel is _FP16:  # prompts go through the fused float16 kernel
+                if kernel is not _ONEDNN:  # only oneDNN float32 reads prompts layer by layer
                     continue
                 if c.cell == "gru" or layer == 0:
                     self.read_packs.append(self.step_packs[-1])
@@ -449,7 +487,7 @@ class _PackedWeights:
                     self.read_packs.append((pack(w_ih, b_ih + b_hh), pack(w_hh, None)))
 
     def head(self, h: Tensor) -> Tensor:
-        return self.kernel.lin(h, self.head_pack)
+        return self.head_kernel.lin(h, self.head_pack)
 
     def read(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The fused float16 kernel over embedded prompts x (B, T, E) from ``state``."""

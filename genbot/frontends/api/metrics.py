@@ -47,5 +47,8 @@ class ApiMetrics:
         if self._paths is not None:
             self.engine_path.clear()
             for model, p in self._paths().items():
-                self.engine_path.labels(model, str(p.get("prime")), str(p.get("step"))).set(1)
+                step = str(p.get("step"))
+                if p.get("step_few"):  # fast mode: a lone-stream kernel below some batch size
+                    step = f"{p['step_few']} below {p.get('few_below')} rows, else {step}"
+                self.engine_path.labels(model, str(p.get("prime")), step).set(1)
         return generate_latest(self.registry)
