@@ -226,16 +226,8 @@ def measure(
     few_why = f"; step {few} below {few_below} rows (fastest alone)" if few else ""
     reason = f"{prime_why}; {step_why}{few_why}; measured in {took:.0f} ms on {torch.backends.cpu.get_cpu_capability()}"
     measured = {f"prime_{k}": v for k, v in prime_ms.items()} | {f"step_{k}": v for k, v in step_ms.items()}
-    return ServingPaths(
-        prime_path,
-        step_path,
-        prime_rows,
-        step_rows,
-        reason,
-        measured,
-        few,
-        few_below,  # type: ignore[arg-type]
-    )
+    prime_as, step_as = cast(PrimePath, prime_path), cast(StepPath, step_path)
+    return ServingPaths(prime_as, step_as, prime_rows, step_rows, reason, measured, few, few_below)
 
 
 def _few_rows(model: CharRNN, batched: str, step_ms: dict[str, float]) -> tuple[StepPath | None, int]:
