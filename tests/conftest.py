@@ -35,18 +35,27 @@ def corpus_file(tmp_path: Path, corpus_text: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Keep genbot's data folder and settings inside the test's tmp_path.
 
-    Serving-path measurements (seconds per model on some CPUs, the same for every test on this
-    machine) go to one file per test process, so the CLI and servers tests start measure once.
+    Serving-path measurements (seconds per model, the same for every test on this machine) go to
+    one file in pytest's cache folder, shared by the test processes of a run and by later runs,
+    so each bundled model is measured once, not once per test process and phase. The cache key
+    names the CPU, torch and the genbot cache version, so another machine measures afresh.
     """
     for key in list(os.environ):
         if key.startswith("GENBOT_") and key != "GENBOT_TEST_DATABASE_URL":
             monkeypatch.delenv(key)
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)  # `genbot serve` in a test must never reach Discord
     monkeypatch.setenv("GENBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("GENBOT_ENGINE__PATHS_CACHE", str(tmp_path_factory.getbasetemp() / "engine-paths.json"))
+    monkeypatch.setenv("GENBOT_ENGINE__PATHS_CACHE", str(_paths_cache(request.config)))
+
+
+def _paths_cache(config: pytest.Config) -> Path:
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    folder = cache.mkdir("genbot") if cache is not None else Path(config.rootpath, ".pytest_cache", "d", "genbot")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "engine-paths.json"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ def children_of(pid: int) -> list[int]:
 
 @pytest.mark.slow
 async def test_a_worker_with_nproc_2_trains_a_job_over_two_ranks_and_publishes_it(
-    jobs_env: str, tmp_path: Path, worker_log: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+    sqlite_jobs_env: str, tmp_path: Path, worker_log: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GENBOT_JOBS__NPROC", "2")  # the worker's [jobs] nproc
     async with opened() as service:

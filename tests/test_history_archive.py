@@ -25,7 +25,7 @@ from genbot.storage.leases import ProcessLease
 from genbot.storage.migrate import upgrade_database
 from genbot.storage.repository import NewGeneration, finish_generation, list_generations, start_generation
 from genbot.storage.tables import Job, JobEvent, UsageDaily
-from tests.helpers import genbot, genbot_here, wait_until
+from tests.helpers import genbot_here, wait_until
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)  # the injected clock: the tests never read today's date
 
@@ -163,17 +163,17 @@ async def test_cli_round_trip_from_sqlite_to_another_database(
         ids = [await store(src, f"ROMEO {i}:", f"love number {i}", user_id="alice") for i in range(3)]
         exported = await list_generations(src, limit=10)
     dump = tmp_path / "history.jsonl"
-    listed = await asyncio.to_thread(genbot, "history", "--format", "jsonl", "--output", str(dump))
-    found = await asyncio.to_thread(genbot, "history", "-q", "love AND 1")
-    as_json = await asyncio.to_thread(genbot, "history", "--format", "json", "--limit", "2")
+    listed = await asyncio.to_thread(genbot_here, "history", "--format", "jsonl", "--output", str(dump))
+    found = await asyncio.to_thread(genbot_here, "history", "-q", "love AND 1")
+    as_json = await asyncio.to_thread(genbot_here, "history", "--format", "json", "--limit", "2")
     assert listed.returncode == 0, listed.stderr
     assert [row["id"] for row in json.loads(as_json.stdout)] == [ids[2], ids[1]]
     assert found.returncode == 0 and f"#{ids[1]} " in found.stdout and f"#{ids[0]} " not in found.stdout
 
     await upgrade_database(db_url)
     monkeypatch.setenv("GENBOT_DATABASE_URL", db_url)
-    first = await asyncio.to_thread(genbot, "history", "import", str(dump), "--user", "alice")
-    again = await asyncio.to_thread(genbot, "history", "import", str(dump), "--user", "alice")
+    first = await asyncio.to_thread(genbot_here, "history", "import", str(dump), "--user", "alice")
+    again = await asyncio.to_thread(genbot_here, "history", "import", str(dump), "--user", "alice")
     assert first.returncode == 0 and "imported 3 generation(s); skipped 0" in first.stdout, first.stderr
     assert "imported 0 generation(s); skipped 3" in again.stdout
     async with Database.open(db_url) as target:
@@ -281,9 +281,9 @@ async def test_cli_prune_says_what_it_did(tmp_path: Path) -> None:
     async with Database.open(default_sqlite_url(tmp_path / "data")) as db:
         older = await store(db, "older", "x", at=NOW - timedelta(hours=1))
         newer = await store(db, "newer", "x")
-    off = await asyncio.to_thread(genbot, "history", "prune")
-    dry = await asyncio.to_thread(genbot, "history", "prune", "--keep-rows", "1", "--dry-run")
-    done = await asyncio.to_thread(genbot, "history", "prune", "--keep-rows", "1")
+    off = await asyncio.to_thread(genbot_here, "history", "prune")
+    dry = await asyncio.to_thread(genbot_here, "history", "prune", "--keep-rows", "1", "--dry-run")
+    done = await asyncio.to_thread(genbot_here, "history", "prune", "--keep-rows", "1")
     assert off.returncode == 0 and "retention is off" in off.stdout
     assert "would delete 1 generation(s), 0 job event(s), 0 day(s) of usage" in dry.stdout
     assert "deleted 1 generation(s)" in done.stdout, done.stderr

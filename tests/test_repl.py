@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import genbot
+from tests.helpers import genbot_here
 
 ENTRY = [sys.executable, "-c", "from genbot.frontends.cli import main; main()"]
 
@@ -68,28 +68,28 @@ def test_ctrl_c_stops_the_generation_not_the_repl(plugins_dir: Path) -> None:
     assert proc.wait(timeout=60) == 0
     assert "[stopped]" in rest
     assert "[alpha v1 · 5 chars" in rest
-    rows = [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()]
+    rows = [json.loads(line) for line in genbot_here("history", "--json").stdout.splitlines()]
     assert [r["status"] for r in rows] == ["completed", "cancelled"]
     assert 10 <= rows[1]["chars"] < 5000
 
 
 def test_history_json_and_forget(plugins_dir: Path) -> None:
     _repl("/len 5\none\ntwo\n")
-    rows = [json.loads(line) for line in genbot("history", "--json", "--search", "two").stdout.splitlines()]
+    rows = [json.loads(line) for line in genbot_here("history", "--json", "--search", "two").stdout.splitlines()]
     assert [r["prompt"] for r in rows] == ["two"]
     assert rows[0]["frontend"] == "repl" and rows[0]["user_id"] == "local"
-    proc = genbot("forget", "local")
+    proc = genbot_here("forget", "local")
     assert "deleted 2 generation(s) of local" in proc.stdout
-    assert genbot("history", "--json").stdout == ""
+    assert genbot_here("history", "--json").stdout == ""
 
 
 def test_plugins_lists_failures_and_models_lists_cards(plugins_dir: Path) -> None:
     (plugins_dir / "beta" / "vocab.json").write_text("{broken", encoding="utf-8")
-    proc = genbot("plugins")
+    proc = genbot_here("plugins")
     assert proc.returncode == 0
     assert "alpha" in proc.stdout and "loaded" in proc.stdout
     assert "FAILED" in proc.stdout and "vocab" in proc.stdout
-    models = genbot("models", "--json").stdout.splitlines()
+    models = genbot_here("models", "--json").stdout.splitlines()
     assert [json.loads(m)["name"] for m in models] == ["alpha"]
     paths = json.loads(models[0])["serving_paths"]
     assert {"prime", "step", "reason"} <= set(paths)
@@ -109,7 +109,7 @@ def test_a_piped_quit_lets_every_generation_before_it_finish(plugins_dir: Path) 
         proc = _repl(script)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.count("· 300 chars ·") == 3 and "[stopped]" not in proc.stdout, proc.stdout
-    rows = [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()]
+    rows = [json.loads(line) for line in genbot_here("history", "--json").stdout.splitlines()]
     assert len(rows) == 9
     assert {(r["status"], r["chars"]) for r in rows} == {("completed", 300)}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import genbot
+from tests.helpers import genbot_here
 
 pytestmark = pytest.mark.slow  # each test runs the command line two to four times
 
@@ -28,7 +28,7 @@ def _repl(script: str) -> str:
 
 def _rows() -> list[dict[str, Any]]:
     """Every stored generation, oldest first."""
-    return [json.loads(line) for line in genbot("history", "--json").stdout.splitlines()][::-1]
+    return [json.loads(line) for line in genbot_here("history", "--json").stdout.splitlines()][::-1]
 
 
 def test_more_continues_the_last_generation_and_again_repeats_it(plugins_dir: Path) -> None:
@@ -45,14 +45,14 @@ def test_more_continues_the_last_generation_and_again_repeats_it(plugins_dir: Pa
 def test_a_continuation_is_reproduced_by_its_seed_from_the_command_line(plugins_dir: Path) -> None:
     _repl("/len 25\n/seed 6\nJULIET:\n/more 15\n")
     root, child = _rows()
-    proc = genbot("sample", "--continue", str(root["id"]), "--seed", "6", "--length", "15", "--json")
+    proc = genbot_here("sample", "--continue", str(root["id"]), "--seed", "6", "--length", "15", "--json")
     again = json.loads(proc.stdout)
     assert again["output"] == child["output"] and again["parent_id"] == root["id"]
     assert again["prompt"] == child["prompt"]
-    thread = genbot("history", "--thread", str(root["id"])).stdout.splitlines()
+    thread = genbot_here("history", "--thread", str(root["id"])).stdout.splitlines()
     assert [line.split()[0] for line in thread] == [f"#{again['id']}", f"#{child['id']}", f"#{root['id']}"][::-1]
     assert f"← #{root['id']}" in thread[1] and f"← #{root['id']}" in thread[2]
-    missing = genbot("sample", "--continue", "999999")
+    missing = genbot_here("sample", "--continue", "999999")
     assert missing.returncode == 2 and "error: no generation with id 999999" in missing.stderr + missing.stdout
 
 
@@ -62,7 +62,7 @@ def test_more_after_a_restart_continues_the_newest_stored_generation(plugins_dir
     root, child = _rows()
     assert child["parent_id"] == root["id"] and len(child["output"]) == 5
     assert "restored your last settings" in out
-    empty = genbot("forget", "local")
+    empty = genbot_here("forget", "local")
     assert empty.returncode == 0
     assert "error: /more: nothing generated yet" in _repl("/more\n")
 

@@ -87,6 +87,7 @@ async def test_two_servers_and_two_workers_on_one_database(jobs_env: str, tmp_pa
               for jid, ev in events.items()}  # fmt: skip
     assert all(len(c) == 1 for c in claims.values()), claims
     assert sorted(job["result_version"] for job in jobs) == [2, 3, 4, 5]  # one version each, none twice
+    assert len({job["lease_owner"] for job in jobs}) == 2, [j["lease_owner"] for j in jobs]  # both workers took part
     assert all(proc.returncode == 0 for proc in procs.values()), {n: p.returncode for n, p in procs.items()}
 
 
