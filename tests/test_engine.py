@@ -492,6 +492,7 @@ def test_exact_mode_never_picks_a_path_whose_rows_depend_on_the_batch(monkeypatc
         loose = paths.measure(model, batch_invariant=False)
     assert (exact.prime, exact.step) == ("fp32", "fp32") and "not batch-invariant" in exact.reason
     assert set(loose.measured) >= {"prime_fp32", "prime_bf16", "step_fp32"}  # every path was timed
+    assert (loose.prime_rows, loose.step_rows) == (1, 1)  # fast mode pads no lone prompt or stream
 
 
 def test_exact_mode_falls_back_to_exact_readers_where_float32_rounds_by_row_count(
