@@ -256,6 +256,42 @@ def test_exact_mode_picks_prompt_and_step_paths_that_are_batch_invariant_on_this
             assert torch.equal(alone_step[:1], stepped[i : i + 1]), paths.reason
 
 
+@pytest.mark.slow
+def test_a_step_path_the_check_calls_exact_agrees_alone_and_in_every_batch_up_to_128_rows() -> None:
+    """The served shape (2x384: a 768-wide product in layer 1), every step path, batch sizes the
+    load-time check does not try: a kernel that rounds large batches its own way must fail the check."""
+    from genbot.engine.paths import _paths, _step_rows, step_candidates
+
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(65, "lstm", 2, 384, 64)).eval().requires_grad_(False)
+    model.share_step_weights()
+    gen = torch.Generator().manual_seed(3)
+    state = tuple(torch.randn(s.shape, generator=gen) * 0.5 for s in model.initial_state(128))
+    ids = torch.randint(65, (128,), generator=gen)
+
+    def stepped(first: int, b: int, rows: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        chosen = slice(first, first + b)
+        return model.step(pad_rows(ids[chosen], rows), tuple(pad_rows(s[:, chosen], rows, 1) for s in state))
+
+    exact = []
+    with torch.inference_mode():
+        for path in [p for p in step_candidates(model) if not p.startswith("rowwise")]:
+            rows = _step_rows(model, path)
+            if not rows:
+                continue
+            exact.append(path)
+            model.use_paths(_paths(model, step=path, rows=rows))
+            lone = [stepped(i, 1, rows) for i in range(128)]  # a kernel may round only a few rows its own way
+            for b in (40, 100, 127, 128):
+                logits, new_state = stepped(0, b, rows)
+                for i in range(b):
+                    a_logits, a_state = lone[i]
+                    assert torch.equal(a_logits[:1], logits[i : i + 1]), (path, b, i)
+                    assert all(torch.equal(x[:, :1], y[:, i : i + 1]) for x, y in zip(a_state, new_state, strict=True))
+    if not exact:
+        pytest.skip("no step kernel is exact here: exact mode steps rowwise")
+
+
 def test_fast_mode_steps_a_few_rows_through_the_lone_stream_kernel_and_a_batch_through_the_batched_one() -> None:
     from dataclasses import replace
 
