@@ -332,7 +332,7 @@ def _probe_ids(model: CharRNN, batch: int, length: int, seed: int = 0) -> torch.
 
 def _prime_rows(model: CharRNN, path: str, step: str = "fp32") -> int:
     """The fewest rows (of 1, 2, 4, 8) from which a prompt read equals it in any batch, in chunks; else 0."""
-    ids = _probe_ids(model, _CHECK_ROWS, 11)
+    ids = _probe_ids(model, _CHECK_ROWS, 8)  # read as chunks of 4, 1 and 3 characters
     for rows in _ROW_CHOICES:
         try:
             model.use_paths(keep_caches=True, paths=_paths(model, prime=path, step=step, rows=rows))
