@@ -187,22 +187,17 @@ async def _tally_events(events: Any, t0: float, tally: Tally) -> None:
 
 
 async def _read_events(response: Any, t0: float, tally: Tally) -> None:
-    """Parse the SSE stream: token texts, then the done event's id (an error event is an error)."""
-    event, text = "", []
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data = json.loads(line[6:])
-            if event == "token":
-                if not text:
-                    tally.ttfc_ms.append((time.perf_counter() - t0) * 1000)
-                text.append(data["text"])
-                tally.chars += len(data["text"])
-            elif event == "done":
-                tally.texts[data["id"]] = "".join(text)
-            else:
-                tally.errors.append(f"{event} event: {data}")
+    """Parse an httpx SSE stream into (event, data) pairs for ``_tally_events``."""
+
+    async def pairs() -> Any:
+        event = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                yield event, json.loads(line[6:])
+
+    await _tally_events(pairs(), t0, tally)
 
 
 def start_server(data_dir: Path, plugins_dir: Path, model: str, port: int) -> subprocess.Popen[str]:
