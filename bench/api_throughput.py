@@ -270,6 +270,7 @@ async def measure(a: argparse.Namespace, settings: Any, plugins_dir: Path, model
     port = free_port()
     proc = start_server(settings.data_dir, plugins_dir, model, port)
     local, remote, rates = Tally(), Tally(), {"in_process": [], "http": []}
+    lean = a.client == "lean"
     limits = httpx.Limits(max_connections=a.clients, max_keepalive_connections=a.clients)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -279,14 +280,12 @@ async def measure(a: argparse.Namespace, settings: Any, plugins_dir: Path, model
             httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http,
         ):
             await in_process(service, model, a.clients, 1.0, a.length, Tally())  # warm-up: threads, DB, kernels
-            await over_http(http, model, a.clients, 1.0, a.length, Tally(), a.client == "lean")
+            await over_http(http, model, a.clients, 1.0, a.length, Tally(), lean)
             before = await server_ttfc(http)
             for i in range(a.repeats):
                 bl.say(f"[{i + 1}/{a.repeats}] {a.clients} clients for {a.seconds:g} s in-process, then over HTTP …")
                 rates["in_process"].append(await in_process(service, model, a.clients, a.seconds, a.length, local))
-                rates["http"].append(
-                    await over_http(http, model, a.clients, a.seconds, a.length, remote, a.client == "lean")
-                )
+                rates["http"].append(await over_http(http, model, a.clients, a.seconds, a.length, remote, lean))
             after = await server_ttfc(http)
     finally:
         proc.terminate()

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from genbot.networks.charrnn import (
     PRIME_PATHS,
+    ROWWISE,
     STEP_PATHS,
     CharRNN,
     PrimePath,
@@ -241,7 +242,7 @@ def _few_rows(model: CharRNN, batched: str, step_ms: dict[str, float]) -> tuple[
 
     Exact mode never mixes kernels: a row's result would depend on how many rows share its step.
     """
-    lone = {p: ms for p, ms in step_ms.items() if p in STEP_PATHS and p not in ("rowwise", "rowwise_fp16")}
+    lone = {p: ms for p, ms in step_ms.items() if p in STEP_PATHS and p not in ROWWISE}
     if not lone or batched not in lone:
         return None, 0
     best = min(lone, key=lambda p: lone[p])

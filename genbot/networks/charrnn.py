@@ -95,28 +95,25 @@ class ServingPaths:
 @functools.cache  # what the torch build has does not change while it runs
 def fp16_available() -> bool:
     """Whether torch has FBGEMM's float16 packed linear (x86-64 CPU builds)."""
-    return _works(lambda: _FP16.lin(torch.zeros(1, 1), _FP16.pack(torch.zeros(1, 1), None)))
+    return _runs(_FP16)
 
 
 @functools.cache
 def onednn_available() -> bool:
     """Whether torch has oneDNN's packed float32 linear (the CPU builds for x86-64 and arm64)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    return _works(lambda: _ONEDNN.lin(torch.zeros(1, 1), _ONEDNN.pack(torch.zeros(1, 1), None)))
+    return torch.backends.mkldnn.is_available() and _runs(_ONEDNN)
 
 
 @functools.cache
 def bf16_step_available() -> bool:
     """Whether torch has oneDNN's packed bfloat16 linear (whether it is fast here is measured)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    return _works(lambda: _BF16.lin(torch.zeros(1, 1), _BF16.pack(torch.zeros(1, 1), None)))
+    return torch.backends.mkldnn.is_available() and _runs(_BF16)
 
 
-def _works(run: Callable[[], object]) -> bool:
+def _runs(kernel: _Kernel) -> bool:
+    """Whether ``kernel`` packs and multiplies a 1x1 matrix in this torch build."""
     try:
-        run()
+        kernel.lin(torch.zeros(1, 1), kernel.pack(torch.zeros(1, 1), None))
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return True
