@@ -25,14 +25,27 @@ otherwise — the same layout ``nn.LSTM`` returns, so a primed state joins a run
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from genbot.networks.kernels import (
+    KERNELS,
+    LayerWeights,
+    PackedWeights,
+    bf16_step_available,
+    fp16_available,
+    gru_gates,
+    input_table,
+    lstm_gates,
+    onednn_available,
+)
+
+__all__ = ["CharRNN", "CharRNNConfig", "ServingPaths", "bf16_step_available", "fp16_available", "onednn_available"]
 
 Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
@@ -41,7 +54,7 @@ PrimePath = Literal["fp32", "bf16", "fp16", "onednn", "steps"]
 StepPath = Literal["fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16"]
 PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "onednn", "steps")
 STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16")
-# Step paths whose products run on packed weights (``_PackedWeights``): CPU only.
+# Step paths whose products run on packed weights (``PackedWeights``): CPU only.
 PACKED: tuple[str, ...] = ("fp16", "onednn", "bf16")
 # Prompt readers on packed weights (the bf16 reader is a bfloat16 twin of the fused module instead).
 PACKED_READERS: tuple[str, ...] = ("fp16", "onednn")
@@ -92,75 +105,6 @@ class ServingPaths:
         return asdict(self)
 
 
-@functools.cache  # what the torch build has does not change while it runs
-def fp16_available() -> bool:
-    """Whether torch has FBGEMM's float16 packed linear (x86-64 CPU builds)."""
-    return _runs(_FP16)
-
-
-@functools.cache
-def onednn_available() -> bool:
-    """Whether torch has oneDNN's packed float32 linear (the CPU builds for x86-64 and arm64)."""
-    return torch.backends.mkldnn.is_available() and _runs(_ONEDNN)
-
-
-@functools.cache
-def bf16_step_available() -> bool:
-    """Whether torch has oneDNN's packed bfloat16 linear (whether it is fast here is measured)."""
-    return torch.backends.mkldnn.is_available() and _runs(_BF16)
-
-
-def _runs(kernel: _Kernel) -> bool:
-    """Whether ``kernel`` packs and multiplies a 1x1 matrix in this torch build."""
-    try:
-        kernel.lin(torch.zeros(1, 1), kernel.pack(torch.zeros(1, 1), None))
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class _Kernel:
-    """A packed matrix product: ``pack(W (out, in), bias)`` once, then ``lin(x (B, in), packed)``."""
-
-    pack: Callable[[Tensor, Tensor | None], object]
-    lin: Callable[[Tensor, object], Tensor]
-
-
-def _onednn_pack(w: Tensor, b: Tensor | None) -> object:
-    # The batch-size hint picks oneDNN's weight layout; with a hint of 1 a lone row takes a
-    # kernel of its own (another summation order), with 64 every row count shares one.
-    return (torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64), b)
-
-
-def _onednn_lin(x: Tensor, packed: object) -> Tensor:
-    w, b = cast(tuple[Tensor, Tensor | None], packed)
-    return cast(Tensor, torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""))
-
-
-def _bf16_pack(w: Tensor, b: Tensor | None) -> object:
-    # bfloat16 weights halve the bytes read per step; the bias stays float32 and is added after
-    # the product, so only the product's inputs and its result are rounded to bfloat16. The
-    # batch-size hint is 1 here: with 64, a 768-wide product on an AMX CPU rounded batches of 33
-    # or more rows another way than smaller ones; with 1, every count from 1 to 256 agreed.
-    return (torch.ops.mkldnn._reorder_linear_weight(w.to(torch.bfloat16).contiguous(), 1), b)
-
-
-def _bf16_lin(x: Tensor, packed: object) -> Tensor:
-    w, b = cast(tuple[Tensor, Tensor | None], packed)
-    y = cast(Tensor, torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), w, None, "none", [], "")).float()
-    return y if b is None else y.add_(b)
-
-
-_FP16 = _Kernel(
-    lambda w, b: torch.ops.quantized.linear_prepack_fp16(w, b),
-    lambda x, p: cast(Tensor, torch.ops.quantized.linear_dynamic_fp16(x, p)),
-)
-_ONEDNN = _Kernel(_onednn_pack, _onednn_lin)
-_BF16 = _Kernel(_bf16_pack, _bf16_lin)  # oneDNN's bfloat16 product: fast only with bf16 instructions
-_KERNELS = {"fp16": _FP16, "onednn": _ONEDNN, "bf16": _BF16}
-
-
 @dataclass(frozen=True)
 class CharRNNConfig:
     """Architecture of a CharRNN; stored in ``plugin.toml`` next to the weights."""
@@ -201,7 +145,7 @@ class CharRNN(nn.Module):
         self._params: list[nn.Parameter] | None = None
         self._step_cache: _StepWeights | None = None
         self._twin: tuple[tuple[tuple[int, int], ...], CharRNN] | None = None
-        self._packed: dict[str, _PackedWeights] = {}  # kernel name -> its packed weights
+        self._packed: dict[str, PackedWeights] = {}  # kernel name -> its packed weights
         self.serving_paths = ServingPaths()
 
     def use_paths(self, paths: ServingPaths, keep_caches: bool = False) -> None:
@@ -348,10 +292,10 @@ class CharRNN(nn.Module):
             wi, wh, bi, bh = w.layers[layer]
             gi = x if layer == 0 else torch.addmm(bi, x, wi)  # (B, G)
             if self.config.cell == "lstm":
-                h, c = _lstm_gates(gi.addmm(state[0][layer], wh), state[1][layer])
+                h, c = lstm_gates(gi.addmm(state[0][layer], wh), state[1][layer])
                 cs.append(c)
             elif self.config.cell == "gru":
-                h = _gru_gates(gi, torch.addmm(bh, state[0][layer], wh), state[0][layer])
+                h = gru_gates(gi, torch.addmm(bh, state[0][layer], wh), state[0][layer])
             else:
                 h = torch.tanh(gi.addmm(state[0][layer], wh))  # (B, H)
             hs.append(h)
@@ -373,11 +317,13 @@ class CharRNN(nn.Module):
     def _on_cpu(self) -> bool:
         return self.head.weight.device.type == "cpu"
 
-    def _packed_weights(self, kernel: str) -> _PackedWeights:
+    def _packed_weights(self, kernel: str) -> PackedWeights:
         key = self._weights_key()
         packed = self._packed.get(kernel)
         if packed is None or packed.key != key:
-            packed = self._packed[kernel] = _PackedWeights(self, key, _KERNELS[kernel])
+            head = (self.head.weight, self.head.bias)
+            packed = PackedWeights(self.config.cell, self._layers(), self._table(), head, KERNELS[kernel], key)
+            self._packed[kernel] = packed
         return packed
 
     def share_step_weights(self) -> None:
@@ -410,6 +356,13 @@ class CharRNN(nn.Module):
             getattr(r, f"bias_hh_l{layer}"),
         )
 
+    def _layers(self) -> list[LayerWeights]:
+        return [LayerWeights(*self._layer_weights(layer)) for layer in range(self.config.layers)]
+
+    def _table(self) -> Tensor:
+        """Layer 0's input gates for every character (vocab, G): the step's first product as a lookup."""
+        return input_table(self.config.cell, self.emb.weight, LayerWeights(*self._layer_weights(0)))
+
     def num_parameters(self) -> int:
         """Trainable parameter count."""
         return sum(p.numel() for p in self.parameters())
@@ -434,148 +387,8 @@ class _StepWeights:
                 # GRU keeps the hidden bias apart: it sits inside the reset gate's product.
                 bias = b_ih if model.config.cell == "gru" else b_ih + b_hh
                 layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), bias.clone(), b_hh.clone()))
-            table = _input_table(model)
+            table = model._table()
             return cls(key, layers, model.head.weight.t().contiguous(), model.head.bias.clone(), table)
-
-
-def _input_table(model: CharRNN) -> Tensor:
-    """Layer 0's input gates for every character (vocab, G), its input bias (and, but for GRU, hh bias) in."""
-    w_ih, _, b_ih, b_hh = model._layer_weights(0)
-    bias = b_ih if model.config.cell == "gru" else b_ih + b_hh
-    return torch.addmm(bias, model.emb.weight, w_ih.t()).contiguous()
-
-
-class _PackedWeights:
-    """One kernel's packed copies of the weights (``_FP16``, ``_ONEDNN``): ``step``'s and the prompt readers'."""
-
-    READ_ROWS = 64  # most rows per batched input product while reading: as many as the load-time check covers
-
-    def __init__(self, model: CharRNN, key: tuple[tuple[int, int], ...], kernel: _Kernel) -> None:
-        pack = kernel.pack
-        c = model.config
-        self.key = key
-        self.kernel = kernel
-        self.layers = c.layers
-        self.hidden = c.hidden
-        self.table = _input_table(model)
-        self.cell_params: list[object] = []  # per layer, for torch.quantized_lstm/gru (float16 only)
-        self.step_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
-        self.read_packs: list[tuple[object, object]] = []  # per layer: (input or None, hidden)
-        # The bfloat16 path keeps the (small) head in float32: logits rounded to bfloat16 would
-        # shift every sampled probability by up to a few percent, for a product that costs little.
-        self.head_kernel = _ONEDNN if kernel is _BF16 else kernel
-        self.head_pack = self.head_kernel.pack(model.head.weight.detach(), model.head.bias.detach())
-        with torch.no_grad():
-            for layer in range(c.layers):
-                w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model._layer_weights(layer))
-                if c.cell != "rnn" and kernel is _FP16:
-                    self.cell_params.append(
-                        torch.ops.quantized.make_quantized_cell_params_fp16(pack(w_ih, b_ih), pack(w_hh, b_hh))
-                    )
-                if c.cell == "gru":  # the hidden product keeps its own bias (inside the reset gate)
-                    self.step_packs.append((pack(w_ih, b_ih) if layer else None, pack(w_hh, b_hh)))
-                elif layer == 0:  # the input product (and both biases) is the table lookup
-                    self.step_packs.append((None, pack(w_hh, None)))
-                else:  # one product of [x, h] with [W_ih, W_hh]: one call instead of two
-                    self.step_packs.append((None, pack(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)))
-                if kernel is not _ONEDNN:  # only oneDNN float32 reads prompts layer by layer
-                    continue
-                if c.cell == "gru" or layer == 0:
-                    self.read_packs.append(self.step_packs[-1])
-                else:  # the input product apart: it runs for every position of a layer at once
-                    self.read_packs.append((pack(w_ih, b_ih + b_hh), pack(w_hh, None)))
-
-    def head(self, h: Tensor) -> Tensor:
-        return self.head_kernel.lin(h, self.head_pack)
-
-    def read(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """The fused float16 kernel over embedded prompts x (B, T, E) from ``state``."""
-        if not self.cell_params:
-            raise RuntimeError("no fused float16 kernel for the plain RNN cell")
-        state = tuple(s.float().contiguous() for s in state)
-        if len(state) == 2:  # LSTM
-            out, h, c = torch.quantized_lstm(
-                x, state, self.cell_params, True, self.layers, 0.0, False, False, True,
-                dtype=torch.float16, use_dynamic=True,
-            )  # fmt: skip
-            return out, (h, c)
-        out, h = torch.quantized_gru(x, state[0], self.cell_params, True, self.layers, 0.0, False, False, True)
-        return out, (h,)
-
-    def read_layerwise(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
-        """Prompts ids (B, T) from ``state`` one layer at a time: outputs (B, T, H) and the new state.
-
-        Each layer's input products for every position are a few large calls (layer 0's are the
-        table), leaving one small product per position: the hidden one. A row's result depends on
-        neither the other rows nor the chunking wherever the kernel's rows agree at any count.
-        """
-        batch, length = ids.shape
-        x = self.table.index_select(0, ids.reshape(-1))  # (B*T, G): layer 0's input gates
-        hs: list[Tensor] = []
-        cs: list[Tensor] = []
-        for layer, (p_in, p_h) in enumerate(self.read_packs):
-            if p_in is not None:
-                x = torch.cat([self.kernel.lin(part, p_in) for part in x.split(self.READ_ROWS)])
-            gates_in = x.view(batch, length, -1)
-            h = state[0][layer].contiguous()
-            c = state[1][layer] if cell == "lstm" else None
-            outs = []
-            for t in range(length):
-                if cell == "gru":
-                    h = _gru_gates(gates_in[:, t], self.kernel.lin(h, p_h), h)
-                elif c is not None:
-                    h, c = _lstm_gates(gates_in[:, t] + self.kernel.lin(h, p_h), c)
-                else:
-                    h = torch.tanh(gates_in[:, t] + self.kernel.lin(h, p_h))
-                outs.append(h)
-            hs.append(h)
-            if c is not None:
-                cs.append(c)
-            x = torch.stack(outs, dim=1).view(batch * length, self.hidden)
-        out = x.view(batch, length, self.hidden)
-        return out, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
-
-    def advance(self, ids: Tensor, state: State, cell: str) -> tuple[Tensor, State]:
-        """One step of every layer through the packed kernel: the top layer's output and the next state."""
-        lin = self.kernel.lin
-        x = self.table.index_select(0, ids)  # (B, G)
-        hs: list[Tensor] = []
-        cs: list[Tensor] = []
-        for layer, (p_in, p_h) in enumerate(self.step_packs):
-            h_prev = state[0][layer]
-            if cell == "gru":
-                gi = x if p_in is None else lin(x, p_in)
-                h = _gru_gates(gi, lin(h_prev, p_h), h_prev)
-            else:
-                gates = x + lin(h_prev, p_h) if layer == 0 else lin(torch.cat([x, h_prev], dim=1), p_h)
-                if cell == "lstm":
-                    h, c = _lstm_gates(gates, state[1][layer])
-                    cs.append(c)
-                else:
-                    h = torch.tanh(gates)
-            hs.append(h)
-            x = h
-        return x, ((torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),))
-
-
-def _lstm_gates(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """LSTM update from the summed gate pre-activations (B, 4H): input, forget, cell, output."""
-    # One sigmoid over all four gates (the cell gate's share is discarded) beats three small calls.
-    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
-    hidden = c.shape[1]
-    g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
-    c = torch.addcmul(f * c, i, g)  # (B, H)
-    return o * torch.tanh(c), c
-
-
-def _gru_gates(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
-    """GRU update from the input and hidden products (B, 3H) each: reset, update, new."""
-    ir, iz, inn = gi.chunk(3, dim=1)
-    hr, hz, hn = gh.chunk(3, dim=1)
-    r = torch.sigmoid(ir + hr)
-    z = torch.sigmoid(iz + hz)
-    n = torch.tanh(inn + r * hn)
-    return n + z * (h - n)  # (1 - z) * n + z * h
 
 
 def _to_module_state(state: State | None, cell: str) -> Tensor | tuple[Tensor, Tensor] | None:
