@@ -99,6 +99,10 @@ class SamplingSettings(_Section):
         return self
 
 
+PrimeChoice = Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps", "native", "native_fp16"]
+StepChoice = Literal["auto", "fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16", "native", "native_fp16"]
+
+
 class EngineSettings(_Section):
     """How the generation engine batches streams."""
 
@@ -109,20 +113,30 @@ class EngineSettings(_Section):
         default=True,
         description="Same seed, same text alone or batched (false: a lone stream runs ~1.3x faster).",
     )
-    prime_path: Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps"] = Field(
+    prime_path: PrimeChoice = Field(
         default="auto",
         description=(
             "How prompts are read: auto (measured per model at load), fp32, bf16 copy, fp16 (FBGEMM),"
-            " onednn (oneDNN float32, layer by layer), steps (one character at a time through the step kernel)."
+            " onednn (oneDNN float32, layer by layer), steps (one character at a time through the step kernel),"
+            " native / native_fp16 (genbot's own kernels, float32 or float16 weights; needs a C compiler)."
         ),
     )
-    step_path: Literal["auto", "fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16"] = Field(
+    step_path: StepChoice = Field(
         default="auto",
         description=(
-            "How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM), onednn (oneDNN float32),"
-            " bf16 (oneDNN bfloat16 weights and products, float32 state and head: fast with bf16 instructions),"
-            " rowwise (float32, one row at a time: exact on any CPU, slow for many streams),"
-            " rowwise_fp16 (the same through FBGEMM float16: half the bytes per character)."
+            "How streams are stepped: auto (measured per model at load), fp32, fp16 (FBGEMM),"
+            " onednn (oneDNN float32), bf16 (oneDNN bfloat16 weights and products, float32 state and head:"
+            " fast with bf16 instructions), rowwise (float32, one row at a time: exact on any CPU, slow for"
+            " many streams), rowwise_fp16 (the same through FBGEMM float16: half the bytes per character),"
+            " native / native_fp16 (genbot's own kernels: every layer, the head and the sampling of a run of"
+            " characters in one call; float32 or float16 weights; needs a C compiler)."
+        ),
+    )
+    native: bool = Field(
+        default=True,
+        description=(
+            "Build genbot's native kernels with this machine's C compiler (once, cached) and let auto choose"
+            " them where they measure faster; false: never build or use them."
         ),
     )
     paths_cache: Path | None = Field(

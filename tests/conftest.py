@@ -51,6 +51,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pyte
     monkeypatch.setenv("GENBOT_ENGINE__PATHS_CACHE", str(_paths_cache(request.config)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _native_kernels_built_once(request: pytest.FixtureRequest) -> None:
+    """The native kernels (a C compiler's few seconds) build in pytest's cache folder, once per machine."""
+    from genbot.networks import native
+
+    native.library(_paths_cache(request.config).parent / "native")
+
+
 def _paths_cache(config: pytest.Config) -> Path:
     cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
     folder = cache.mkdir("genbot") if cache is not None else Path(config.rootpath, ".pytest_cache", "d", "genbot")

@@ -15,6 +15,7 @@ from genbot.engine.batching import GenerationEngine
 from genbot.engine.sampling import SamplingParams
 from genbot.engine.streams import GenerationStats, Stream
 from genbot.errors import Busy, InvalidRequest
+from genbot.networks import native
 from genbot.networks.charrnn import CharRNN, ServingPaths
 from genbot.networks.checkpoint import LoadedGenerator
 from genbot.testing import RecordingModel, loaded_generator, scripted_model, tiny_charrnn
@@ -319,7 +320,9 @@ def _engine_paths() -> list[tuple[str, str]]:
     fp16 = [("fp16", "fp16"), ("steps", "rowwise_fp16")] if fp16_available() else []
     onednn = [("onednn", "onednn")] if onednn_available() else []
     bf16 = [("steps", "bf16")] if bf16_step_available() else []
-    return [("fp32", "fp32"), *fp16, *onednn, *bf16]
+    lib = native.library()
+    kernels = (["native", "native_fp16"] if lib.has_fp16 else ["native"]) if lib is not None else []
+    return [("fp32", "fp32"), *fp16, *onednn, *bf16, *((p, p) for p in kernels), *(("fp32", p) for p in kernels)]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -193,7 +193,17 @@ def _paths_cases() -> list[tuple[str, str, str]]:
     if bf16_step_available():  # emulated where the CPU lacks bf16 instructions: slow, still correct
         cases += [(cell, "steps", "bf16") for cell in ("rnn", "lstm", "gru")]
         cases += [("lstm", "bf16", "bf16"), ("gru", "fp32", "bf16")]
+    for path in _native_paths():
+        cases += [(cell, path, path) for cell in ("rnn", "lstm", "gru")]
+        cases += [("lstm", "steps", path), ("gru", "fp32", path)]
     return cases
+
+
+def _native_paths() -> list[str]:
+    from genbot.networks import native
+
+    lib = native.library()
+    return ["native", *(["native_fp16"] if lib.has_fp16 else [])] if lib is not None else []
 
 
 @pytest.mark.parametrize(("cell", "prime", "step"), _paths_cases())

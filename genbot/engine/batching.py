@@ -44,6 +44,7 @@ from genbot.engine.streams import DecodeState, DoneReason, Stream
 from genbot.errors import Busy, InvalidRequest
 from genbot.networks.charrnn import pad_rows
 from genbot.networks.checkpoint import LoadedGenerator
+from genbot.networks.native import NativeSampling
 from genbot.networks.vocab import Vocab
 
 State = tuple[Tensor, ...]
@@ -53,7 +54,12 @@ MIN_ROWS = 2
 WAKE_INTERVAL_S = 0.005  # consumers get chunks at most this often (plus on the first and last char)
 CHUNK_S = 0.02  # a prompt-reading chunk takes about this long while streams are running
 IDLE_CHUNK_S = 0.1  # ... and while none are (a new arrival waits for at most one chunk)
-READ_SHARE = 0.4  # at most this share of the time goes to reading prompts while streams run
+READ_SHARE = 1 / 3  # at most this share of the time goes to reading prompts while streams run
+# A model whose step path is native decodes a run of characters per call (``CharRNN.decode``):
+# about this long, so a cancel, an arrival or a prompt chunk waits at most that, and at most this
+# many characters (the Python work of one call is then a small share of each character's cost).
+DECODE_CALL_S = 0.002
+MAX_DECODE_STEPS = 32
 
 
 class StepModel(Protocol):
@@ -385,22 +391,38 @@ class _ModelRunner:
             self._finish(r.stream, "error", error)
 
     def _step(self) -> None:
-        """One character for every active stream: one batched step, one sample, one tolist()."""
+        """Characters for every active stream: one batched step and one sample, or (native step
+        paths) a run of steps with their sampling in one call; one tolist() either way."""
         b = self._batch
         assert b.sampler is not None  # the batch has rows
         t0 = time.perf_counter()
-        logits, state = self.model.step(b.ids, b.state)  # (W, V), W = max(B, min_rows)
         n = len(b.rows)
-        nxt = b.sampler(logits if n >= b.min_rows else logits[:n], _uniforms(b.draws, b.device))  # (B,)
+        steps = self._native_steps(n)
+        if steps:
+            uniforms = _uniform_runs(b.draws, steps, b.device)  # (B, S)
+            out, state = cast(_DecodingModel, self.model).decode(b.ids, b.state, b.sampler.native(), uniforms)
+            nxt = out[:, -1]  # (B,)
+            texts: list[str] | str = [self.vocab.decode(row) for row in out.tolist()]
+        else:
+            logits, state = self.model.step(b.ids, b.state)  # (W, V), W = max(B, min_rows)
+            nxt = b.sampler(logits if n >= b.min_rows else logits[:n], _uniforms(b.draws, b.device))  # (B,)
+            texts = self.vocab.decode(nxt.tolist())  # one character per stream
         b.advance(state, nxt)
-        text = self.vocab.decode(nxt.tolist())
-        done = [i for i, (d, ch) in enumerate(zip(b.decodes, text, strict=True)) if d.push(ch)]
+        done = [i for i, (d, text) in enumerate(zip(b.decodes, texts, strict=True)) if _push_all(d, text)]
         now = time.perf_counter()
         self.engine._notify(now)
         if done:
             self._remove(done, None)
-        self.step_s += 0.05 * (now - t0 - self.step_s)
+        self.step_s += 0.05 * ((now - t0) / max(1, steps) - self.step_s)
         self.decode_owed -= now - t0
+
+    def _native_steps(self, rows: int) -> int:
+        """Characters the next native decode call runs (about DECODE_CALL_S); 0: step in Python."""
+        decodes = getattr(self.model, "decodes_natively", None)
+        if decodes is None or not decodes(rows):
+            return 0
+        longest = max(d.remaining for d in self._batch.decodes)  # no call runs past every stream's end
+        return max(1, min(MAX_DECODE_STEPS, longest, int(DECODE_CALL_S / max(self.step_s, 1e-6))))
 
     def _apply_cancels(self) -> None:
         with self.engine._lock:
@@ -457,6 +479,17 @@ class _ReadingModel(Protocol):
     def read_end(self, h: Tensor, state: State) -> tuple[Tensor, State]: ...
 
 
+class _DecodingModel(Protocol):
+    """A model whose native step path also samples (``CharRNN.decode``)."""
+
+    def decode(self, ids: Tensor, state: State, sampling: NativeSampling, uniforms: Tensor) -> tuple[Tensor, State]: ...
+
+
+def _push_all(decode: DecodeState, text: str) -> bool:
+    """Push one stream's new characters; True once it is finished (what follows is dropped)."""
+    return any(decode.push(ch) for ch in text)
+
+
 class _Reading:
     """A stream whose prompt is being read: how far, and the state so far (None: not started)."""
 
@@ -471,6 +504,12 @@ class _Reading:
 def _uniforms(draws: list[Callable[[int], int]], device: torch.device | None) -> Tensor:
     """One uniform in [0, 1) per stream (B,), each from that stream's own generator."""
     return torch.tensor([d(UNIFORM_BITS) * UNIFORM_SCALE for d in draws], dtype=torch.float32, device=device)
+
+
+def _uniform_runs(draws: list[Callable[[int], int]], steps: int, device: torch.device | None) -> Tensor:
+    """Each stream's next ``steps`` uniforms (B, S): the same draws, in the same order, as one a step."""
+    rows = [[d(UNIFORM_BITS) * UNIFORM_SCALE for _ in range(steps)] for d in draws]
+    return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
 class _Batch:

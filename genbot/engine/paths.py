@@ -39,7 +39,9 @@ from typing import Literal, cast
 import torch
 from torch import Tensor
 
+from genbot.networks import native
 from genbot.networks.charrnn import (
+    NATIVE,
     PRIME_PATHS,
     ROWWISE,
     STEP_PATHS,
@@ -78,8 +80,8 @@ _ROW_CHOICES = (1, 2, 4, 8)
 # Batch sizes timed for where fast mode's lone-stream kernel stops paying (``_few_rows``).
 _FEW_ROWS = (2, 4, 8, 16)
 
-Forced = Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps", "rowwise", "rowwise_fp16"]
-_CACHE_VERSION = 5  # bump when a choice cached by an older genbot may no longer be right
+Forced = Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps", "rowwise", "rowwise_fp16", "native", "native_fp16"]
+_CACHE_VERSION = 6  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
@@ -121,16 +123,26 @@ class PathTuner:
     cache_dir: Path | None = None  # data_dir; None: cache in this process only
     threads: int = 1  # torch threads the model's worker serves with: measured with exactly these
     cache_file: Path | None = None  # overrides cache_dir/engine-paths.json
+    native: bool = True  # offer the native kernels (built here with the C compiler) as candidates
 
     def key(self, model: CharRNN) -> str:
-        """Cache key: CPU, torch, threads, exactness and the model's shape."""
+        """Cache key: CPU, torch, threads, exactness, the native kernels' build and the model's shape."""
         c = model.config
         shape = f"{c.cell} {c.layers}x{c.hidden} emb {c.embedding} vocab {c.vocab_size}"
         device = model.head.weight.device.type
         return (
             f"v{_CACHE_VERSION} | {cpu_id()} | torch {torch.__version__} | {device} | threads {self.threads} | {shape}"
-            f" | invariant {self.batch_invariant} | prime {self.prime} | step {self.step}"
+            f" | invariant {self.batch_invariant} | prime {self.prime} | step {self.step} | {self._native_id()}"
         )
+
+    def _native_id(self) -> str:
+        """Which native kernels serve (a new genbot's are measured anew), or that none do."""
+        lib = native.library(self._native_dir()) if self.native else None
+        return f"native {lib.path.stem.rsplit('-', 1)[-1]}" if lib is not None else "native off"
+
+    def _native_dir(self) -> Path | None:
+        file = self._file()
+        return file.parent / "native" if file is not None else None
 
     def choose(self, model: CharRNN) -> ServingPaths:
         """The model's paths: cached for this key, else measured (and cached)."""
@@ -141,7 +153,7 @@ class PathTuner:
                 before = torch.get_num_threads()
                 torch.set_num_threads(self.threads)  # a 2-thread timing says nothing about a 1-thread worker
                 try:
-                    cached = measure(model, self.prime, self.step, self.batch_invariant)
+                    cached = measure(model, self.prime, self.step, self.batch_invariant, self.native)
                 finally:
                     torch.set_num_threads(before)
                 self._to_disk(key, cached)
@@ -185,7 +197,15 @@ class PathTuner:
             log.warning("could not write %s: %s", path.name, e)
 
 
-def prime_candidates(model: CharRNN) -> list[PrimePath]:
+def native_candidates(model: CharRNN) -> list[Literal["native", "native_fp16"]]:
+    """The native kernels' paths this model can use here (none where no compiler built them)."""
+    lib = native.library() if model.head.weight.device.type == "cpu" else None
+    if lib is None:
+        return []
+    return [p for p in ("native", "native_fp16") if NATIVE[p] in lib.weight_types()]
+
+
+def prime_candidates(model: CharRNN, with_native: bool = True) -> list[PrimePath]:
     """Prompt readers this model can use here."""
     out: list[PrimePath] = ["fp32", "bf16"]
     cpu = model.head.weight.device.type == "cpu"
@@ -193,10 +213,10 @@ def prime_candidates(model: CharRNN) -> list[PrimePath]:
         out.append("fp16")
     if cpu and onednn_available():
         out.append("onednn")
-    return [*out, "steps"]
+    return [*out, "steps", *(native_candidates(model) if with_native else [])]
 
 
-def step_candidates(model: CharRNN) -> list[StepPath]:
+def step_candidates(model: CharRNN, with_native: bool = True) -> list[StepPath]:
     """Step kernels this model can use here."""
     cpu = model.head.weight.device.type == "cpu"
     fp16: list[StepPath] = ["fp16"] if cpu and fp16_available() else []
@@ -205,11 +225,15 @@ def step_candidates(model: CharRNN) -> list[StepPath]:
     # instructions: the quick timing in ``_pick`` drops it there.
     bf16: list[StepPath] = ["bf16"] if cpu and bf16_step_available() else []
     rowwise_fp16: list[StepPath] = ["rowwise_fp16"] if fp16 else []
-    return ["fp32", *fp16, *onednn, *bf16, "rowwise", *rowwise_fp16]
+    return ["fp32", *fp16, *onednn, *bf16, "rowwise", *rowwise_fp16, *(native_candidates(model) if with_native else [])]
 
 
 def measure(
-    model: CharRNN, prime: Forced = "auto", step: Forced = "auto", batch_invariant: bool = True
+    model: CharRNN,
+    prime: Forced = "auto",
+    step: Forced = "auto",
+    batch_invariant: bool = True,
+    with_native: bool = True,
 ) -> ServingPaths:
     """Time and check every candidate path of ``model``; the fastest acceptable ones."""
     before = model.serving_paths
@@ -217,12 +241,12 @@ def measure(
     try:
         with torch.inference_mode():
             step_path, step_rows, step_why, step_ms = _pick(
-                "step", step_candidates(model), step, batch_invariant,
+                "step", step_candidates(model, with_native), step, batch_invariant,
                 lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r), STEP_PROBE_BATCH,
             )  # fmt: skip
             # the steps reader runs the chosen step kernel, so prompts are checked and timed with it
             prime_path, prime_rows, prime_why, prime_ms = _pick(
-                "prime", prime_candidates(model), prime, batch_invariant,
+                "prime", prime_candidates(model, with_native), prime, batch_invariant,
                 lambda p: _prime_rows(model, p, step_path), lambda p, b, r: _time_read(model, p, b, r, step_path),
             )  # fmt: skip
             few, few_below = (None, 0) if batch_invariant or step != "auto" else _few_rows(model, step_path, step_ms)

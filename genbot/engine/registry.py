@@ -123,7 +123,9 @@ def build_registry(settings: Settings, plugins: LoadedPlugins | None = None) -> 
 def tuner_for(settings: Settings) -> PathTuner:
     """The path tuner ``[engine]`` asks for, caching its measurements in ``data_dir``."""
     e = settings.engine
-    return PathTuner(e.prime_path, e.step_path, e.batch_invariant, settings.data_dir, e.torch_threads, e.paths_cache)
+    return PathTuner(
+        e.prime_path, e.step_path, e.batch_invariant, settings.data_dir, e.torch_threads, e.paths_cache, e.native
+    )
 
 
 def load_generator(offer: OfferedGenerator, tuner: PathTuner | None = None) -> GeneratorEntry:

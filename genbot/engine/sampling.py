@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from genbot.errors import InvalidRequest
+from genbot.networks.native import NativeSampling
 
 MIN_TEMPERATURE = 0.01  # below this (except 0) logits / t can overflow float32
 MAX_TEMPERATURE = 100.0  # far past uniform sampling already
@@ -145,6 +146,14 @@ class BatchSampler:
         self.greedy_mask = torch.tensor(greedy, device=device)  # (B,)
         self.filtered_mask = torch.tensor(filtered, device=device)  # (B,)
         self.ranks = torch.arange(v, device=device).view(1, -1)  # (1, V)
+        self._native: NativeSampling | None = None
+
+    def native(self) -> NativeSampling:
+        """The same settings as the native kernels take them (``CharRNN.decode``), each row's own."""
+        if self._native is None:
+            greedy = self.greedy_mask.to(torch.uint8)
+            self._native = NativeSampling(self.temps.view(-1), self.top_k.view(-1), self.top_p.view(-1), greedy)
+        return self._native
 
     def __call__(self, logits: Tensor, uniforms: Tensor) -> Tensor:
         """Next ids (B,) from logits (B, V) and one uniform in [0, 1) per row (B,)."""

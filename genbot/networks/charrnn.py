@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from genbot.networks import native
 from genbot.networks.kernels import (
     KERNELS,
     LayerWeights,
@@ -50,16 +51,19 @@ __all__ = ["CharRNN", "CharRNNConfig", "ServingPaths", "bf16_step_available", "f
 Cell = Literal["rnn", "lstm", "gru"]
 State = tuple[Tensor, ...]
 
-PrimePath = Literal["fp32", "bf16", "fp16", "onednn", "steps"]
-StepPath = Literal["fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16"]
-PRIME_PATHS: tuple[PrimePath, ...] = ("fp32", "bf16", "fp16", "onednn", "steps")
-STEP_PATHS: tuple[StepPath, ...] = ("fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16")
+PrimePath = Literal["fp32", "bf16", "fp16", "onednn", "steps", "native", "native_fp16"]
+StepPath = Literal["fp32", "fp16", "onednn", "bf16", "rowwise", "rowwise_fp16", "native", "native_fp16"]
+PRIME_PATHS: tuple[PrimePath, ...] = get_args(PrimePath)
+STEP_PATHS: tuple[StepPath, ...] = get_args(StepPath)
 # Step paths whose products run on packed weights (``PackedWeights``): CPU only.
 PACKED: tuple[str, ...] = ("fp16", "onednn", "bf16")
 # Prompt readers on packed weights (the bf16 reader is a bfloat16 twin of the fused module instead).
 PACKED_READERS: tuple[str, ...] = ("fp16", "onednn")
 # Step paths that run each row of a batch alone: exact on any BLAS, since a row never meets another.
 ROWWISE: dict[str, StepPath] = {"rowwise": "fp32", "rowwise_fp16": "fp16"}  # path -> kernel of one row
+# Paths through the native kernels (``genbot.networks.native``), for both reading and stepping: CPU
+# only, where a C compiler built them. Path -> the weight type they read.
+NATIVE: dict[str, native.WeightType] = {"native": "fp32", "native_fp16": "fp16"}
 
 _FUSED: dict[str, Callable[..., nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -146,6 +150,7 @@ class CharRNN(nn.Module):
         self._step_cache: _StepWeights | None = None
         self._twin: tuple[tuple[tuple[int, int], ...], CharRNN] | None = None
         self._packed: dict[str, PackedWeights] = {}  # kernel name -> its packed weights
+        self._native: dict[str, native.NativeWeights] = {}  # path -> the native kernels' weights
         self.serving_paths = ServingPaths()
 
     def use_paths(self, paths: ServingPaths, keep_caches: bool = False) -> None:
@@ -159,6 +164,7 @@ class CharRNN(nn.Module):
         steps = {paths.step, paths.step_few or paths.step}
         kernels = readers | {ROWWISE.get(p, p) for p in steps}
         self._packed = {k: v for k, v in self._packed.items() if k in kernels}
+        self._native = {k: v for k, v in self._native.items() if k in steps | {paths.prime}}
 
     def initial_state(self, batch: int) -> State:
         """Zero state for ``batch`` streams."""
@@ -197,8 +203,9 @@ class CharRNN(nn.Module):
             ids = pad_rows(ids, n + pad)
             state = tuple(pad_rows(s, n + pad, dim=1) for s in state)
         path = self.serving_paths.prime
-        if path == "steps":
-            last, new_state = self._read_steps(ids, state)
+        if path == "steps" or (path in NATIVE and self._on_cpu()):
+            reader = self._native_weights(path).read if path in NATIVE else self._read_steps
+            last, new_state = reader(ids, state)
             return (last[:n], tuple(s[:, :n] for s in new_state)) if pad > 0 else (last, new_state)
         if path == "fp16" and self._on_cpu():
             out, new_state = self._packed_weights("fp16").read(self.emb(ids), state)
@@ -224,6 +231,8 @@ class CharRNN(nn.Module):
         rows = pad_rows(h, n + pad)
         if path == "steps":
             logits = self._step_head(rows.to(dtype))[:n]
+        elif path in NATIVE and self._on_cpu():
+            logits = self._native_weights(path).head(h)
         elif path in PACKED_READERS and self._on_cpu():
             logits = self._packed_weights(path).head(h.to(dtype))
         else:
@@ -256,8 +265,29 @@ class CharRNN(nn.Module):
         stream samples the same text alone or batched with others: float32 ``addmm`` on
         pre-transposed weights, or packed weights on the fp16 (FBGEMM), onednn and bf16 paths.
         """
+        path = self.serving_paths.step_path(ids.shape[0])
+        if path in NATIVE and self._on_cpu():  # every layer and the head in one call
+            return self._native_weights(path).step(ids, state)
         top, new_state = self._advance(ids, state)
         return self._step_head(top), new_state
+
+    def decodes_natively(self, rows: int) -> bool:
+        """Whether ``decode`` serves a batch of ``rows`` streams (its step path is a native one)."""
+        return self.serving_paths.step_path(rows) in NATIVE and self._on_cpu()
+
+    def decode(
+        self, ids: Tensor, state: State, sampling: native.NativeSampling, uniforms: Tensor
+    ) -> tuple[Tensor, State]:
+        """S characters for every stream in one native call: feed ids (B,), sample, feed that, ...
+
+        ``uniforms`` (B, S) are each stream's next S draws (see ``genbot.engine.sampling``);
+        returns the sampled ids (B, S) and the state after feeding S inputs. Only where
+        ``decodes_natively``: the sampling runs in the kernels, each row on its own.
+        """
+        path = self.serving_paths.step_path(ids.shape[0])
+        if path not in NATIVE or not self._on_cpu():
+            raise RuntimeError(f"decode needs a native step path, not {path!r}")
+        return self._native_weights(path).decode(ids, state, sampling, uniforms)
 
     def _read_steps(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """The ``steps`` prompt reader: one ``step`` per character, without the head until the end.
@@ -282,6 +312,8 @@ class CharRNN(nn.Module):
                     torch.cat(parts, dim=1) for parts in zip(*(r[1] for r in rows), strict=True)
                 )
             path = ROWWISE[path]
+        if path in NATIVE and self._on_cpu():
+            return self._native_weights(path).read(ids[:, None], state)
         if path in PACKED and self._on_cpu():
             return self._packed_weights(path).advance(ids, state, self.config.cell)
         w = self._step_weights()
@@ -309,6 +341,8 @@ class CharRNN(nn.Module):
             if top.shape[0] > 1:
                 return torch.cat([self._step_head(top[i : i + 1]) for i in range(top.shape[0])])
             path = ROWWISE[path]
+        if path in NATIVE and self._on_cpu():
+            return self._native_weights(path).head(top)
         if path in PACKED and self._on_cpu():
             return self._packed_weights(path).head(top)
         w = self._step_weights()
@@ -325,6 +359,20 @@ class CharRNN(nn.Module):
             packed = PackedWeights(self.config.cell, self._layers(), self._table(), head, KERNELS[kernel], key)
             self._packed[kernel] = packed
         return packed
+
+    def _native_weights(self, path: str) -> native.NativeWeights:
+        key = self._weights_key()
+        weights = self._native.get(path)
+        if weights is None or weights.key != key:
+            lib = native.library()
+            if lib is None:
+                raise RuntimeError(f"the native kernels are unavailable here: {native.unavailable_reason()}")
+            head = (self.head.weight, self.head.bias)
+            weights = native.NativeWeights(
+                lib, self.config.cell, self._layers(), self._table(), head, NATIVE[path], key
+            )
+            self._native[path] = weights
+        return weights
 
     def share_step_weights(self) -> None:
         """For serving: make the big matrices views of ``step``'s transposed copies (one copy, not two).
