@@ -180,6 +180,22 @@ async def api_server(
             yield url, service
 
 
+def slow_down(network: Any, delay: float = 0.004) -> None:
+    """Make each call the engine makes of ``network`` (``step``, or a native ``decode`` run) take
+    ``delay`` seconds longer, same results: a stream that certainly outlasts what a test does to it."""
+
+    def delayed(call: Callable[..., Any]) -> Callable[..., Any]:
+        def slow(*args: Any) -> Any:
+            time.sleep(delay)
+            return call(*args)
+
+        return slow
+
+    for name in ("step", "decode"):
+        if callable(getattr(network, name, None)):
+            setattr(network, name, delayed(getattr(network, name)))
+
+
 def parse_sse(text: str) -> list[tuple[str, Any]]:
     """(event, data) pairs of a server-sent-events body; data is JSON when it parses."""
     events = []

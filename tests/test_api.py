@@ -14,7 +14,7 @@ from genbot.config import ApiSettings
 from genbot.errors import ConfigError
 from genbot.frontends.api.app import check_bind
 from genbot.service import GenbotService
-from tests.helpers import api_server, client, parse_sse
+from tests.helpers import api_server, client, parse_sse, slow_down
 
 _NOON = datetime(2027, 1, 15, 12, 0, 15, tzinfo=UTC).timestamp()
 
@@ -74,6 +74,10 @@ async def test_generate_stream_sends_tokens_then_done(api: tuple[str, GenbotServ
 
 async def test_client_disconnect_cancels_the_generation(api: tuple[str, GenbotService]) -> None:
     url, service = api
+    assert service.registry is not None
+    alpha = service.registry.get("alpha").loaded
+    assert alpha is not None
+    slow_down(alpha.network)  # ~4 ms a character: the stream certainly outlasts the client
     req = {"model": "alpha", "prompt": "ROMEO:", "length": 5000, "stream": True}
     async with client(url) as c, c.stream("POST", "/v1/generate", json=req) as response:
         seen = 0

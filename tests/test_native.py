@@ -259,3 +259,24 @@ async def test_the_engine_decodes_runs_of_characters_per_call_with_stops_lengths
         endless.cancel()
         stats = await endless.result()
         assert stats.done_reason == "cancelled" and 0 < stats.eval_count < 100_000
+
+
+def test_a_native_path_that_computes_wrong_numbers_here_is_never_a_candidate(
+    lib: native.NativeLibrary, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compiler's or CPU's quirk must cost the native path, never the text: checked against float32 at load."""
+    from genbot.engine.paths import measure, step_candidates
+
+    model = _model("lstm", hidden=24)
+    assert "native" in step_candidates(model)
+    real_step = native.NativeWeights.step
+
+    def off_by_a_little(self: native.NativeWeights, ids: torch.Tensor, state: object) -> object:
+        logits, new = real_step(self, ids, state)  # type: ignore[arg-type]
+        return logits + 0.05, new
+
+    monkeypatch.setattr(native.NativeWeights, "step", off_by_a_little)
+    assert not {"native", "native_fp16"} & set(step_candidates(model)) and "disagrees with float32" in caplog.text
+    with torch.inference_mode():
+        chosen = measure(model)
+    assert chosen.step not in ("native", "native_fp16") and chosen.prime not in ("native", "native_fp16")

@@ -31,7 +31,7 @@ from genbot.versions.store import (
     register_version,
 )
 from genbot.versions.watcher import VersionWatcher, ensure_bundled_versions, register_and_maybe_activate, rollback
-from tests.helpers import genbot_here, write_model_folder
+from tests.helpers import genbot_here, slow_down, write_model_folder
 
 
 @pytest.fixture
@@ -234,16 +234,6 @@ def _served_version(service: GenbotService, model: str = "alpha") -> int:
     return card.version
 
 
-def _slowed(step: Callable[..., Any], delay: float = 0.004) -> Callable[..., Any]:
-    """``step`` taking ``delay`` seconds longer (same results)."""
-
-    def slow(*args: Any) -> Any:
-        time.sleep(delay)
-        return step(*args)
-
-    return slow
-
-
 async def _text(service: GenbotService, **kw: Any) -> tuple[str, Any]:
     fields: dict[str, Any] = {"model": "alpha", "prompt": "ROMEO:", "temperature": 1.0} | kw
     gen = await service.generate(GenerationRequest(**fields))
@@ -264,7 +254,7 @@ async def test_a_running_server_swaps_to_a_newly_active_version(
     old = _registry(service).get("alpha").loaded
     assert old is not None
     # Slow the old model down, so the stream below is certainly still running during the swap.
-    old.network.step = _slowed(old.network.step)  # type: ignore[method-assign]
+    slow_down(old.network)
     reference, _ = await _text(service, seed=7, length=250)
 
     folder = write_model_folder(tmp_path / "trained", "alpha", corpus_text, seed=99)

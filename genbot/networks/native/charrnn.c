@@ -22,11 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
-#define VEC 16
-#else
+/* Eight float32 lanes: AVX's registers, two NEON registers; one width on every CPU, so the same
+ * code (and summation order) runs everywhere. */
 #define VEC 8
-#endif
 #define PANEL_VECS 2
 #define PANEL (VEC * PANEL_VECS) /* outputs per packed panel of weights */
 #define BLOCK_ROWS 6              /* rows per register block of a batch */
@@ -38,7 +36,7 @@ typedef float vf_u __attribute__((vector_size(VEC * 4), aligned(4), may_alias));
 
 /* float16 weights where the CPU converts a vector of them in one instruction (F16C on x86-64,
  * every arm64); elsewhere only float32 is offered. */
-#if defined(__F16C__) || defined(__AVX512F__)
+#if defined(__F16C__)
 #include <immintrin.h>
 #define HAVE_F16 1
 #elif defined(__aarch64__) && defined(__FLT16_MAX__)
@@ -73,11 +71,7 @@ static inline int padded(int n) { return (n + PANEL - 1) / PANEL * PANEL; }
 
 static inline vf vload(const float *p) { return *(const vf_u *)p; }
 static inline void vstore(float *p, vf v) { *(vf_u *)p = v; }
-#if VEC == 16
-static inline vf vsplat(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-#else
 static inline vf vsplat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
-#endif
 /* a where m is set, else b (m: a comparison's all-ones / all-zeros lanes) */
 static inline vf vselect(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 
@@ -195,9 +189,7 @@ PRODUCT(product_f32, float)
 #if HAVE_F16
 static inline vf load_f16(const uint16_t *p)
 {
-#if VEC == 16 && defined(__AVX512F__)
-    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-#elif defined(__F16C__)
+#if defined(__F16C__)
     return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 #else
     return __builtin_convertvector(*(const vh_u *)p, vf);
