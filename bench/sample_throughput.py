@@ -12,7 +12,11 @@ What it measures, for an LSTM 2x256 (vocab 65) and for the bundled shakespeare m
 * 64 clients arriving at once with 64 different 200-char prompts: p50/p95 time to first char
   vs one bare float32 batched ``forward`` of the same 64 prompts;
 * the rate of 8 running streams while those 64 are admitted, vs their rate just before;
-* single-stream chars/s of every bundled model present.
+* single-stream chars/s of every bundled model present;
+* the physical limits of this CPU for the shakespeare shape: the weight bytes one character reads
+  on the chosen step path against the measured read bandwidth of a buffer that size (one
+  stream is bound by memory), and the FLOPs of a 64-stream step against a measured single-thread
+  float32 matrix product (64 streams are bound by arithmetic).
 
 The CPU capability, its bf16/AMX flags and the serving paths each model chose at load (and why)
 are printed with the figures.
@@ -220,6 +224,58 @@ def rate_rows(model: Loaded, runs: dict[str, dict[int, list[float]]]) -> list[bl
     return rows
 
 
+def step_weights(model: Any) -> int:
+    """Weights one step reads: every recurrent matrix but layer 0's input one (a table lookup), and the head."""
+    c = model.config
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell] * c.hidden
+    return c.hidden * gates * (2 * c.layers - 1) + c.hidden * c.vocab_size
+
+
+def read_gb_s(nbytes: int, repeats: int = 200) -> float:
+    """Best read bandwidth (GB/s) of summing a float32 buffer of ``nbytes``, hot in cache as weights are."""
+    import torch
+
+    buf = torch.rand(max(1, nbytes // 4))
+    buf.sum()
+    best = min(_timed(buf.sum) for _ in range(repeats))
+    return nbytes / best / 1e9
+
+
+def matmul_gflop_s(n: int = 1024, repeats: int = 5) -> float:
+    """Best float32 matrix-product rate (GFLOP/s) of torch at 1 thread: a practical peak here."""
+    import torch
+
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    return 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def limit_rows(model: Loaded, runs: dict[str, dict[int, list[float]]]) -> tuple[list[bl.Row], dict[str, Any]]:
+    """One stream against memory bandwidth, 64 against arithmetic: genbot's µs per character and the floor."""
+    paths = model.loaded.network.serving_paths
+    weights = step_weights(model.loaded.network)
+    width = 2 if paths.step in ("fp16", "bf16", "rowwise_fp16", "native_fp16") else 4
+    nbytes = weights * width
+    gb_s, gflop_s = read_gb_s(nbytes), matmul_gflop_s()
+    one = bl.median(runs["genbot"].get(1, [])) if runs.get("genbot", {}).get(1) else None
+    many = bl.median(runs["genbot"].get(64, [])) if runs.get("genbot", {}).get(64) else None
+    flop = 2 * weights
+    rows = [
+        bl.Row(f"1 stream, {model.info.name}: µs per char (raw column: {nbytes / 1e6:.2f} MB of {paths.step} weights"
+               f" read at the measured {gb_s:.0f} GB/s)", 1e6 / one if one else None, nbytes / gb_s / 1e3, "µs"),
+        bl.Row(f"64 streams, {model.info.name}: µs per step of 64 (raw column: 64 x {flop / 1e6:.1f} MFLOP at the"
+               f" measured {gflop_s:.0f} GFLOP/s of a 1-thread float32 matmul)", 64e6 / many if many else None,
+               64 * flop / gflop_s / 1e3, "µs"),
+    ]  # fmt: skip
+    return rows, {"read_gb_s": round(gb_s, 1), "matmul_gflop_s": round(gflop_s, 1), "step_bytes": nbytes}
+
+
 def ttfc_rows(model: Loaded, trials: int, arrivals: int, repeats: int) -> tuple[list[bl.Row], dict[str, Any]]:
     """Time to first char: one client (vs a bare forward), 64 arriving (vs a batched one), admission."""
     encoded = len(model.loaded.vocab.encode(bl.PROMPT_200).ids)
@@ -318,9 +374,12 @@ def main() -> None:
         notes.append(f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}")
         runs: dict[str, Any] = {}
         rows: list[bl.Row] = []
+        limits: dict[str, Any] = {}
         if not a.skip_rates:
             runs = {m.info.name: compare(m, streams, a.length, a.repeats, with_raw) for m in (small, shakes)}
             rows = rate_rows(small, runs[small.info.name]) + rate_rows(shakes, runs[shakes.info.name])
+            limit, limits = limit_rows(shakes, runs[shakes.info.name])
+            rows += limit
         latency_rows, latency = ttfc_rows(shakes, a.trials, a.arrivals, a.repeats)
         single_rows, single_notes = ([], []) if a.skip_rates else bundled_rows(a.plugins_dir, a.length)
     if a.quick:
@@ -328,7 +387,7 @@ def main() -> None:
     paths = {m.info.name: m.loaded.network.serving_paths.to_dict() for m in (small, shakes)}
     paths |= {f"{m.info.name}-fast": m.fast.network.serving_paths.to_dict() for m in (small, shakes)}
     latency = {k: [round(t, 3) for t in v] for k, v in latency.items()}
-    payload = {"length": a.length, "repeats": a.repeats, "runs": runs, "paths": paths, **latency}
+    payload = {"length": a.length, "repeats": a.repeats, "runs": runs, "paths": paths, "limits": limits, **latency}
     bl.report(NAME, rows + latency_rows + single_rows, payload | {"env": env}, notes + single_notes)
 
 

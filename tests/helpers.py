@@ -196,6 +196,14 @@ def slow_down(network: Any, delay: float = 0.004) -> None:
             setattr(network, name, delayed(getattr(network, name)))
 
 
+def slow_down_model(service: GenbotService, name: str, delay: float = 0.004) -> None:
+    """``slow_down`` the network of the service's loaded generator ``name``."""
+    assert service.registry is not None
+    loaded = service.registry.get(name).loaded
+    assert loaded is not None, f"{name} is not loaded"
+    slow_down(loaded.network, delay)
+
+
 def parse_sse(text: str) -> list[tuple[str, Any]]:
     """(event, data) pairs of a server-sent-events body; data is JSON when it parses."""
     events = []

@@ -14,7 +14,7 @@ from genbot.config import ApiSettings
 from genbot.errors import ConfigError
 from genbot.frontends.api.app import check_bind
 from genbot.service import GenbotService
-from tests.helpers import api_server, client, parse_sse, slow_down
+from tests.helpers import api_server, client, parse_sse, slow_down_model
 
 _NOON = datetime(2027, 1, 15, 12, 0, 15, tzinfo=UTC).timestamp()
 
@@ -74,10 +74,7 @@ async def test_generate_stream_sends_tokens_then_done(api: tuple[str, GenbotServ
 
 async def test_client_disconnect_cancels_the_generation(api: tuple[str, GenbotService]) -> None:
     url, service = api
-    assert service.registry is not None
-    alpha = service.registry.get("alpha").loaded
-    assert alpha is not None
-    slow_down(alpha.network)  # ~4 ms a character: the stream certainly outlasts the client
+    slow_down_model(service, "alpha")  # ~4 ms a character: the stream certainly outlasts the client
     req = {"model": "alpha", "prompt": "ROMEO:", "length": 5000, "stream": True}
     async with client(url) as c, c.stream("POST", "/v1/generate", json=req) as response:
         seen = 0
@@ -154,12 +151,14 @@ async def test_busy_engine_answers_503_with_retry_after(plugins_dir: Path, monke
     monkeypatch.setenv("GENBOT_ENGINE__MAX_STREAMS_PER_MODEL", "1")
     monkeypatch.setenv("GENBOT_ENGINE__MAX_QUEUE", "0")
     long = {"model": "alpha", "length": 5000, "stream": True}
-    async with api_server() as (url, _), client(url) as c, c.stream("POST", "/v1/generate", json=long) as first:
-        assert first.status_code == 200
-        second = await c.post("/v1/generate", json={"model": "alpha", "length": 5})
-        assert second.status_code == 503
-        assert int(second.headers["retry-after"]) >= 1
-        assert "busy" in second.json()["error"]["message"]
+    async with api_server() as (url, service), client(url) as c:
+        slow_down_model(service, "alpha")  # the first stream is certainly still running at the second request
+        async with c.stream("POST", "/v1/generate", json=long) as first:
+            assert first.status_code == 200
+            second = await c.post("/v1/generate", json={"model": "alpha", "length": 5})
+            assert second.status_code == 503
+            assert int(second.headers["retry-after"]) >= 1
+            assert "busy" in second.json()["error"]["message"]
 
 
 async def test_rate_limit_answers_429_with_retry_after(plugins_dir: Path) -> None:
@@ -263,6 +262,7 @@ async def test_daily_quota_caps_then_refuses_with_429(plugins_dir: Path) -> None
 async def test_cancelled_stream_is_charged_what_it_produced(plugins_dir: Path) -> None:
     req = {"model": "alpha", "length": 5000, "stream": True}
     async with api_server(ApiSettings(daily_chars=100_000), clock=fixed_noon) as (url, service):
+        slow_down_model(service, "alpha")  # still running when the client leaves
         async with client(url) as c, c.stream("POST", "/v1/generate", json=req) as response:
             async for line in response.aiter_lines():
                 if line.startswith("event: token"):

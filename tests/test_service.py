@@ -13,6 +13,7 @@ from genbot.service import GenbotService, GenerationRequest, Requester
 from genbot.storage import repository
 from genbot.storage.db import Database
 from genbot.storage.repository import NewGeneration
+from tests.helpers import slow_down_model
 
 
 async def _run(service: GenbotService, **kw: object) -> tuple[str, object]:
@@ -47,6 +48,7 @@ async def test_same_seed_same_text_and_seed_is_reported(service: GenbotService) 
 
 
 async def test_cancel_keeps_partial_output(service: GenbotService) -> None:
+    slow_down_model(service, "alpha")  # the cancel certainly lands mid-stream
     gen = await service.generate(GenerationRequest(model="alpha", prompt="ROMEO:", length=5000))
     got = ""
     async for chunk in gen:
@@ -75,6 +77,7 @@ async def test_long_generations_save_their_progress_together_in_one_transaction(
 
     monkeypatch.setattr(genbot.service, "PROGRESS_EVERY_S", 0.05)
     monkeypatch.setattr(repository, "update_progress_many", recorded)
+    slow_down_model(service, "alpha")  # all three are still running at a save
     gens = [await service.generate(GenerationRequest(model="alpha", prompt="ROMEO:", length=5000)) for _ in range(3)]
 
     def covered_all() -> bool:
