@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -85,6 +86,22 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Path, ou
     ).stdout.split()
     venv = installed.parent.resolve()
     assert all(Path(p).is_relative_to(venv) and "_bundled" in p for p in out), out
+
+
+def test_the_wheel_carries_the_native_kernels_source_and_builds_them(installed: Path, outside: Where) -> None:
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler here: the native kernels are optional")
+    cwd, env = outside
+    code = (
+        "import sys; from pathlib import Path; from genbot.networks import native;"
+        "lib = native.library(Path(sys.argv[1])); print(native.__file__, lib and lib.path, native.unavailable_reason())"
+    )
+    out = subprocess.run(
+        [str(installed / "python"), "-c", code, str(cwd / "native")], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    module, built, reason = out.stdout.split()
+    assert Path(module).is_relative_to(installed.parent.resolve()), module
+    assert reason == "None" and Path(built).parent == cwd / "native", out.stdout + out.stderr
 
 
 def test_models_sample_and_repl_from_an_empty_folder(installed: Path, outside: tuple[Path, dict[str, str]]) -> None:

@@ -193,7 +193,8 @@ class _ModelRunner:
         self.cancels: list[Stream] = []  # guarded by engine._lock
         self.admitted = 0  # active + pending; guarded by engine._lock
         self.rows_count = 0  # active streams, written by the worker only
-        self.step_s = 0.005  # moving average of one step, for Busy.retry_after
+        self.step_s = 0.005  # moving average of one character's step, for Busy.retry_after and decode runs
+        self.steps_timed = 0  # calls averaged into step_s so far
         self.thread = threading.Thread(target=self._run, name=f"genbot-model-{loaded.card.name}", daemon=True)
         paths = getattr(loaded.network, "serving_paths", None)
         self.min_rows = engine.min_rows if paths is None or engine.min_rows == 1 else paths.step_rows
@@ -413,7 +414,10 @@ class _ModelRunner:
         self.engine._notify(now)
         if done:
             self._remove(done, None)
-        self.step_s += 0.05 * ((now - t0) / max(1, steps) - self.step_s)
+        # the plain mean of the first calls, then a moving average: a new runner's first guess
+        # (5 ms) is gone after one call, not after the dozens a slow average would take
+        self.steps_timed += 1
+        self.step_s += max(0.05, 1 / self.steps_timed) * ((now - t0) / max(1, steps) - self.step_s)
         self.decode_owed -= now - t0
 
     def _native_steps(self, rows: int) -> int:

@@ -7,9 +7,12 @@ Which is fastest depends on the CPU: bfloat16 matrix products are several times 
 float32 where the CPU has bf16 instructions (AVX-512 BF16, AMX) and several times slower where it
 has not; FBGEMM's float16 weights halve the bytes read on any x86-64 CPU; oneDNN's packed float32
 product is batch-invariant from one row where MKL's is not, so exact mode needs no padding with
-it. So nothing is assumed: at load, each candidate
-is timed for a few milliseconds (a lone stream and a batch) and checked for batch invariance
-(does a row's result depend on how many rows are in the batch?), and the fastest is kept.
+it; genbot's native kernels (``genbot.networks.native``) are candidates wherever a C compiler
+built them and their numbers follow float32's. So nothing is assumed: at load, each candidate
+is timed once for a few milliseconds (a lone stream and a batch), checked for batch invariance
+(does a row's result depend on how many rows are in the batch?) fastest first, until the rest
+are far slower than an exact one, and the exact ones are timed again, interleaved; the fastest
+is kept.
 
 * In exact mode (``[engine] batch_invariant = true``) only paths whose rows agree alone and in
   any batch are candidates; each path records how many rows a call needs for that: 1, or 2, 4
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import threading
@@ -331,11 +335,9 @@ def _pick(
         forced_rows = rows_of(forced)
         note = "" if forced_rows else ", not batch-invariant"
         return forced, max(1, forced_rows), f"{what} {forced} (forced{note})", {}
-    rows = {"fp32": rows_of("fp32")} if "fp32" in candidates else {}
-    # A far slower path is left out unchecked only where float32 itself is an answer.
-    fp32_serves = bool(rows) and (rows["fp32"] > 0 or not batch_invariant)
-    contenders, quick = _not_far_slower(candidates, time_of, batch) if fp32_serves else (list(candidates), {})
-    rows |= {p: rows_of(p) for p in contenders if p not in rows}
+    quick = _quick_timings(candidates, time_of, batch)
+    rows, slow, first_exact = _check_fastest_first(candidates, quick, rows_of, batch_invariant)
+    contenders = list(rows)
     usable = [p for p in contenders if rows[p] or not batch_invariant]
     if not usable:  # nothing is exact here: serve the reference and say so
         log.warning("no %s path is batch-invariant on %s; using fp32", what, cpu_id())
@@ -350,32 +352,61 @@ def _pick(
     best = min(usable, key=lambda p: score[p] / (1.0 if p == "fp32" else MARGIN**2))
     timed = {p: (min(t[0::2]), min(t[1::2])) for p, t in timings.items()} | {
         p: t for p, t in quick.items() if p not in timings
-    }  # the far slower ones by their one quick timing
+    }  # the others by their one quick timing
     ms = {p: round(t[0] * 1000, 3) for p, t in timed.items()} | {
-        f"{p}_x{batch}": round(t[1] * 1000, 3) for p, t in timed.items()
+        f"{p}_x{batch}": round(t[1] * 1000, 3) for p, t in timed.items() if math.isfinite(t[1])
     }
     why = f"{what} {best}: fastest of {', '.join(usable)}"
     varying = [p for p in contenders if p not in usable]
     if varying:
         why += f" ({', '.join(varying)} not batch-invariant here)"
-    slow = [p for p in candidates if p not in contenders]
     if slow:
-        why += f" ({', '.join(slow)} over twice as slow as fp32 here)"
+        why += f" ({', '.join(slow)} far slower than {first_exact} here: not checked)"
     return best, max(1, rows[best]), why, ms
 
 
-def _not_far_slower(
-    candidates: Sequence[str], time_of: Callable[[str, int, int], float], batch: int
-) -> tuple[list[str], dict[str, tuple[float, float]]]:
-    """The candidates within twice float32's time alone or batched, by one quick timing (and those timings).
+# A candidate whose quick lone x batched time is this many times the fastest exact one's is not
+# worth checking (it reads dozens of prompts): bfloat16 emulated without bf16 instructions, a
+# row-by-row kernel beside a batched one.
+FAR_SLOWER = 4.0
+# ... and one whose lone time alone is this many times the fastest lone time is not worth the
+# batched quick timing either (bfloat16 emulated: 1.5 s for 8 prompts of 64 characters).
+FAR_SLOWER_ALONE = 8.0
 
-    Done before the batch-invariance check, which reads dozens of prompts per candidate: a path
-    emulated in software (bfloat16 without bf16 instructions: ten times slower) is not worth it.
+
+def _quick_timings(
+    candidates: Sequence[str], time_of: Callable[[str, int, int], float], batch: int
+) -> dict[str, tuple[float, float]]:
+    """One (lone, batched) timing per candidate, unpadded; batched inf where lone is far slower."""
+    lone = {p: time_of(p, 1, 1) for p in candidates}
+    fastest = min(lone.values())
+    return {p: (t, time_of(p, batch, 1) if t <= FAR_SLOWER_ALONE * fastest else math.inf) for p, t in lone.items()}
+
+
+def _check_fastest_first(
+    candidates: Sequence[str],
+    quick: dict[str, tuple[float, float]],
+    rows_of: Callable[[str], int],
+    batch_invariant: bool,
+) -> tuple[dict[str, int], list[str], str | None]:
+    """Batch-invariance checks in order of the quick timings, fastest first, until the rest are far
+    slower than an exact one: (rows of each checked candidate, those left unchecked, that exact one).
+
+    Done before the precise timings: the check reads dozens of prompts per candidate, and a path
+    that could not win anyway is not worth it.
     """
-    quick = {p: (time_of(p, 1, 1), time_of(p, batch, 1)) for p in candidates}
-    ref = quick["fp32"]
-    kept = [p for p in candidates if p == "fp32" or min(quick[p][0] / ref[0], quick[p][1] / ref[1]) < 2]
-    return kept, quick
+    order = sorted(candidates, key=lambda p: quick[p][0] * quick[p][1])
+    rows: dict[str, int] = {}
+    slow: list[str] = []
+    exact: str | None = None
+    for p in order:
+        if exact is not None and quick[p][0] * quick[p][1] > FAR_SLOWER * quick[exact][0] * quick[exact][1]:
+            slow.append(p)
+            continue
+        rows[p] = rows_of(p)
+        if exact is None and (rows[p] or not batch_invariant):
+            exact = p
+    return rows, slow, exact
 
 
 def _paths(model: CharRNN, prime: str = "fp32", step: str = "fp32", rows: int = 2) -> ServingPaths:
