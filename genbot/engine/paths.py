@@ -43,6 +43,7 @@ from typing import Literal, cast
 import torch
 from torch import Tensor
 
+from genbot.engine.memory import release_freed_memory
 from genbot.networks import native
 from genbot.networks.charrnn import (
     NATIVE,
@@ -160,6 +161,7 @@ class PathTuner:
                     cached = measure(model, self.prime, self.step, self.batch_invariant, self.native)
                 finally:
                     torch.set_num_threads(before)
+                    release_freed_memory()  # the candidates' weights, built and dropped
                 self._to_disk(key, cached)
             _process_cache[key] = cached
         return cached
