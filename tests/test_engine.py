@@ -562,3 +562,15 @@ def test_engine_paths_cache_names_one_file_that_several_data_folders_share(tmp_p
     second = Settings(data_dir=tmp_path / "b", engine={"paths_cache": shared})  # type: ignore[arg-type]
     again = prepare(tiny_charrnn(CHARS, seed=1), tuner_for(second)).network.serving_paths
     assert again.reason.endswith("(cached)") and (again.prime, again.step) == (measured.prime, measured.step)
+
+
+async def test_a_running_engine_hands_the_gil_over_promptly_and_restores_the_setting() -> None:
+    """Workers coming back from a native call should not wait Python's default 5 ms for the GIL."""
+    import sys
+
+    from genbot.engine import batching
+
+    before = sys.getswitchinterval()
+    async with GenerationEngine(max_streams_per_model=4, max_queue=0):
+        assert sys.getswitchinterval() == min(before, batching.SWITCH_INTERVAL_S)
+    assert sys.getswitchinterval() == before

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from collections import deque
@@ -60,6 +61,11 @@ READ_SHARE = 1 / 3  # at most this share of the time goes to reading prompts whi
 # many characters (the Python work of one call is then a small share of each character's cost).
 DECODE_CALL_S = 0.002
 MAX_DECODE_STEPS = 32
+# How long a thread may hold the GIL while another waits for it. A worker coming back from a native
+# call waits for the event loop to let go of the GIL; at Python's default 5 ms that wait was a
+# real share of a 64-stream step (~5 ms), and 0.5 ms served 64 streams through the service
+# ~10% faster. Set while an engine runs, restored when it closes.
+SWITCH_INTERVAL_S = 0.0005
 
 
 class StepModel(Protocol):
@@ -97,11 +103,15 @@ class GenerationEngine:
         self._waiting: set[Stream] = set()  # consumers blocked in __anext__ (event loop only)
         self._wake_scheduled = False
         self._last_wake = 0.0  # perf_counter() of the last throttled wake-up
+        self._switch_interval: float | None = None  # the process's, while this engine runs
 
     async def start(self) -> None:
         """Bind the engine to the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._closing = False
+        if self._switch_interval is None and sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     async def close(self) -> None:
         """Cancel every stream, wait for the worker threads, deliver the final results."""
@@ -112,6 +122,9 @@ class GenerationEngine:
             await asyncio.to_thread(t.join)
         with self._lock:
             self._runners.clear()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         await asyncio.sleep(0)  # let the results the workers posted resolve
 
     async def __aenter__(self) -> GenerationEngine:
