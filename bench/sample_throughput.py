@@ -241,7 +241,7 @@ def read_gb_s(nbytes: int, repeats: int = 200) -> float:
     return nbytes / best / 1e9
 
 
-def matmul_gflop_s(n: int = 1024, repeats: int = 5) -> float:
+def matmul_gflop_s(n: int = 1024, repeats: int = 30) -> float:
     """Best float32 matrix-product rate (GFLOP/s) of torch at 1 thread: a practical peak here."""
     import torch
 
