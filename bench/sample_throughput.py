@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,22 +234,38 @@ def step_weights(model: Any) -> int:
 
 
 def read_gb_s(nbytes: int, repeats: int = 200) -> float:
-    """Best read bandwidth (GB/s) of summing a float32 buffer of ``nbytes``, hot in cache as weights are."""
+    """Best one-thread read bandwidth (GB/s) summing a float32 buffer of ``nbytes``, hot in cache as weights are."""
     import torch
 
     buf = torch.rand(max(1, nbytes // 4))
-    buf.sum()
-    best = min(_timed(buf.sum) for _ in range(repeats))
+    with one_thread():
+        buf.sum()
+        best = min(_timed(buf.sum) for _ in range(repeats))
     return nbytes / best / 1e9
 
 
 def matmul_gflop_s(n: int = 1024, repeats: int = 30) -> float:
-    """Best float32 matrix-product rate (GFLOP/s) of torch at 1 thread: a practical peak here."""
+    """Best float32 matrix-product rate (GFLOP/s) of torch on one thread: a practical peak here."""
     import torch
 
     a, b = torch.rand(n, n), torch.rand(n, n)
-    a @ b
-    return 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+    with one_thread():
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread, as a serving worker runs (the bench process itself may use more)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _timed(fn: Any) -> float:
