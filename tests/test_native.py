@@ -41,8 +41,7 @@ def _model(cell: str, layers: int = 2, hidden: int = 50, vocab: int = 30, seed: 
 
 
 def _weights(lib: native.NativeLibrary, model: CharRNN, wtype: str) -> native.NativeWeights:
-    head = (model.head.weight, model.head.bias)
-    return native.NativeWeights(lib, model.config.cell, model._layers(), model._table(), head, wtype)  # type: ignore[arg-type]
+    return native.NativeWeights(lib, model._serving_weights(), wtype)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

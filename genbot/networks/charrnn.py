@@ -38,6 +38,7 @@ from genbot.networks.kernels import (
     KERNELS,
     LayerWeights,
     PackedWeights,
+    ServingWeights,
     bf16_step_available,
     fp16_available,
     gru_gates,
@@ -355,8 +356,7 @@ class CharRNN(nn.Module):
         key = self._weights_key()
         packed = self._packed.get(kernel)
         if packed is None or packed.key != key:
-            head = (self.head.weight, self.head.bias)
-            packed = PackedWeights(self.config.cell, self._layers(), self._table(), head, KERNELS[kernel], key)
+            packed = PackedWeights(self._serving_weights(), KERNELS[kernel], key)
             self._packed[kernel] = packed
         return packed
 
@@ -367,10 +367,7 @@ class CharRNN(nn.Module):
             lib = native.library()
             if lib is None:
                 raise RuntimeError(f"the native kernels are unavailable here: {native.unavailable_reason()}")
-            head = (self.head.weight, self.head.bias)
-            weights = native.NativeWeights(
-                lib, self.config.cell, self._layers(), self._table(), head, NATIVE[path], key
-            )
+            weights = native.NativeWeights(lib, self._serving_weights(), NATIVE[path], key)
             self._native[path] = weights
         return weights
 
@@ -404,8 +401,10 @@ class CharRNN(nn.Module):
             getattr(r, f"bias_hh_l{layer}"),
         )
 
-    def _layers(self) -> list[LayerWeights]:
-        return [LayerWeights(*self._layer_weights(layer)) for layer in range(self.config.layers)]
+    def _serving_weights(self) -> ServingWeights:
+        """The weights a serving path packs (views of this model's, no copies but the table)."""
+        layers = [LayerWeights(*self._layer_weights(layer)) for layer in range(self.config.layers)]
+        return ServingWeights(self.config.cell, layers, self._table(), (self.head.weight, self.head.bias))
 
     def _table(self) -> Tensor:
         """Layer 0's input gates for every character (vocab, G): the step's first product as a lookup."""

@@ -31,6 +31,16 @@ class LayerWeights:
     b_hh: Tensor
 
 
+@dataclass(frozen=True)
+class ServingWeights:
+    """What a serving path packs: the cell, every layer's weights, layer 0's input table and the head."""
+
+    cell: str
+    layers: Sequence[LayerWeights]
+    table: Tensor  # (vocab, G): ``input_table``, layer 0's input product and biases per character
+    head: tuple[Tensor, Tensor]  # (W (vocab, hidden), b (vocab,))
+
+
 def input_table(cell: str, embedding: Tensor, layer0: LayerWeights) -> Tensor:
     """Layer 0's input gates for every character (vocab, G), its input bias (and, but for GRU, hh bias) in."""
     bias = layer0.b_ih if cell == "gru" else layer0.b_ih + layer0.b_hh
@@ -111,17 +121,9 @@ class PackedWeights:
 
     READ_ROWS = 64  # most rows per batched input product while reading: as many as the load-time check covers
 
-    def __init__(
-        self,
-        cell: str,
-        layers: Sequence[LayerWeights],
-        table: Tensor,
-        head: tuple[Tensor, Tensor],
-        kernel: Kernel,
-        key: object = None,
-    ) -> None:
-        """``table``: ``input_table``'s (vocab, G); ``head``: (W (vocab, hidden), b (vocab,))."""
+    def __init__(self, weights: ServingWeights, kernel: Kernel, key: object = None) -> None:
         pack = kernel.pack
+        cell, layers, table, head = weights.cell, weights.layers, weights.table, weights.head
         self.key = key
         self.kernel = kernel
         self.layers = len(layers)

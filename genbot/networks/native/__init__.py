@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from genbot.networks.kernels import LayerWeights
+from genbot.networks.kernels import ServingWeights
 
 log = logging.getLogger("genbot.native")
 
@@ -201,18 +201,9 @@ class NativeSampling:
 class NativeWeights:
     """A CharRNN's weights packed for the kernels in one weight type; calls keep them alive."""
 
-    def __init__(
-        self,
-        lib: NativeLibrary,
-        cell: str,
-        layers: Sequence[LayerWeights],
-        table: Tensor,
-        head: tuple[Tensor, Tensor],
-        wtype: WeightType,
-        key: object = None,
-    ) -> None:
-        """``table`` (vocab, gates): layer 0's input product and biases per character (its W_ih
-        is not used); ``head``: (W (vocab, hidden), b (vocab,))."""
+    def __init__(self, lib: NativeLibrary, weights: ServingWeights, wtype: WeightType, key: object = None) -> None:
+        """Layer 0's input product is ``weights.table`` (its W_ih is not read)."""
+        cell, layers, table, head = weights.cell, weights.layers, weights.table, weights.head
         if wtype == "fp16" and not lib.has_fp16:
             raise RuntimeError("these native kernels have no float16 weights on this compiler")
         self.lib, self.key, self.wtype = lib, key, wtype
