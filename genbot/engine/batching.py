@@ -436,8 +436,8 @@ class _ModelRunner:
     def _native_steps(self, rows: int) -> int:
         """Characters the next native decode call runs (about DECODE_CALL_S); 0: step in Python."""
         decodes = getattr(self.model, "decodes_natively", None)
-        if decodes is None or not decodes(rows):
-            return 0
+        if decodes is None or rows < self._batch.min_rows or not decodes(rows):
+            return 0  # (a padded batch steps in Python: the kernels never need padding)
         longest = max(d.remaining for d in self._batch.decodes)  # no call runs past every stream's end
         return max(1, min(MAX_DECODE_STEPS, longest, int(DECODE_CALL_S / max(self.step_s, 1e-6))))
 
@@ -518,15 +518,16 @@ class _Reading:
         self.state: State | None = None
 
 
-def _uniforms(draws: list[Callable[[int], int]], device: torch.device | None) -> Tensor:
-    """One uniform in [0, 1) per stream (B,), each from that stream's own generator."""
-    return torch.tensor([d(UNIFORM_BITS) * UNIFORM_SCALE for d in draws], dtype=torch.float32, device=device)
-
-
 def _uniform_runs(draws: list[Callable[[int], int]], steps: int, device: torch.device | None) -> Tensor:
-    """Each stream's next ``steps`` uniforms (B, S): the same draws, in the same order, as one a step."""
+    """Each stream's next ``steps`` uniforms in [0, 1) (B, S), from that stream's own generator:
+    the same draws, in the same order, whether taken one a step or a run at a time."""
     rows = [[d(UNIFORM_BITS) * UNIFORM_SCALE for _ in range(steps)] for d in draws]
     return torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+def _uniforms(draws: list[Callable[[int], int]], device: torch.device | None) -> Tensor:
+    """One uniform per stream (B,)."""
+    return _uniform_runs(draws, 1, device).view(-1)
 
 
 class _Batch:
