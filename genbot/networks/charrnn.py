@@ -13,11 +13,13 @@ Serving reads prompts with ``read``/``read_end`` (``prime`` is both at once) and
 copy of the weights (fast only where the CPU has bf16 instructions); FBGEMM's packed float16
 weights with float32 arithmetic (half the bytes of float32 on any x86-64 CPU); oneDNN's packed
 float32 weights; or, for stepping, oneDNN's packed bfloat16 weights (AMX or AVX-512 BF16 make
-a batch of streams about twice as fast as float32). With the packed kernels each row's result
-does not depend on how many rows are in the batch, one row included, where MKL's float32 product
-rounds one to three rows each their own way. Which path is
-fastest depends on the machine, so ``genbot.engine.paths`` measures them when a model is loaded;
-an unmeasured model uses float32.
+a batch of streams about twice as fast as float32); or genbot's native kernels
+(``genbot.networks.native``: float32 or float16 weights, a whole step, prompt chunk or run of
+sampled characters in one C call, built where a C compiler is). With the packed and native
+kernels each row's result does not depend on how many rows are in the batch, one row included,
+where MKL's float32 product rounds one to three rows each their own way. Which path is fastest
+depends on the machine, so ``genbot.engine.paths`` measures them when a model is loaded; an
+unmeasured model uses float32. The packed torch kernels live in ``kernels.py``.
 
 State is a tuple of tensors shaped (layers, batch, hidden): ``(h, c)`` for LSTM, ``(h,)``
 otherwise — the same layout ``nn.LSTM`` returns, so a primed state joins a running batch as is.

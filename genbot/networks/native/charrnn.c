@@ -13,8 +13,9 @@
  *
  * Portability: plain C with GCC/Clang vector extensions, compiled on the machine that runs it
  * (``-march=native``): the compiler maps the vectors to whatever SIMD the CPU has. Weights are
- * stored as float32 or, where the compiler has a half-precision type, as float16 (half the bytes
- * read per character; arithmetic stays float32). Built and loaded by ``native/__init__.py``.
+ * stored as float32 or, where the CPU converts them in one instruction (F16C, arm64), as float16
+ * (half the bytes read per character; arithmetic stays float32). Built and loaded by
+ * ``native/__init__.py``, which also passes the weights in the layout below.
  */
 #include <math.h>
 #include <stddef.h>
