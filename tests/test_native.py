@@ -279,3 +279,21 @@ def test_a_native_path_that_computes_wrong_numbers_here_is_never_a_candidate(
     with torch.inference_mode():
         chosen = measure(model)
     assert chosen.step not in ("native", "native_fp16") and chosen.prime not in ("native", "native_fp16")
+
+
+def test_shapes_that_do_not_fit_the_network_are_refused_before_the_kernels_read_them(lib: native.NativeLibrary) -> None:
+    """The C side trusts its buffers' sizes: a state, ids or sampling rows of another shape never reach it."""
+    model = _model("lstm", hidden=16)
+    weights = _weights(lib, model, "fp32")
+    sampling = _sampling([SamplingParams()] * 2, 30)
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="state must be"):
+            weights.step(torch.tensor([1, 2, 3]), model.initial_state(2))  # 3 ids, 2 rows of state
+        with pytest.raises(ValueError, match="state must be"):
+            weights.read(torch.tensor([[1, 2]]), (model.initial_state(1)[0],))  # an LSTM without its cell
+        with pytest.raises(ValueError, match="top-layer outputs"):
+            weights.head(torch.zeros(1, 17))
+        with pytest.raises(ValueError, match="decode needs 3 ids"):
+            weights.decode(torch.tensor([1, 2, 3]), model.initial_state(3), sampling, torch.rand(3, 4))
+        out, _ = weights.decode(torch.tensor([1, 2]), model.initial_state(2), sampling, torch.rand(2, 4))
+    assert out.shape == (2, 4) and int(out.min()) >= 0 and int(out.max()) < 30

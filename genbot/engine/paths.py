@@ -203,14 +203,17 @@ class PathTuner:
             log.warning("could not write %s: %s", path.name, e)
 
 
-def native_candidates(model: CharRNN) -> list[Literal["native", "native_fp16"]]:
+NativePath = Literal["native", "native_fp16"]
+
+
+def native_candidates(model: CharRNN) -> list[NativePath]:
     """The native kernels' paths this model can use here: none where no compiler built them, and
     only those that compute what the float32 module computes (a compiler's or CPU's quirk loses
     its path here, logged, instead of serving wrong text)."""
     lib = native.library() if model.head.weight.device.type == "cpu" else None
     if lib is None:
         return []
-    kinds: list[Literal["native", "native_fp16"]] = ["native", "native_fp16"]
+    kinds: list[NativePath] = ["native", "native_fp16"]
     return [p for p in kinds if NATIVE[p] in lib.weight_types() and _follows_fp32(model, p)]
 
 
@@ -243,19 +246,19 @@ def _follows_fp32(model: CharRNN, path: str) -> bool:
     return ok
 
 
-def prime_candidates(model: CharRNN, with_native: bool = True) -> list[PrimePath]:
-    """Prompt readers this model can use here."""
+def prime_candidates(model: CharRNN, natives: Sequence[NativePath] | None = None) -> list[PrimePath]:
+    """Prompt readers this model can use here (``natives``: ``native_candidates``, if already known)."""
     out: list[PrimePath] = ["fp32", "bf16"]
     cpu = model.head.weight.device.type == "cpu"
     if cpu and model.config.cell != "rnn" and fp16_available():
         out.append("fp16")
     if cpu and onednn_available():
         out.append("onednn")
-    return [*out, "steps", *(native_candidates(model) if with_native else [])]
+    return [*out, "steps", *(native_candidates(model) if natives is None else natives)]
 
 
-def step_candidates(model: CharRNN, with_native: bool = True) -> list[StepPath]:
-    """Step kernels this model can use here."""
+def step_candidates(model: CharRNN, natives: Sequence[NativePath] | None = None) -> list[StepPath]:
+    """Step kernels this model can use here (``natives``: ``native_candidates``, if already known)."""
     cpu = model.head.weight.device.type == "cpu"
     fp16: list[StepPath] = ["fp16"] if cpu and fp16_available() else []
     onednn: list[StepPath] = ["onednn"] if cpu and onednn_available() else []
@@ -263,7 +266,8 @@ def step_candidates(model: CharRNN, with_native: bool = True) -> list[StepPath]:
     # instructions: the quick timing in ``_pick`` drops it there.
     bf16: list[StepPath] = ["bf16"] if cpu and bf16_step_available() else []
     rowwise_fp16: list[StepPath] = ["rowwise_fp16"] if fp16 else []
-    return ["fp32", *fp16, *onednn, *bf16, "rowwise", *rowwise_fp16, *(native_candidates(model) if with_native else [])]
+    native_paths = native_candidates(model) if natives is None else natives
+    return ["fp32", *fp16, *onednn, *bf16, "rowwise", *rowwise_fp16, *native_paths]
 
 
 def measure(
@@ -278,13 +282,14 @@ def measure(
     t0 = time.perf_counter()
     try:
         with torch.inference_mode():
+            natives = native_candidates(model) if with_native else []  # checked against float32 once
             step_path, step_rows, step_why, step_ms = _pick(
-                "step", step_candidates(model, with_native), step, batch_invariant,
+                "step", step_candidates(model, natives), step, batch_invariant,
                 lambda p: _step_rows(model, p), lambda p, b, r: _time_step(model, p, b, r), STEP_PROBE_BATCH,
             )  # fmt: skip
             # the steps reader runs the chosen step kernel, so prompts are checked and timed with it
             prime_path, prime_rows, prime_why, prime_ms = _pick(
-                "prime", prime_candidates(model, with_native), prime, batch_invariant,
+                "prime", prime_candidates(model, natives), prime, batch_invariant,
                 lambda p: _prime_rows(model, p, step_path), lambda p, b, r: _time_read(model, p, b, r, step_path),
             )  # fmt: skip
             few, few_below = (None, 0) if batch_invariant or step != "auto" else _few_rows(model, step_path, step_ms)

@@ -235,8 +235,15 @@ class NativeWeights:
         )  # fmt: skip
         self._keep = keep
 
-    def _state(self, state: Sequence[Tensor]) -> tuple[Tensor, ...]:
-        """Fresh float32 copies of the state: the kernels update them in place."""
+    def _state(self, state: Sequence[Tensor], rows: int) -> tuple[Tensor, ...]:
+        """Fresh float32 copies of the state for ``rows`` rows: the kernels update them in place.
+
+        Shapes are checked here: the C side trusts them, and a mismatch would read past a buffer.
+        """
+        shape, count = (self.layers, rows, self.hidden), 2 if self.lstm else 1
+        if len(state) != count or any(tuple(s.shape) != shape for s in state):
+            got = [tuple(s.shape) for s in state]
+            raise ValueError(f"state must be {count} tensor(s) shaped {shape}, not {got}")
         return tuple(s.to(torch.float32, copy=True).contiguous() for s in state)
 
     def _ptrs(self, state: tuple[Tensor, ...]) -> tuple[int, int | None]:
@@ -249,7 +256,7 @@ class NativeWeights:
     def step(self, ids: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Logits (B, V) for one character per row ids (B,), and the next state."""
         ids = ids.to(torch.int64).contiguous()
-        new = self._state(state)
+        new = self._state(state, ids.shape[0])
         logits = torch.empty(ids.shape[0], self.vocab)
         self._check(self.lib.lib.gb_step(self.net, ids.shape[0], ids.data_ptr(), *self._ptrs(new), logits.data_ptr()))
         return logits, new
@@ -257,13 +264,15 @@ class NativeWeights:
     def read(self, ids: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Prompt chunks ids (B, T) from ``state``: the top layer's last output (B, H) and the new state."""
         ids = ids.to(torch.int64).contiguous()
-        new = self._state(state)
+        new = self._state(state, ids.shape[0])
         self._check(self.lib.lib.gb_read(self.net, ids.shape[0], ids.shape[1], ids.data_ptr(), *self._ptrs(new)))
         return new[0][-1], new
 
     def head(self, top: Tensor) -> Tensor:
         """Logits (B, V) of the top layer's outputs (B, H)."""
         top = top.to(torch.float32).contiguous()
+        if top.dim() != 2 or top.shape[1] != self.hidden:
+            raise ValueError(f"top-layer outputs must be (rows, {self.hidden}), not {tuple(top.shape)}")
         logits = torch.empty(top.shape[0], self.vocab)
         self._check(self.lib.lib.gb_head(self.net, top.shape[0], top.data_ptr(), logits.data_ptr()))
         return logits
@@ -275,10 +284,17 @@ class NativeWeights:
         ids = ids.to(torch.int64).contiguous()
         uniforms = uniforms.to(torch.float32).contiguous()
         batch, steps = uniforms.shape
-        new = self._state(state)
+        new = self._state(state, batch)
+        per_row = (
+            sampling.temps.to(torch.float32).contiguous(),
+            sampling.top_k.to(torch.int64).contiguous(),
+            sampling.top_p.to(torch.float32).contiguous(),
+            sampling.greedy.to(torch.uint8).contiguous(),
+        )
+        if ids.shape != (batch,) or any(t.shape != (batch,) for t in per_row):
+            raise ValueError(f"decode needs {batch} ids and {batch} rows of sampling settings")
         out = torch.empty(batch, steps, dtype=torch.int64)
-        s = sampling
-        rows = (s.temps.data_ptr(), s.top_k.data_ptr(), s.top_p.data_ptr(), s.greedy.data_ptr())
+        rows = tuple(t.data_ptr() for t in per_row)
         h, c = self._ptrs(new)
         rc = self.lib.lib.gb_decode(
             self.net, batch, steps, ids.data_ptr(), h, c, *rows, uniforms.data_ptr(), out.data_ptr()

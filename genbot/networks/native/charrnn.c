@@ -64,7 +64,6 @@ typedef struct {
     const float *head_b;        /* (padded vocab) */
 } net_t;
 
-int gb_vec(void) { return VEC; }
 int gb_panel(void) { return PANEL; }
 int gb_has_f16(void) { return HAVE_F16; }
 
