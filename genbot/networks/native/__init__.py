@@ -46,8 +46,8 @@ _ARCH_FLAGS: tuple[list[str], ...] = (["-march=native"], ["-mcpu=native"], [])
 _BASE_FLAGS = ["-O3", "-shared", "-fPIC", "-ffp-contract=fast", "-fno-strict-aliasing"]
 
 WeightType = Literal["fp32", "fp16"]
-_WTYPE = {"fp32": 0, "fp16": 1}
-_CELL = {"rnn": 0, "lstm": 1, "gru": 2}
+WEIGHT_TYPES = {"fp32": 0, "fp16": 1}
+CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
 _ERRORS = {1: "out of memory", 2: "bad arguments (a character id outside the vocabulary?)"}
 
 _lock = threading.Lock()
@@ -198,40 +198,69 @@ class NativeSampling:
     greedy: Tensor  # (B,) uint8
 
 
+@dataclass(frozen=True)
+class PackedNet:
+    """A network's weights in the layout charrnn.c reads (``net_t``); None where it takes NULL."""
+
+    cell: str
+    wtype: WeightType
+    table: Tensor  # (vocab, gates) float32: layer 0's input product and biases per character
+    w_ih: list[Tensor | None]  # per layer, packed (layer 0: None, the table stands for it)
+    w_hh: list[Tensor]  # per layer, packed
+    b_in: list[Tensor | None]  # per layer, padded: the input bias, plus the hidden bias but for GRU
+    b_hh: list[Tensor | None]  # per layer, padded: GRU's hidden bias; None for the other cells
+    head_w: Tensor  # packed
+    head_b: Tensor  # padded
+
+    def buffers(self) -> list[Tensor | None]:
+        """Every buffer in ``net_t``'s order: the table, each layer's four, then the head's two."""
+        per_layer = [t for i in range(len(self.w_hh)) for t in (self.w_ih[i], self.w_hh[i], self.b_in[i], self.b_hh[i])]
+        return [self.table, *per_layer, self.head_w, self.head_b]
+
+
+def pack(weights: ServingWeights, panel: int, wtype: WeightType) -> PackedNet:
+    """``weights`` packed for kernels of this panel width, with weight matrices in ``wtype``."""
+    gru, dtype = weights.cell == "gru", torch.float32 if wtype == "fp32" else torch.float16
+    w_ih: list[Tensor | None] = []
+    w_hh: list[Tensor] = []
+    b_in: list[Tensor | None] = []
+    b_hh: list[Tensor | None] = []
+    with torch.no_grad():
+        for i, lw in enumerate(weights.layers):
+            wi, wh, bi, bh = (t.detach().float() for t in (lw.w_ih, lw.w_hh, lw.b_ih, lw.b_hh))
+            w_ih.append(_pack(wi, panel, dtype) if i else None)
+            w_hh.append(_pack(wh, panel, dtype))
+            b_in.append(_pad(bi if gru else bi + bh, panel))
+            b_hh.append(_pad(bh, panel) if gru else None)
+        return PackedNet(
+            weights.cell, wtype, weights.table.detach().float().contiguous(), w_ih, w_hh, b_in, b_hh,
+            _pack(weights.head[0].detach().float(), panel, dtype), _pad(weights.head[1].detach().float(), panel),
+        )  # fmt: skip
+
+
 class NativeWeights:
     """A CharRNN's weights packed for the kernels in one weight type; calls keep them alive."""
 
     def __init__(self, lib: NativeLibrary, weights: ServingWeights, wtype: WeightType, key: object = None) -> None:
         """Layer 0's input product is ``weights.table`` (its W_ih is not read)."""
-        cell, layers, table, head = weights.cell, weights.layers, weights.table, weights.head
         if wtype == "fp16" and not lib.has_fp16:
             raise RuntimeError("these native kernels have no float16 weights on this compiler")
         self.lib, self.key, self.wtype = lib, key, wtype
-        self.layers, self.hidden, self.vocab = len(layers), layers[0].w_hh.shape[1], head[0].shape[0]
-        self.lstm = cell == "lstm"
-        gru = cell == "gru"
-        dtype = torch.float32 if wtype == "fp32" else torch.float16
+        self.layers, self.hidden = len(weights.layers), weights.layers[0].w_hh.shape[1]
+        self.vocab = weights.head[0].shape[0]
+        self.lstm = weights.cell == "lstm"
+        self.packed = packed = pack(weights, lib.panel, wtype)
         keep: list[object] = []  # everything the C side points at
 
-        def pinned(t: Tensor) -> int:
-            keep.append(t)
-            return t.data_ptr()
+        def pointers(tensors: Sequence[Tensor | None]) -> ctypes.Array[ctypes.c_void_p]:
+            arr = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
+            keep.append(arr)
+            return arr
 
-        with torch.no_grad():
-            w_ih, w_hh, b_in, b_hh = [], [], [], []
-            for i, lw in enumerate(layers):
-                wi, wh, bi, bh = (t.detach().float() for t in (lw.w_ih, lw.w_hh, lw.b_ih, lw.b_hh))
-                w_ih.append(pinned(_pack(wi, lib.panel, dtype)) if i else 0)
-                w_hh.append(pinned(_pack(wh, lib.panel, dtype)))
-                b_in.append(pinned(_pad(bi if gru else bi + bh, lib.panel)))
-                b_hh.append(pinned(_pad(bh, lib.panel)) if gru else 0)
-            table = table.detach().float().contiguous()
-            head_w = _pack(head[0].detach().float(), lib.panel, dtype)
-            head_b = _pad(head[1].detach().float(), lib.panel)
         self.net = _Net(
-            _CELL[cell], self.layers, self.hidden, self.vocab, table.shape[1], _WTYPE[wtype], pinned(table),
-            _pointers(w_ih, keep), _pointers(w_hh, keep), _pointers(b_in, keep), _pointers(b_hh, keep),
-            pinned(head_w), pinned(head_b),
+            CELLS[packed.cell], self.layers, self.hidden, self.vocab, packed.table.shape[1], WEIGHT_TYPES[wtype],
+            packed.table.data_ptr(), pointers(packed.w_ih), pointers(packed.w_hh), pointers(packed.b_in),
+            pointers(packed.b_hh), packed.head_w.data_ptr(), packed.head_b.data_ptr(),
         )  # fmt: skip
         self._keep = keep
 
@@ -317,9 +346,3 @@ def _pad(b: Tensor, panel: int) -> Tensor:
     out = torch.zeros(-(-n // panel) * panel)
     out[:n] = b
     return out
-
-
-def _pointers(addresses: list[int], keep: list[object]) -> ctypes.Array[ctypes.c_void_p]:
-    arr = (ctypes.c_void_p * len(addresses))(*[a or None for a in addresses])
-    keep.append(arr)
-    return arr
