@@ -321,6 +321,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     return {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": cpu_flags(),  # the flags the serving paths' cache is keyed by
+        "native_kernels": native_kernels(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -329,6 +330,14 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "loadavg_1m": round(load[0], 2),
         "commit": _git_commit(),
     }
+
+
+def native_kernels() -> str:
+    """How genbot's native kernels run here (the vector widths they timed when loaded), or why they don't."""
+    from genbot.networks import native
+
+    lib = native.library()
+    return lib.describe() if lib is not None else f"unavailable: {native.unavailable_reason()}"
 
 
 def cpu_flags() -> list[str]:

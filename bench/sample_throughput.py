@@ -390,6 +390,7 @@ def main() -> None:
         notes += [bl.paths_note(f"{m.info.name} (batch_invariant=false)", m.fast.network) for m in (small, shakes)]
         env = bl.environment(1)
         notes.append(f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}")
+        notes.append(f"native kernels: {env['native_kernels']}")
         runs: dict[str, Any] = {}
         rows: list[bl.Row] = []
         limits: dict[str, Any] = {}

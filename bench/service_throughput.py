@@ -182,7 +182,7 @@ def served_paths_note(model: bl.BenchModel, settings: Any) -> str:
     env = bl.environment(1)
     loaded = prepare(load_model(model.folder), tuner_for(settings))
     cpu = f"CPU capability {env['cpu_capability']}, flags {' '.join(env['cpu_flags'])}"
-    return f"{cpu}; {bl.paths_note(model.name, loaded.network)}"
+    return f"{cpu}; native kernels: {env['native_kernels']}; {bl.paths_note(model.name, loaded.network)}"
 
 
 def throughput_rows(runs: dict[str, Any], model: bl.BenchModel) -> list[bl.Row]:

@@ -2,6 +2,8 @@
  * program of its own, so that tests can run a build for another CPU (under an emulator) or with
  * other compiler flags than the library genbot loads, and compare what it computes.
  *
+ * Products run on 512-bit vectors wherever the build has them (genbot itself times both widths).
+ *
  * Usage: native_driver IN OUT. Exit 0 with OUT written; 3 when the build has no float16 weights
  * and IN asks for them; 1 on any other failure (said on stderr).
  *
@@ -55,6 +57,7 @@ int main(int argc, char **argv)
         return fail("bad input header");
     int layers = hdr[1], H = hdr[2], V = hdr[3], B = hdr[6], T = hdr[7], S = hdr[8];
     if (hdr[5] == W_F16 && !HAVE_F16) return 3;
+    gb_set_wide(WIDE_BLOCKS | WIDE_LONE); /* every product on 512-bit vectors where the build has them */
     if (layers <= 0 || layers > 64 || T < 2) return fail("bad header values");
 
     enum { PER_LAYER = 4, TAIL = 10 };

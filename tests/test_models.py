@@ -335,6 +335,38 @@ def test_fast_mode_steps_a_few_rows_through_the_lone_stream_kernel_and_a_batch_t
         assert fast.step_few is None or (fast.step_few != fast.step and fast.few_below > 1)
 
 
+def test_fast_mode_reads_a_lone_prompt_through_the_reader_fastest_alone_and_a_batch_through_the_batched_one() -> None:
+    from dataclasses import replace
+
+    from genbot.engine.paths import measure
+    from genbot.networks import native
+    from genbot.networks.charrnn import ServingPaths
+
+    if native.library() is None:
+        pytest.skip(f"needs the native kernels beside float32: {native.unavailable_reason()}")
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(30, "lstm", 2, 48, 12)).eval().requires_grad_(False)
+    ids = torch.randint(30, (3, 20), generator=torch.Generator().manual_seed(2))
+
+    def primed(paths: ServingPaths, rows: int) -> torch.Tensor:
+        model.use_paths(paths)
+        return model.prime(ids[:rows])[0]
+
+    fp32, fp16 = ServingPaths(prime="fp32", prime_rows=1), ServingPaths(prime="native_fp16", prime_rows=1)
+    mixed = replace(fp32, prime_lone="native_fp16")
+    with torch.inference_mode():
+        assert not torch.equal(primed(fp16, 1), primed(fp32, 1))  # the two readers are told apart
+        assert torch.equal(primed(mixed, 1), primed(fp16, 1))
+        for rows in (2, 3):
+            assert torch.equal(primed(mixed, rows), primed(fp32, rows))
+        # exact mode never mixes readers: a prompt's state would depend on its batch
+        assert measure(model, batch_invariant=True).prime_lone is None
+        fast = measure(model, batch_invariant=False)
+        assert fast.prime_lone is None or fast.prime_lone != fast.prime
+        if fast.prime_lone:
+            assert fast.measured[fast.prime_lone] < fast.measured[fast.prime]
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_rowwise_fp16_steps_every_row_as_the_float16_kernel_steps_it_alone(cell: str) -> None:
     """The float16 row-at-a-time path is exact on any CPU: a row in a batch equals that row alone on fp16."""

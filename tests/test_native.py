@@ -87,6 +87,40 @@ def test_a_native_row_is_the_same_alone_in_any_batch_and_in_any_chunking(lib: na
                     assert all(torch.equal(s[:, i], a[:, 0]) for s, a in zip(stepped, lone_state, strict=True))
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_products_on_512_bit_vectors_give_the_same_bits_as_on_256_bit_ones(
+    lib: native.NativeLibrary, cell: str
+) -> None:
+    """Whichever widths the load-time timing picks here (batches, lone rows, both), every row of
+    every batch reads, steps and decodes to the same bits: the choice is one of speed only."""
+    if not lib.has_wide:
+        pytest.skip(f"no 512-bit build on this CPU ({lib.describe()})")
+    model = _model(cell, hidden=200, vocab=70)  # 800 gate outputs: 50 panels, so 12-panel groups and leftovers
+    ids = torch.randint(70, (20, 11))
+    params = [SamplingParams(temperature=0.9, top_k=20 * (i % 2)) for i in range(20)]
+    uniforms = torch.rand(20, 6)
+    chosen = lib.wide_mode
+    try:
+        with torch.inference_mode():
+            for wtype in _weight_types(lib):
+                weights = _weights(lib, model, wtype)
+                results = {}
+                for mode in (0, native.WIDE_BLOCKS, native.WIDE_LONE, native.WIDE_BLOCKS | native.WIDE_LONE):
+                    assert lib.set_wide(mode) == mode
+                    runs = []
+                    for b in (1, 7, 20):
+                        top, state = weights.read(ids[:b, :-1], model.initial_state(b))
+                        logits, state = weights.step(ids[:b, -1], state)
+                        out, after = weights.decode(ids[:b, 0], state, _sampling(params[:b], 70), uniforms[:b])
+                        runs.append((top, logits, out, *state, *after))
+                    results[mode] = runs
+                for mode, runs in results.items():
+                    for narrow, wide in zip(results[0], runs, strict=True):
+                        assert all(torch.equal(a, b) for a, b in zip(narrow, wide, strict=True)), (wtype, mode)
+    finally:
+        lib.set_wide(chosen)
+
+
 def test_reading_a_prompt_equals_stepping_through_it(lib: native.NativeLibrary) -> None:
     model = _model("lstm", hidden=40)
     ids = torch.randint(30, (2, 12))

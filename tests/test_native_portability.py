@@ -1,9 +1,10 @@
 """The native kernels compute the same on CPUs other than this one.
 
 genbot compiles ``charrnn.c`` on the machine that serves, for that machine's CPU. These tests build
-it for other targets: x86-64 without AVX, FMA or F16C (the plain build genbot falls back to), and
-arm64 (run under qemu's user-mode emulator), each inside a small program (``native_driver.c``)
-that reads, steps and decodes on inputs from a file. Every target must follow torch's float32
+it for other targets: x86-64 without AVX, FMA or F16C (the plain build genbot falls back to),
+AVX2 and AVX-512 x86-64 (where this CPU runs them), and arm64 (under qemu's user-mode emulator),
+each inside a small program (``native_driver.c``) that reads, steps and decodes on inputs from a
+file, on 512-bit vectors wherever the build has them. Every target must follow torch's float32
 modules, and decode what this machine's own build decodes from the same uniforms.
 
 The arm64 target needs Debian's gcc-aarch64-linux-gnu and qemu-user (CI installs them); where they
@@ -41,9 +42,13 @@ class Target:
     runner: tuple[str, ...]  # an emulator to run the program under, or nothing
     has_fp16: bool
 
+    needs: tuple[str, ...] = ()  # CPU flags the host needs to run it without an emulator
+
 
 TARGETS = [
     Target("x86-64 plain", "gcc", ("-march=x86-64",), (), has_fp16=False),
+    Target("x86-64-v3 AVX2", "gcc", ("-march=x86-64-v3",), (), has_fp16=True, needs=("avx2", "fma", "f16c")),
+    Target("x86-64-v4 AVX-512", "gcc", ("-march=x86-64-v4",), (), has_fp16=True, needs=("avx512f", "avx512vl", "f16c")),
     Target("arm64", "aarch64-linux-gnu-gcc", ("-march=armv8-a", "-static"), ("qemu-aarch64",), has_fp16=True),
 ]
 
@@ -51,7 +56,10 @@ TARGETS = [
 def _missing(target: Target) -> list[str]:
     if target.compiler == "gcc" and os.uname().machine != "x86_64":
         return [f"an x86-64 host for {target.name}"]
-    return [tool for tool in (target.compiler, *target.runner) if not shutil.which(tool)]
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    return [tool for tool in (target.compiler, *target.runner) if not shutil.which(tool)] + [
+        f"the CPU flag {flag}" for flag in target.needs if flag not in flags
+    ]
 
 
 @pytest.fixture(scope="module", params=TARGETS, ids=lambda t: t.name)

@@ -86,7 +86,7 @@ _ROW_CHOICES = (1, 2, 4, 8)
 _FEW_ROWS = (2, 4, 8, 16)
 
 Forced = Literal["auto", "fp32", "bf16", "fp16", "onednn", "steps", "rowwise", "rowwise_fp16", "native", "native_fp16"]
-_CACHE_VERSION = 6  # bump when a choice cached by an older genbot may no longer be right
+_CACHE_VERSION = 7  # bump when a choice cached by an older genbot may no longer be right
 _process_cache: dict[str, ServingPaths] = {}
 _lock = threading.Lock()
 
@@ -183,7 +183,8 @@ class PathTuner:
         except (OSError, ValueError, TypeError) as e:
             log.warning("ignoring unreadable %s: %s", path.name, e)
             return None
-        if paths.prime not in PRIME_PATHS or paths.step not in STEP_PATHS:
+        primes, steps = {paths.prime, paths.prime_lone or paths.prime}, {paths.step, paths.step_few or paths.step}
+        if not primes <= set(PRIME_PATHS) or not steps <= set(STEP_PATHS):
             return None
         return ServingPaths(**{**paths.to_dict(), "reason": f"{paths.reason} (cached)"})  # type: ignore[arg-type]
 
@@ -295,12 +296,30 @@ def measure(
             few, few_below = (None, 0) if batch_invariant or step != "auto" else _few_rows(model, step_path, step_ms)
     finally:
         model.use_paths(before)
+    lone = None if batch_invariant or prime != "auto" else _lone_reader(prime_path, prime_ms)
     took = (time.perf_counter() - t0) * 1000
     few_why = f"; step {few} below {few_below} rows (fastest alone)" if few else ""
-    reason = f"{prime_why}; {step_why}{few_why}; measured in {took:.0f} ms on {torch.backends.cpu.get_cpu_capability()}"
+    few_why += f"; prime {lone} for a lone prompt (fastest alone)" if lone else ""
+    lib = native.library() if {prime_path, step_path} & set(NATIVE) else None
+    native_why = f"; native kernels: {lib.describe()}" if lib is not None else ""
+    reason = (
+        f"{prime_why}; {step_why}{few_why}{native_why}; "
+        f"measured in {took:.0f} ms on {torch.backends.cpu.get_cpu_capability()}"
+    )
     measured = {f"prime_{k}": v for k, v in prime_ms.items()} | {f"step_{k}": v for k, v in step_ms.items()}
     prime_as, step_as = cast(PrimePath, prime_path), cast(StepPath, step_path)
-    return ServingPaths(prime_as, step_as, prime_rows, step_rows, reason, measured, few, few_below)
+    return ServingPaths(prime_as, step_as, prime_rows, step_rows, reason, measured, few, few_below, lone)
+
+
+def _lone_reader(batched: str, prime_ms: dict[str, float]) -> PrimePath | None:
+    """Fast mode: the prompt reader fastest for a lone prompt where it is not ``batched`` (by
+    ``MARGIN``), else None. Exact mode never mixes readers: a prompt's state would depend on how
+    many were read with it."""
+    lone = {p: ms for p, ms in prime_ms.items() if p in PRIME_PATHS}
+    if batched not in lone:
+        return None
+    best = min(lone, key=lambda p: lone[p])
+    return cast(PrimePath, best) if best != batched and lone[best] <= MARGIN * lone[batched] else None
 
 
 def _few_rows(model: CharRNN, batched: str, step_ms: dict[str, float]) -> tuple[StepPath | None, int]:

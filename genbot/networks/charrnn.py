@@ -102,10 +102,17 @@ class ServingPaths:
     # (float16: fewer bytes per row) and another for many (bfloat16 on AMX: more rows per byte).
     step_few: StepPath | None = None
     few_below: int = 0
+    # Fast mode only: a lone prompt is read through ``prime_lone``, the reader fastest alone, where
+    # another reads a batch faster (the native kernels alone, bfloat16 for many on bf16 CPUs).
+    prime_lone: PrimePath | None = None
 
     def step_path(self, rows: int) -> StepPath:
         """The step kernel for a batch of ``rows`` rows."""
         return self.step_few if self.step_few is not None and rows < self.few_below else self.step
+
+    def prime_path(self, rows: int) -> PrimePath:
+        """The prompt reader for ``rows`` prompts read together."""
+        return self.prime_lone if self.prime_lone is not None and rows == 1 else self.prime
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for JSON (``genbot models --json``, the on-disk cache, bench output)."""
@@ -161,13 +168,14 @@ class CharRNN(nn.Module):
         self.serving_paths = paths
         if keep_caches:
             return
-        if paths.prime != "bf16":
+        primes = {paths.prime, paths.prime_lone or paths.prime}
+        if "bf16" not in primes:
             self._twin = None
-        readers = {paths.prime} & set(PACKED_READERS)  # the bf16 reader is the twin, not a packed kernel
+        readers = primes & set(PACKED_READERS)  # the bf16 reader is the twin, not a packed kernel
         steps = {paths.step, paths.step_few or paths.step}
         kernels = readers | {ROWWISE.get(p, p) for p in steps}
         self._packed = {k: v for k, v in self._packed.items() if k in kernels}
-        self._native = {k: v for k, v in self._native.items() if k in steps | {paths.prime}}
+        self._native = {k: v for k, v in self._native.items() if k in steps | primes}
 
     def initial_state(self, batch: int) -> State:
         """Zero state for ``batch`` streams."""
@@ -205,7 +213,7 @@ class CharRNN(nn.Module):
         if pad > 0:
             ids = pad_rows(ids, n + pad)
             state = tuple(pad_rows(s, n + pad, dim=1) for s in state)
-        path = self.serving_paths.prime
+        path = self.serving_paths.prime_path(n)
         if path == "steps" or (path in NATIVE and self._on_cpu()):
             reader = self._native_weights(path).read if path in NATIVE else self._read_steps
             last, new_state = reader(ids, state)
@@ -229,7 +237,7 @@ class CharRNN(nn.Module):
         """Logits (B, V) from ``read``'s last hidden output, and its state in the serving dtype."""
         dtype = self.head.weight.dtype
         n = h.shape[0]
-        path = self.serving_paths.prime
+        path = self.serving_paths.prime_path(n)
         pad = self.serving_paths.prime_rows - n
         rows = pad_rows(h, n + pad)
         if path == "steps":

@@ -47,8 +47,10 @@ class ApiMetrics:
         if self._paths is not None:
             self.engine_path.clear()
             for model, p in self._paths().items():
-                step = str(p.get("step"))
+                prime, step = str(p.get("prime")), str(p.get("step"))
                 if p.get("step_few"):  # fast mode: a lone-stream kernel below some batch size
                     step = f"{p['step_few']} below {p.get('few_below')} rows, else {step}"
-                self.engine_path.labels(model, str(p.get("prime")), step).set(1)
+                if p.get("prime_lone"):  # fast mode: a lone prompt's own reader
+                    prime = f"{p['prime_lone']} alone, else {prime}"
+                self.engine_path.labels(model, prime, step).set(1)
         return generate_latest(self.registry)

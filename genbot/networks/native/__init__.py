@@ -75,8 +75,12 @@ class _Net(ctypes.Structure):
     ]
 
 
+WIDE_BLOCKS, WIDE_LONE = 1, 2  # charrnn.c's wide modes: batched rows, lone rows on 512-bit vectors
+
+
 class NativeLibrary:
-    """The loaded kernels: their panel width and whether float16 weights are supported."""
+    """The loaded kernels: their panel width, whether float16 weights are supported, and which
+    products run on 512-bit vectors here (timed when loaded: ``calibrate``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -87,12 +91,45 @@ class NativeLibrary:
             "gb_read": [net, i, i, p, p, p],
             "gb_head": [net, i, p, p],
             "gb_decode": [net, i, i, p, p, p, p, p, p, p, p, p],
+            "gb_set_wide": [i],
+            "gb_calibrate": [ctypes.POINTER(ctypes.c_double)],
         }.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, ctypes.c_int
         self.lib = lib
         self.panel = int(lib.gb_panel())
         self.has_fp16 = bool(lib.gb_has_f16())
+        self.has_wide = bool(lib.gb_has_wide())
+        self.wide_mode = 0
+        self.calibration: tuple[float, ...] = ()
+        self.calibrate()
+
+    def calibrate(self) -> int:
+        """Time products narrow and wide on this CPU and keep the faster of each (the numbers are
+        the same either way); the wide mode set."""
+        seconds = (ctypes.c_double * 4)()
+        self.wide_mode = int(self.lib.gb_calibrate(seconds))
+        self.calibration = tuple(seconds)
+        return self.wide_mode
+
+    def set_wide(self, mode: int) -> int:
+        """Force a wide mode (``WIDE_BLOCKS | WIDE_LONE``, where the build has wide vectors); the mode set."""
+        self.wide_mode = int(self.lib.gb_set_wide(mode))
+        return self.wide_mode
+
+    def describe(self) -> str:
+        """Which vectors the products use here, and the timings that chose them."""
+        if not self.has_wide:
+            return "256-bit products (no 512-bit build here)"
+        us = [f"{t * 1e6:.0f}" for t in self.calibration] or ["?"] * 4
+
+        def width(bit: int) -> str:
+            return "512" if self.wide_mode & bit else "256"
+
+        return (
+            f"{width(WIDE_BLOCKS)}-bit batches (256/512: {us[0]}/{us[1]} µs), "
+            f"{width(WIDE_LONE)}-bit lone rows ({us[2]}/{us[3]} µs)"
+        )
 
     def weight_types(self) -> list[WeightType]:
         """Weight types these kernels run here."""

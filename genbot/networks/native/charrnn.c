@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Eight float32 lanes: AVX's registers, two NEON registers; one width on every CPU, so the same
  * code (and summation order) runs everywhere. */
@@ -47,6 +48,22 @@ typedef _Float16 vh_u __attribute__((vector_size(VEC * 2), aligned(2), may_alias
 #define HAVE_F16 0
 #endif
 
+/* Where the compiler targets AVX-512, products can also run on 512-bit vectors, one panel per
+ * register. Each output is still one lane summing over k in the same order, so the numbers are
+ * the same bit for bit; only the speed differs, and not the same way on every CPU (full-width
+ * units, double-pumped ones, clocks that drop under 512-bit work): gb_calibrate times both here. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_WIDE 1
+typedef float vw __attribute__((vector_size(PANEL * 4)));
+typedef float vw_u __attribute__((vector_size(PANEL * 4), aligned(4), may_alias));
+#else
+#define HAVE_WIDE 0
+#endif
+enum { WIDE_BLOCKS = 1, WIDE_LONE = 2 };
+/* Which products run wide: set once when the library is loaded (gb_calibrate or gb_set_wide). */
+static int wide_mode = 0;
+
 enum { CELL_RNN = 0, CELL_LSTM = 1, CELL_GRU = 2 };
 enum { W_F32 = 0, W_F16 = 1 };
 enum { OK = 0, E_NOMEM = 1, E_ARGS = 2 };
@@ -66,6 +83,10 @@ typedef struct {
 
 int gb_panel(void) { return PANEL; }
 int gb_has_f16(void) { return HAVE_F16; }
+int gb_has_wide(void) { return HAVE_WIDE; }
+
+/* Run products wide where mode says so (WIDE_BLOCKS, WIDE_LONE; only where HAVE_WIDE); the mode set. */
+int gb_set_wide(int mode) { return wide_mode = HAVE_WIDE ? mode & (WIDE_BLOCKS | WIDE_LONE) : 0; }
 
 static inline int padded(int n) { return (n + PANEL - 1) / PANEL * PANEL; }
 
@@ -152,11 +173,66 @@ static void block_6x1(int K, const float *X, int ldx, const float *W, float *Y, 
         PUT(a, Y);                                                                                    \
     }
 
-/* Y[rows, :N] += X[rows, :K] @ W. Blocks of BLOCK_ROWS rows go panel by panel, each panel (read
- * once from memory, then from cache) through every block of a tile of rows (which stays in cache
- * too), as float32: a float16 panel is first widened into `wide` (K * PANEL floats; the same
- * numbers, converted once instead of once per block). The rows left go one by one, six panels at
- * a time, reading the weights as stored. */
+#if HAVE_WIDE
+static inline vw wload(const float *p) { return *(const vw_u *)p; }
+static inline void wstore(float *p, vw v) { *(vw_u *)p = v; }
+static inline vw wsplat(float x) { return (vw){0} + x; }
+#define WACC(a, y) vw a##0 = wload((y)), a##1 = wload((y) + PANEL)
+#define WPUT(a, y) wstore((y), a##0), wstore((y) + PANEL, a##1)
+
+/* block_6x1 on 512-bit vectors, two panels (W0, W1 = W0 + K * PANEL) at a time: twelve
+ * accumulators again, each weight vector loaded once for 6 rows. */
+static void wblock_6x2(int K, const float *X, int ldx, const float *W0, const float *W1, float *Y, int ldy)
+{
+    const float *x0 = X, *x1 = X + ldx, *x2 = X + 2 * (size_t)ldx, *x3 = X + 3 * (size_t)ldx;
+    const float *x4 = X + 4 * (size_t)ldx, *x5 = X + 5 * (size_t)ldx;
+    WACC(a, Y); WACC(b, Y + ldy); WACC(c, Y + 2 * (size_t)ldy);
+    WACC(d, Y + 3 * (size_t)ldy); WACC(e, Y + 4 * (size_t)ldy); WACC(f, Y + 5 * (size_t)ldy);
+    for (int k = 0; k < K; k++) {
+        vw w0 = wload(W0 + (size_t)k * PANEL), w1 = wload(W1 + (size_t)k * PANEL), x;
+        x = wsplat(x0[k]), FMA(a, x, w0, w1);
+        x = wsplat(x1[k]), FMA(b, x, w0, w1);
+        x = wsplat(x2[k]), FMA(c, x, w0, w1);
+        x = wsplat(x3[k]), FMA(d, x, w0, w1);
+        x = wsplat(x4[k]), FMA(e, x, w0, w1);
+        x = wsplat(x5[k]), FMA(f, x, w0, w1);
+    }
+    WPUT(a, Y); WPUT(b, Y + ldy); WPUT(c, Y + 2 * (size_t)ldy);
+    WPUT(d, Y + 3 * (size_t)ldy); WPUT(e, Y + 4 * (size_t)ldy); WPUT(f, Y + 5 * (size_t)ldy);
+}
+
+/* One row by twelve panels on 512-bit vectors, weights as stored. */
+#define REP12(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
+#define W_ACC(i) vw a##i = wload(Y + i * PANEL);
+#define W_PUT(i) wstore(Y + i * PANEL, a##i);
+#define WBLOCK_1x12(NAME, WT)                                                                         \
+    static void NAME(int K, const float *X, const WT *W, size_t ps, float *Y)                        \
+    {                                                                                                 \
+        REP12(W_ACC)                                                                                  \
+        for (int k = 0; k < K; k++) {                                                                 \
+            const WT *w = W + (size_t)k * PANEL;                                                      \
+            vw x = wsplat(X[k]);                                                                      \
+            REP12(W_FMA_##WT)                                                                         \
+        }                                                                                             \
+        REP12(W_PUT)                                                                                  \
+    }
+#define W_FMA_float(i) a##i += x * wload(w + i * ps);
+WBLOCK_1x12(product_f32_1x12w, float)
+#if HAVE_F16
+#define W_FMA_uint16_t(i) a##i += x * (vw)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i * ps)));
+WBLOCK_1x12(product_f16_1x12w, uint16_t)
+#endif
+#else /* never called: wide_mode stays 0 */
+#define wblock_6x2(...) abort()
+#define product_f32_1x12w(...) abort()
+#define product_f16_1x12w(...) abort()
+#endif
+
+/* Y[rows, :N] += X[rows, :K] @ W. Blocks of BLOCK_ROWS rows go panel by panel (two at a time on
+ * wide vectors), each panel (read once from memory, then from cache) through every block of a
+ * tile of rows (which stays in cache too), as float32: a float16 panel is first widened into
+ * `wide` (2 * K * PANEL floats; the same numbers, converted once instead of once per block). The
+ * rows left go one by one, twelve (wide) or six panels at a time, reading the weights as stored. */
 #define PRODUCT(NAME, WT)                                                                             \
     static void NAME(int rows, int K, int N, const float *X, int ldx, const WT *W, float *Y, int ldy, \
                      float *wide)                                                                     \
@@ -164,17 +240,23 @@ static void block_6x1(int K, const float *X, int ldx, const float *W, float *Y, 
         int panels = padded(N) / PANEL, blocks = rows / BLOCK_ROWS;                                   \
         size_t ps = (size_t)K * PANEL;                                                                \
         for (int b0 = 0; b0 < blocks; b0 += TILE_BLOCKS)                                              \
-            for (int p = 0; p < panels; p++) {                                                        \
-                const float *panel = NAME##_widen(W + p * ps, wide, ps);                              \
+            for (int p = 0, two; p < panels; p += 1 + two) {                                          \
+                two = (wide_mode & WIDE_BLOCKS) && p + 1 < panels;                                    \
+                const float *panel = NAME##_widen(W + p * ps, wide, (1 + two) * ps);                  \
                 for (int b = b0; b < blocks && b < b0 + TILE_BLOCKS; b++) {                           \
                     size_t r = (size_t)BLOCK_ROWS * b;                                                \
-                    block_6x1(K, X + r * ldx, ldx, panel, Y + r * ldy + p * PANEL, ldy);              \
+                    if (two)                                                                          \
+                        wblock_6x2(K, X + r * ldx, ldx, panel, panel + ps, Y + r * ldy + p * PANEL, ldy); \
+                    else                                                                              \
+                        block_6x1(K, X + r * ldx, ldx, panel, Y + r * ldy + p * PANEL, ldy);          \
                 }                                                                                     \
             }                                                                                         \
         for (int r = BLOCK_ROWS * blocks; r < rows; r++) {                                            \
             const float *x = X + (size_t)r * ldx;                                                     \
             float *y = Y + (size_t)r * ldy;                                                           \
             int p = 0;                                                                                \
+            if (wide_mode & WIDE_LONE)                                                                \
+                for (; p + 12 <= panels; p += 12) NAME##_1x12w(K, x, W + p * ps, ps, y + p * PANEL);  \
             for (; p + 6 <= panels; p += 6) NAME##_1x6(K, x, W + p * ps, ps, y + p * PANEL);          \
             for (; p < panels; p++) NAME##_1x1(K, x, W + p * ps, y + p * PANEL);                      \
         }                                                                                             \
@@ -206,7 +288,7 @@ PRODUCT(product_f16, uint16_t)
 #endif
 
 /* Y[rows, N(padded)] += X[rows, hidden] @ W in the network's weight type (every product's inputs
- * are a layer's hidden units); wide: hidden * PANEL floats of scratch. */
+ * are a layer's hidden units); wide: 2 * hidden * PANEL floats of scratch. */
 static void product(const net_t *n, int rows, int N, const float *X, const void *W, float *Y, int ldy, float *wide)
 {
     int K = n->hidden;
@@ -301,7 +383,7 @@ static void tanh_into(int H, const float *g, float *h)
 /* ----- a layer over one position of B rows ------------------------------------------------------ */
 
 /* Work space of one call for B rows: gate pre-activations, the GRU's hidden product, the padded
- * logits, and a panel widened to float32. */
+ * logits, and two panels widened to float32. */
 typedef struct {
     float *gates, *gh, *logits, *wide;
 } work_t;
@@ -314,7 +396,7 @@ static int work_alloc(const net_t *n, int B, work_t *w)
     w->gates = malloc(G * sizeof(float));
     w->gh = malloc(G * sizeof(float));
     w->logits = malloc((size_t)padded(n->vocab) * B * sizeof(float));
-    w->wide = malloc((size_t)n->hidden * PANEL * sizeof(float));
+    w->wide = malloc((size_t)n->hidden * 2 * PANEL * sizeof(float)); /* two panels, for wblock_6x2 */
     if (w->gates && w->gh && w->logits && w->wide) return OK;
     work_free(w);
     return E_NOMEM;
@@ -547,4 +629,52 @@ int gb_decode(const net_t *n, int B, int S, const int64_t *ids, float *h, float 
     free(logits), free(scratch), free(ranked), free(cur);
     work_free(&w);
     return rc;
+}
+
+/* ----- calibration: which products run faster wide on this CPU ---------------------------------- */
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Time a batch (48 rows) and a lone row of a 384 x 1536 product (a 2x384 LSTM layer's), narrow
+ * and wide, interleaved, best of several; keep whichever is faster for each and return the mode
+ * set. seconds (4): narrow and wide batch, narrow and wide lone row (float32 weights, plus float16
+ * where the kernels have them). Where there is nothing wide, all products stay narrow. */
+int gb_calibrate(double *seconds)
+{
+    enum { K = 384, N = 1536, ROWS = 48, REPEATS = 7 };
+    for (int i = 0; i < 4; i++) seconds[i] = 0.0;
+    if (!HAVE_WIDE) return gb_set_wide(0);
+    float *W = malloc((size_t)K * N * sizeof(float)), *X = malloc((size_t)ROWS * K * sizeof(float));
+    float *Y = malloc((size_t)ROWS * N * sizeof(float)), *wide = malloc((size_t)K * 2 * PANEL * sizeof(float));
+    uint16_t *H16 = malloc((size_t)K * N * sizeof(uint16_t));
+    if (!W || !X || !Y || !wide || !H16) {
+        free(W), free(X), free(Y), free(wide), free(H16);
+        return gb_set_wide(0);
+    }
+    for (size_t i = 0; i < (size_t)K * N; i++) W[i] = (float)(i % 17) * 1e-3f, H16[i] = (uint16_t)(0x1000 + i % 1024);
+    for (size_t i = 0; i < (size_t)ROWS * K; i++) X[i] = (float)(i % 13) * 1e-2f;
+    for (int i = 0; i < 4; i++) seconds[i] = 1e30;
+    for (int rep = 0; rep < REPEATS; rep++)
+        for (int w = 0; w < 2; w++) {
+            gb_set_wide(w ? WIDE_BLOCKS : 0);
+            double t = seconds_now();
+            product_f32(ROWS, K, N, X, K, W, Y, N, wide);
+            t = seconds_now() - t;
+            seconds[w] = t < seconds[w] ? t : seconds[w];
+            gb_set_wide(w ? WIDE_LONE : 0);
+            t = seconds_now();
+            product_f32(1, K, N, X, K, W, Y, N, wide);
+#if HAVE_F16
+            product_f16(1, K, N, X, K, H16, Y, N, wide);
+#endif
+            t = seconds_now() - t;
+            seconds[2 + w] = t < seconds[2 + w] ? t : seconds[2 + w];
+        }
+    free(W), free(X), free(Y), free(wide), free(H16);
+    return gb_set_wide((seconds[1] < seconds[0] ? WIDE_BLOCKS : 0) | (seconds[3] < seconds[2] ? WIDE_LONE : 0));
 }
