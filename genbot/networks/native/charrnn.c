@@ -31,6 +31,7 @@
 #define PANEL (VEC * PANEL_VECS) /* outputs per packed panel of weights */
 #define BLOCK_ROWS 6              /* rows per register block of a batch */
 #define TILE_BLOCKS 24            /* register blocks per tile of a large product: 144 rows */
+#define CONVERT_IN_BLOCK_ROWS 24  /* up to this many rows, float16 weights are converted in each block */
 
 typedef float vf __attribute__((vector_size(VEC * 4)));
 typedef int32_t vi __attribute__((vector_size(VEC * 4)));
@@ -112,6 +113,27 @@ static inline void vstore_n(float *p, vf v, int n)
 
 /* ----- products: Y[r, :N] += X[r, :K] @ W (W packed), each output summed over k in order ------- */
 
+#if HAVE_F16
+static inline vf load_f16(const uint16_t *p)
+{
+#if defined(__F16C__)
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    return __builtin_convertvector(*(const vh_u *)p, vf);
+#endif
+}
+#endif
+
+/* VEC weights from W (float32, or float16 where f16: a constant wherever this is inlined). */
+static inline __attribute__((always_inline)) vf wvec(const void *W, size_t i, int f16)
+{
+#if HAVE_F16
+    if (f16) return load_f16((const uint16_t *)W + i);
+#endif
+    (void)f16;
+    return vload((const float *)W + i);
+}
+
 /* Register blocks, each output lane summed over k in order: acc starts from Y (the caller put the
  * bias there). The accumulators are named variables so that they stay in registers: twelve
  * vectors, with the weights and one broadcast input, fill the sixteen of AVX2. */
@@ -119,24 +141,26 @@ static inline void vstore_n(float *p, vf v, int n)
 #define FMA(a, x, w0, w1) a##0 += (x) * (w0), a##1 += (x) * (w1)
 #define PUT(a, y) vstore((y), a##0), vstore((y) + VEC, a##1)
 
-/* 6 rows by one panel, float32 weights: for batches (each weight loaded once for 6 rows). */
-static void block_6x1(int K, const float *X, int ldx, const float *W, float *Y, int ldy)
+/* R rows (1 to 6) by one panel: for batches, each weight loaded (and converted, where f16) once for
+ * R rows. R and f16 are constants wherever this is inlined, so the unused accumulators vanish. */
+#define ROW(i) const float *x##i = X + (R > i ? i : 0) * (size_t)ldx
+#define ACC_IF(i, a) vf a##0 = R > i ? vload(Y + i * (size_t)ldy) : vsplat(0), a##1 = R > i ? vload(Y + i * (size_t)ldy + VEC) : vsplat(0)
+#define PUT_IF(i, a) if (R > i) PUT(a, Y + i * (size_t)ldy)
+static inline __attribute__((always_inline)) void block_rx1(int R, int f16, int K, const float *X, int ldx,
+                                                             const void *W, float *Y, int ldy)
 {
-    const float *x0 = X, *x1 = X + ldx, *x2 = X + 2 * (size_t)ldx, *x3 = X + 3 * (size_t)ldx;
-    const float *x4 = X + 4 * (size_t)ldx, *x5 = X + 5 * (size_t)ldx;
-    ACC(a, Y); ACC(b, Y + ldy); ACC(c, Y + 2 * (size_t)ldy);
-    ACC(d, Y + 3 * (size_t)ldy); ACC(e, Y + 4 * (size_t)ldy); ACC(f, Y + 5 * (size_t)ldy);
+    ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5);
+    ACC_IF(0, a); ACC_IF(1, b); ACC_IF(2, c); ACC_IF(3, d); ACC_IF(4, e); ACC_IF(5, f);
     for (int k = 0; k < K; k++) {
-        vf w0 = vload(W + (size_t)k * PANEL), w1 = vload(W + (size_t)k * PANEL + VEC), x;
+        vf w0 = wvec(W, (size_t)k * PANEL, f16), w1 = wvec(W, (size_t)k * PANEL + VEC, f16), x;
         x = vsplat(x0[k]), FMA(a, x, w0, w1);
-        x = vsplat(x1[k]), FMA(b, x, w0, w1);
-        x = vsplat(x2[k]), FMA(c, x, w0, w1);
-        x = vsplat(x3[k]), FMA(d, x, w0, w1);
-        x = vsplat(x4[k]), FMA(e, x, w0, w1);
-        x = vsplat(x5[k]), FMA(f, x, w0, w1);
+        if (R > 1) x = vsplat(x1[k]), FMA(b, x, w0, w1);
+        if (R > 2) x = vsplat(x2[k]), FMA(c, x, w0, w1);
+        if (R > 3) x = vsplat(x3[k]), FMA(d, x, w0, w1);
+        if (R > 4) x = vsplat(x4[k]), FMA(e, x, w0, w1);
+        if (R > 5) x = vsplat(x5[k]), FMA(f, x, w0, w1);
     }
-    PUT(a, Y); PUT(b, Y + ldy); PUT(c, Y + 2 * (size_t)ldy);
-    PUT(d, Y + 3 * (size_t)ldy); PUT(e, Y + 4 * (size_t)ldy); PUT(f, Y + 5 * (size_t)ldy);
+    PUT_IF(0, a); PUT_IF(1, b); PUT_IF(2, c); PUT_IF(3, d); PUT_IF(4, e); PUT_IF(5, f);
 }
 
 /* One row by six panels, weights as stored: for a lone row (twelve independent sums keep loads in
@@ -177,28 +201,36 @@ static void block_6x1(int K, const float *X, int ldx, const float *W, float *Y, 
 static inline vw wload(const float *p) { return *(const vw_u *)p; }
 static inline void wstore(float *p, vw v) { *(vw_u *)p = v; }
 static inline vw wsplat(float x) { return (vw){0} + x; }
-#define WACC(a, y) vw a##0 = wload((y)), a##1 = wload((y) + PANEL)
+/* PANEL weights from W (float32, or float16 where f16). */
+static inline __attribute__((always_inline)) vw wwvec(const void *W, size_t i, int f16)
+{
+#if HAVE_F16
+    if (f16) return (vw)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + i)));
+#endif
+    (void)f16;
+    return wload((const float *)W + i);
+}
 #define WPUT(a, y) wstore((y), a##0), wstore((y) + PANEL, a##1)
 
-/* block_6x1 on 512-bit vectors, two panels (W0, W1 = W0 + K * PANEL) at a time: twelve
- * accumulators again, each weight vector loaded once for 6 rows. */
-static void wblock_6x2(int K, const float *X, int ldx, const float *W0, const float *W1, float *Y, int ldy)
+/* block_rx1 on 512-bit vectors, two panels (W0, W1 = W0 + K * PANEL) at a time: twelve
+ * accumulators again for 6 rows. */
+#define WACC_IF(i, a) vw a##0 = R > i ? wload(Y + i * (size_t)ldy) : wsplat(0), a##1 = R > i ? wload(Y + i * (size_t)ldy + PANEL) : wsplat(0)
+#define WPUT_IF(i, a) if (R > i) WPUT(a, Y + i * (size_t)ldy)
+static inline __attribute__((always_inline)) void wblock_rx2(int R, int f16, int K, const float *X, int ldx,
+                                                              const void *W0, const void *W1, float *Y, int ldy)
 {
-    const float *x0 = X, *x1 = X + ldx, *x2 = X + 2 * (size_t)ldx, *x3 = X + 3 * (size_t)ldx;
-    const float *x4 = X + 4 * (size_t)ldx, *x5 = X + 5 * (size_t)ldx;
-    WACC(a, Y); WACC(b, Y + ldy); WACC(c, Y + 2 * (size_t)ldy);
-    WACC(d, Y + 3 * (size_t)ldy); WACC(e, Y + 4 * (size_t)ldy); WACC(f, Y + 5 * (size_t)ldy);
+    ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5);
+    WACC_IF(0, a); WACC_IF(1, b); WACC_IF(2, c); WACC_IF(3, d); WACC_IF(4, e); WACC_IF(5, f);
     for (int k = 0; k < K; k++) {
-        vw w0 = wload(W0 + (size_t)k * PANEL), w1 = wload(W1 + (size_t)k * PANEL), x;
+        vw w0 = wwvec(W0, (size_t)k * PANEL, f16), w1 = wwvec(W1, (size_t)k * PANEL, f16), x;
         x = wsplat(x0[k]), FMA(a, x, w0, w1);
-        x = wsplat(x1[k]), FMA(b, x, w0, w1);
-        x = wsplat(x2[k]), FMA(c, x, w0, w1);
-        x = wsplat(x3[k]), FMA(d, x, w0, w1);
-        x = wsplat(x4[k]), FMA(e, x, w0, w1);
-        x = wsplat(x5[k]), FMA(f, x, w0, w1);
+        if (R > 1) x = wsplat(x1[k]), FMA(b, x, w0, w1);
+        if (R > 2) x = wsplat(x2[k]), FMA(c, x, w0, w1);
+        if (R > 3) x = wsplat(x3[k]), FMA(d, x, w0, w1);
+        if (R > 4) x = wsplat(x4[k]), FMA(e, x, w0, w1);
+        if (R > 5) x = wsplat(x5[k]), FMA(f, x, w0, w1);
     }
-    WPUT(a, Y); WPUT(b, Y + ldy); WPUT(c, Y + 2 * (size_t)ldy);
-    WPUT(d, Y + 3 * (size_t)ldy); WPUT(e, Y + 4 * (size_t)ldy); WPUT(f, Y + 5 * (size_t)ldy);
+    WPUT_IF(0, a); WPUT_IF(1, b); WPUT_IF(2, c); WPUT_IF(3, d); WPUT_IF(4, e); WPUT_IF(5, f);
 }
 
 /* One row by twelve panels on 512-bit vectors, weights as stored. */
@@ -219,47 +251,68 @@ static void wblock_6x2(int K, const float *X, int ldx, const float *W0, const fl
 #define W_FMA_float(i) a##i += x * wload(w + i * ps);
 WBLOCK_1x12(product_f32_1x12w, float)
 #if HAVE_F16
-#define W_FMA_uint16_t(i) a##i += x * (vw)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i * ps)));
+#define W_FMA_uint16_t(i) a##i += x * wwvec(w, i * ps, 1);
 WBLOCK_1x12(product_f16_1x12w, uint16_t)
 #endif
 #else /* never called: wide_mode stays 0 */
-#define wblock_6x2(...) abort()
+#define wblock_rx2(...) abort()
 #define product_f32_1x12w(...) abort()
 #define product_f16_1x12w(...) abort()
 #endif
 
-/* Y[rows, :N] += X[rows, :K] @ W. Blocks of BLOCK_ROWS rows go panel by panel (two at a time on
- * wide vectors), each panel (read once from memory, then from cache) through every block of a
- * tile of rows (which stays in cache too), as float32: a float16 panel is first widened into
- * `wide` (2 * K * PANEL floats; the same numbers, converted once instead of once per block). The
- * rows left go one by one, twelve (wide) or six panels at a time, reading the weights as stored. */
+/* R = 1 to 6 rows of a batch through one panel (two where `two`) of float32 or (f16) float16
+ * weights, ps floats or halves apart: each combination its own inlined copy. */
+static void block(int R, int f16, int two, int K, const float *X, int ldx, const void *W, size_t ps, float *Y, int ldy)
+{
+    const void *W1 = f16 ? (const void *)((const uint16_t *)W + ps) : (const void *)((const float *)W + ps);
+    (void)W1; /* (unused where nothing is wide) */
+#define CASE(n, h)                                                                                    \
+    case n:                                                                                           \
+        if (two)                                                                                      \
+            wblock_rx2(n, h, K, X, ldx, W, W1, Y, ldy);                                               \
+        else                                                                                          \
+            block_rx1(n, h, K, X, ldx, W, Y, ldy);                                                    \
+        return;
+    if (f16 && HAVE_F16)
+        switch (R) { CASE(1, 1) CASE(2, 1) CASE(3, 1) CASE(4, 1) CASE(5, 1) CASE(6, 1) }
+    else
+        switch (R) { CASE(1, 0) CASE(2, 0) CASE(3, 0) CASE(4, 0) CASE(5, 0) CASE(6, 0) }
+#undef CASE
+}
+
+/* Y[rows, :N] += X[rows, :K] @ W. A batch goes in blocks of up to BLOCK_ROWS rows, panel by panel
+ * (two at a time on wide vectors): each panel (read once from memory, then from cache) through
+ * every block of a tile of rows (which stays in cache too). A float16 panel is converted as each
+ * block loads it where there are few blocks; for more it is first widened into `wide` (2 * K *
+ * PANEL floats; the same numbers, converted once instead of once per block). A lone row reads
+ * the weights as stored, twelve (wide) or six panels at a time. */
 #define PRODUCT(NAME, WT)                                                                             \
     static void NAME(int rows, int K, int N, const float *X, int ldx, const WT *W, float *Y, int ldy, \
                      float *wide)                                                                     \
     {                                                                                                 \
-        int panels = padded(N) / PANEL, blocks = rows / BLOCK_ROWS;                                   \
+        int panels = padded(N) / PANEL;                                                               \
         size_t ps = (size_t)K * PANEL;                                                                \
-        for (int b0 = 0; b0 < blocks; b0 += TILE_BLOCKS)                                              \
-            for (int p = 0, two; p < panels; p += 1 + two) {                                          \
-                two = (wide_mode & WIDE_BLOCKS) && p + 1 < panels;                                    \
-                const float *panel = NAME##_widen(W + p * ps, wide, (1 + two) * ps);                  \
-                for (int b = b0; b < blocks && b < b0 + TILE_BLOCKS; b++) {                           \
-                    size_t r = (size_t)BLOCK_ROWS * b;                                                \
-                    if (two)                                                                          \
-                        wblock_6x2(K, X + r * ldx, ldx, panel, panel + ps, Y + r * ldy + p * PANEL, ldy); \
-                    else                                                                              \
-                        block_6x1(K, X + r * ldx, ldx, panel, Y + r * ldy + p * PANEL, ldy);          \
-                }                                                                                     \
-            }                                                                                         \
-        for (int r = BLOCK_ROWS * blocks; r < rows; r++) {                                            \
-            const float *x = X + (size_t)r * ldx;                                                     \
-            float *y = Y + (size_t)r * ldy;                                                           \
+        if (rows == 1) {                                                                              \
             int p = 0;                                                                                \
             if (wide_mode & WIDE_LONE)                                                                \
-                for (; p + 12 <= panels; p += 12) NAME##_1x12w(K, x, W + p * ps, ps, y + p * PANEL);  \
-            for (; p + 6 <= panels; p += 6) NAME##_1x6(K, x, W + p * ps, ps, y + p * PANEL);          \
-            for (; p < panels; p++) NAME##_1x1(K, x, W + p * ps, y + p * PANEL);                      \
+                for (; p + 12 <= panels; p += 12) NAME##_1x12w(K, X, W + p * ps, ps, Y + p * PANEL);  \
+            for (; p + 6 <= panels; p += 6) NAME##_1x6(K, X, W + p * ps, ps, Y + p * PANEL);          \
+            for (; p < panels; p++) NAME##_1x1(K, X, W + p * ps, Y + p * PANEL);                      \
+            return;                                                                                   \
         }                                                                                             \
+        int f16 = sizeof(WT) == 2 && rows <= CONVERT_IN_BLOCK_ROWS;                                   \
+        for (int r0 = 0; r0 < rows; r0 += TILE_BLOCKS * BLOCK_ROWS)                                   \
+            for (int p = 0, two; p < panels; p += 1 + two) {                                          \
+                two = (wide_mode & WIDE_BLOCKS) && p + 1 < panels;                                    \
+                const void *panel = f16 ? (const void *)(W + p * ps) : NAME##_widen(W + p * ps, wide, (1 + two) * ps); \
+                int tile = rows - r0 < TILE_BLOCKS * BLOCK_ROWS ? rows - r0 : TILE_BLOCKS * BLOCK_ROWS; \
+                int blocks = (tile + BLOCK_ROWS - 1) / BLOCK_ROWS;                                    \
+                for (int b = 0, r = r0; b < blocks; b++) {                                            \
+                    int R = tile / blocks + (b < tile % blocks); /* even blocks: 8 rows are 4 + 4 */  \
+                    block(R, f16, two, K, X + (size_t)r * ldx, ldx, panel, ps, Y + (size_t)r * ldy + p * PANEL, ldy); \
+                    r += R;                                                                           \
+                }                                                                                     \
+            }                                                                                         \
     }
 
 #define LOAD_F32(p) vload(p)
@@ -269,14 +322,6 @@ static const float *product_f32_widen(const float *w, float *out, size_t n) { (v
 PRODUCT(product_f32, float)
 
 #if HAVE_F16
-static inline vf load_f16(const uint16_t *p)
-{
-#if defined(__F16C__)
-    return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-#else
-    return __builtin_convertvector(*(const vh_u *)p, vf);
-#endif
-}
 static const float *product_f16_widen(const uint16_t *w, float *out, size_t n)
 {
     for (size_t i = 0; i < n; i += VEC) vstore(out + i, load_f16(w + i));
@@ -396,7 +441,7 @@ static int work_alloc(const net_t *n, int B, work_t *w)
     w->gates = malloc(G * sizeof(float));
     w->gh = malloc(G * sizeof(float));
     w->logits = malloc((size_t)padded(n->vocab) * B * sizeof(float));
-    w->wide = malloc((size_t)n->hidden * 2 * PANEL * sizeof(float)); /* two panels, for wblock_6x2 */
+    w->wide = malloc((size_t)n->hidden * 2 * PANEL * sizeof(float)); /* two panels, for wblock_rx2 */
     if (w->gates && w->gh && w->logits && w->wide) return OK;
     work_free(w);
     return E_NOMEM;
