@@ -157,6 +157,22 @@ async def test_cancel_removes_the_stream_from_the_batch_and_keeps_its_output(
     assert after.count(3) <= 1 and set(after[1:]) == {2}  # gone from the batch at the next boundary
 
 
+async def test_a_reader_pausing_between_chunks_learns_of_the_end_when_it_comes(
+    engine: GenerationEngine, tiny: LoadedGenerator
+) -> None:
+    """What the HTTP API does between SSE events: wait a while for more text, but not past the end."""
+    lm, _ = recorded(tiny, step_delay=0.002)
+    stream = engine.submit(lm, "a", SamplingParams(max_length=100_000))
+    assert await anext(stream)
+    assert not await stream.finished_within(0.01)  # running: the whole wait, then False
+    stream.cancel()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await stream.finished_within(60.0)
+    assert loop.time() - started < 10.0  # at the end, not after the minute
+    assert await stream.finished_within(60.0)  # done: at once
+
+
 async def test_busy_past_slots_and_queue_and_queued_streams_start_later(tiny: LoadedGenerator) -> None:
     lm, rec = recorded(tiny, step_delay=0.002)
     async with GenerationEngine(max_streams_per_model=1, max_queue=1) as engine:

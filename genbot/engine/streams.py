@@ -109,6 +109,12 @@ class Stream:
             self._cancel_requested = True
             self._on_cancel(self)
 
+    async def finished_within(self, timeout: float) -> bool:
+        """Wait until the stream is done or ``timeout`` seconds pass, whichever comes first; whether it is done."""
+        if not self._result.done():
+            await asyncio.wait((self._result,), timeout=timeout)
+        return self._result.done()
+
     async def result(self) -> GenerationStats:
         """Final statistics, once the stream is done (the output stays in ``output``)."""
         return await asyncio.shield(self._result)
