@@ -91,3 +91,41 @@ async def test_a_stored_quota_overrides_the_defaults_and_zero_means_no_limit(db_
         assert (await policy.usage("key", "k1")).chars == 5
         with pytest.raises(InvalidRequest, match="scope must be one of"):
             await policy.set_quota("team", "x", chars_per_day=1)
+
+
+async def test_a_stored_quota_applies_at_once_here_and_within_the_ttl_in_another_process(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limits are read once per ``STORED_TTL_S`` per process, so a request under no limit costs no
+    read; a quota stored through this policy applies at once, one stored elsewhere within the TTL."""
+    from genbot.quotas import policy as policy_module
+    from genbot.quotas import store
+
+    now = [1000.0]
+    monkeypatch.setattr(policy_module.time, "monotonic", lambda: now[0])
+    reads: list[tuple[str, str]] = []
+    real_get = store.get_quota
+
+    async def counted(db: Database, scope: str, subject: str) -> object:
+        reads.append((scope, subject))
+        return await real_get(db, scope, subject)
+
+    monkeypatch.setattr(store, "get_quota", counted)
+    key = Subject("key", "k1", Limits(chars_per_day=100))
+    async with Database.open(db_url, upgrade=True) as db:
+        here, elsewhere = await serving_policy(db, FakeClock(T0)), await serving_policy(db, FakeClock(T0))
+        assert (await here.limits(key)).chars_per_day == 100
+        assert (await here.limits(key)).chars_per_day == 100 and len(reads) == 1  # the second from memory
+        await elsewhere.set_quota("key", "k1", chars_per_day=5)
+        assert (await here.limits(key)).chars_per_day == 100  # another process's change: not yet
+        assert (await elsewhere.limits(key)).chars_per_day == 5  # its own: at once
+        now[0] += policy_module.STORED_TTL_S
+        assert (await here.limits(key)).chars_per_day == 5  # within the TTL
+        await here.set_quota("key", "k1", chars_per_day=0)
+        assert (await here.limits(key)).chars_per_day in (0, None)  # 0: no limit, at once
+        await elsewhere.set_quota("key", "k1", chars_per_day=1)
+        now[0] += policy_module.STORED_TTL_S
+        admitted = await here.admit([key], chars=5)  # admissions go by the same limits
+        assert admitted.remaining_chars == 1
+        with pytest.raises(QuotaExceeded):
+            await here.admit([key], chars=5)

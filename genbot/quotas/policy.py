@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,11 @@ from genbot.quotas.store import QuotaRow, Refusal, SlotRequest, UsageRow
 from genbot.storage.db import Database
 
 log = logging.getLogger("genbot.quotas")
+# A subject's stored quota is read at most this often per process: a request under no limit then
+# costs no read, and a quota stored by another process applies here within this long (one stored
+# through this policy applies at once).
+STORED_TTL_S = 2.0
+_STORED_CACHE_MAX = 10_000  # subjects remembered (many Discord users): past this, start afresh
 CONCURRENT_RETRY_S = 5.0  # a running generation's end cannot be predicted; suggest a short wait
 RELEASE_ATTEMPTS = 4
 RELEASE_FIRST_DELAY_S = 0.25  # doubled after each failed attempt
@@ -140,6 +146,7 @@ class QuotaPolicy:
         self._db = db
         self._owner = owner  # processes.id of this process; None: it may not admit (admin tools)
         self.clock = clock  # every "now" of the policy comes from here, so tests can move time
+        self._stored: dict[tuple[str, str], tuple[float, QuotaRow | None]] = {}  # key -> (read at, row)
 
     async def count_request(self, scope: str, subject: str, window: int) -> int:
         """Count one request of a subject in a one-minute window shared by every replica; the total so far."""
@@ -151,8 +158,19 @@ class QuotaPolicy:
         return self._owner
 
     async def limits(self, subject: Subject) -> Limits:
-        """The effective limits of one subject."""
-        return _merge(await storage.get_quota(self._db, subject.scope, subject.id), subject.defaults)
+        """The effective limits of one subject (its stored quota as read within ``STORED_TTL_S``)."""
+        return _merge(await self._stored_quota(subject.key), subject.defaults)
+
+    async def _stored_quota(self, key: tuple[str, str]) -> QuotaRow | None:
+        now = time.monotonic()
+        cached = self._stored.get(key)
+        if cached is not None and now - cached[0] < STORED_TTL_S:
+            return cached[1]
+        row = await storage.get_quota(self._db, *key)
+        if len(self._stored) >= _STORED_CACHE_MAX:
+            self._stored.clear()
+        self._stored[key] = (now, row)
+        return row
 
     async def admit(self, subjects: Sequence[Subject], chars: int | None = None) -> Admission:
         """Reserve a slot and up to ``chars`` characters (None: all that is left) for every subject, or raise.
@@ -199,9 +217,11 @@ class QuotaPolicy:
             raise InvalidRequest(f"scope must be one of {', '.join(storage.SCOPES)}, got {scope!r}")
         if any(v is not None and v < 0 for v in (chars_per_day, concurrent, cooldown_s)):
             raise InvalidRequest("quota limits must not be negative")
-        return await storage.set_quota(
+        row = await storage.set_quota(
             self._db, scope, subject, chars_per_day=chars_per_day, concurrent=concurrent, cooldown_s=cooldown_s
         )
+        self._stored.pop((scope, subject), None)
+        return row
 
     async def usage(self, scope: str, subject: str) -> UsageRow:
         """A subject's usage today, by the policy's clock."""
