@@ -59,7 +59,9 @@ READ_SHARE = 1 / 3  # at most this share of the time goes to reading prompts whi
 # A model whose step path is native decodes a run of characters per call (``CharRNN.decode``):
 # about this long, so a cancel, an arrival or a prompt chunk waits at most that, and at most this
 # many characters (the Python work of one call is then a small share of each character's cost).
-DECODE_CALL_S = 0.002
+# Each call ends in a wait for the GIL, which a busy event loop (an HTTP server's) holds a third
+# of the time: at 64 streams a 2 ms call is one step, and 5 ms calls served 64 SSE clients faster.
+DECODE_CALL_S = 0.005
 MAX_DECODE_STEPS = 32
 # How long a thread may hold the GIL while another waits for it. A worker coming back from a native
 # call waits for the event loop to let go of the GIL; at Python's default 5 ms that wait was a
