@@ -108,7 +108,7 @@ def test_products_on_512_bit_vectors_give_the_same_bits_as_on_256_bit_ones(
                 for mode in (0, native.WIDE_BLOCKS, native.WIDE_LONE, native.WIDE_BLOCKS | native.WIDE_LONE):
                     assert lib.set_wide(mode) == mode
                     runs = []
-                    for b in (1, 7, 20):
+                    for b in (1, 2, 3, 7, 20):
                         top, state = weights.read(ids[:b, :-1], model.initial_state(b))
                         logits, state = weights.step(ids[:b, -1], state)
                         out, after = weights.decode(ids[:b, 0], state, _sampling(params[:b], 70), uniforms[:b])

@@ -292,12 +292,17 @@ static void block(int R, int f16, int two, int K, const float *X, int ldx, const
     {                                                                                                 \
         int panels = padded(N) / PANEL;                                                               \
         size_t ps = (size_t)K * PANEL;                                                                \
-        if (rows == 1) {                                                                              \
-            int p = 0;                                                                                \
-            if (wide_mode & WIDE_LONE)                                                                \
-                for (; p + 12 <= panels; p += 12) NAME##_1x12w(K, X, W + p * ps, ps, Y + p * PANEL);  \
-            for (; p + 6 <= panels; p += 6) NAME##_1x6(K, X, W + p * ps, ps, Y + p * PANEL);          \
-            for (; p < panels; p++) NAME##_1x1(K, X, W + p * ps, Y + p * PANEL);                      \
+        /* two rows in 256-bit blocks keep too few sums in flight: two lone passes were faster */  \
+        if (rows == 1 || (rows == 2 && !(wide_mode & WIDE_BLOCKS))) {                                 \
+            for (int r = 0; r < rows; r++) {                                                          \
+                const float *x = X + (size_t)r * ldx;                                                 \
+                float *y = Y + (size_t)r * ldy;                                                       \
+                int p = 0;                                                                            \
+                if (wide_mode & WIDE_LONE)                                                            \
+                    for (; p + 12 <= panels; p += 12) NAME##_1x12w(K, x, W + p * ps, ps, y + p * PANEL); \
+                for (; p + 6 <= panels; p += 6) NAME##_1x6(K, x, W + p * ps, ps, y + p * PANEL);      \
+                for (; p < panels; p++) NAME##_1x1(K, x, W + p * ps, y + p * PANEL);                  \
+            }                                                                                         \
             return;                                                                                   \
         }                                                                                             \
         int f16 = sizeof(WT) == 2 && rows <= CONVERT_IN_BLOCK_ROWS;                                   \
