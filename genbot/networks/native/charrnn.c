@@ -146,6 +146,16 @@ static inline __attribute__((always_inline)) vf wvec(const void *W, size_t i, in
 #define ROW(i) const float *x##i = X + (R > i ? i : 0) * (size_t)ldx
 #define ACC_IF(i, a) vf a##0 = R > i ? vload(Y + i * (size_t)ldy) : vsplat(0), a##1 = R > i ? vload(Y + i * (size_t)ldy + VEC) : vsplat(0)
 #define PUT_IF(i, a) if (R > i) PUT(a, Y + i * (size_t)ldy)
+/* Row i's input x_i[k] broadcast (SPLAT) into its accumulators, for each of the R rows. */
+#define ROWS_FMA(SPLAT)                                                                               \
+    do {                                                                                              \
+        x = SPLAT(x0[k]), FMA(a, x, w0, w1);                                                          \
+        if (R > 1) x = SPLAT(x1[k]), FMA(b, x, w0, w1);                                               \
+        if (R > 2) x = SPLAT(x2[k]), FMA(c, x, w0, w1);                                               \
+        if (R > 3) x = SPLAT(x3[k]), FMA(d, x, w0, w1);                                               \
+        if (R > 4) x = SPLAT(x4[k]), FMA(e, x, w0, w1);                                               \
+        if (R > 5) x = SPLAT(x5[k]), FMA(f, x, w0, w1);                                               \
+    } while (0)
 static inline __attribute__((always_inline)) void block_rx1(int R, int f16, int K, const float *X, int ldx,
                                                              const void *W, float *Y, int ldy)
 {
@@ -153,12 +163,7 @@ static inline __attribute__((always_inline)) void block_rx1(int R, int f16, int 
     ACC_IF(0, a); ACC_IF(1, b); ACC_IF(2, c); ACC_IF(3, d); ACC_IF(4, e); ACC_IF(5, f);
     for (int k = 0; k < K; k++) {
         vf w0 = wvec(W, (size_t)k * PANEL, f16), w1 = wvec(W, (size_t)k * PANEL + VEC, f16), x;
-        x = vsplat(x0[k]), FMA(a, x, w0, w1);
-        if (R > 1) x = vsplat(x1[k]), FMA(b, x, w0, w1);
-        if (R > 2) x = vsplat(x2[k]), FMA(c, x, w0, w1);
-        if (R > 3) x = vsplat(x3[k]), FMA(d, x, w0, w1);
-        if (R > 4) x = vsplat(x4[k]), FMA(e, x, w0, w1);
-        if (R > 5) x = vsplat(x5[k]), FMA(f, x, w0, w1);
+        ROWS_FMA(vsplat);
     }
     PUT_IF(0, a); PUT_IF(1, b); PUT_IF(2, c); PUT_IF(3, d); PUT_IF(4, e); PUT_IF(5, f);
 }
@@ -223,12 +228,7 @@ static inline __attribute__((always_inline)) void wblock_rx2(int R, int f16, int
     WACC_IF(0, a); WACC_IF(1, b); WACC_IF(2, c); WACC_IF(3, d); WACC_IF(4, e); WACC_IF(5, f);
     for (int k = 0; k < K; k++) {
         vw w0 = wwvec(W0, (size_t)k * PANEL, f16), w1 = wwvec(W1, (size_t)k * PANEL, f16), x;
-        x = wsplat(x0[k]), FMA(a, x, w0, w1);
-        if (R > 1) x = wsplat(x1[k]), FMA(b, x, w0, w1);
-        if (R > 2) x = wsplat(x2[k]), FMA(c, x, w0, w1);
-        if (R > 3) x = wsplat(x3[k]), FMA(d, x, w0, w1);
-        if (R > 4) x = wsplat(x4[k]), FMA(e, x, w0, w1);
-        if (R > 5) x = wsplat(x5[k]), FMA(f, x, w0, w1);
+        ROWS_FMA(wsplat);
     }
     WPUT_IF(0, a); WPUT_IF(1, b); WPUT_IF(2, c); WPUT_IF(3, d); WPUT_IF(4, e); WPUT_IF(5, f);
 }
