@@ -9,7 +9,9 @@ It is optional: the source ships with genbot and is compiled on first use with t
 found here (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this very CPU (``-march=native``), then
 cached under the build folder, keyed by the source, the compiler and the CPU's flags. Where no
 compiler works, ``library()`` is None and the serving paths that need it are not candidates;
-where it works, ``genbot.engine.paths`` still only picks it if it measures faster.
+where it works, ``genbot.engine.paths`` still only picks it if it measures faster. Where the
+build targets AVX-512, loading it also times its products on 256-bit and on 512-bit vectors
+(``NativeLibrary.calibrate``: the same numbers either way) and keeps the faster of each.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class NativeLibrary:
     def describe(self) -> str:
         """Which vectors the products use here, and the timings that chose them."""
         if not self.has_wide:
-            return "256-bit products (no 512-bit build here)"
+            return "8-lane (256-bit) products: no 512-bit build here"
         us = [f"{t * 1e6:.0f}" for t in self.calibration] or ["?"] * 4
 
         def width(bit: int) -> str:
