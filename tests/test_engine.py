@@ -384,6 +384,45 @@ async def test_batched_chunked_prefill_gives_each_seed_the_text_it_gets_alone(
     assert len(running.output) > 60  # the running stream kept stepping while the prompts were read
 
 
+async def test_fast_mode_moves_a_prompt_between_the_lone_and_the_batched_reader_as_its_group_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``prime_lone``: chunks read alone go through one reader, chunks read with others through
+    another, and a prompt may start in one and end in the other; every stream still completes."""
+    from genbot.engine import batching
+
+    if native.library() is None:
+        pytest.skip(f"needs the native kernels: {native.unavailable_reason()}")
+    lm = tiny_charrnn(CHARS, cell="lstm", seed=5)
+    lm.network.use_paths(ServingPaths(prime="fp32", step="fp32", prime_rows=1, step_rows=1, prime_lone="native"))
+    calls = {"lone": 0, "batched": 0}
+    real_read = CharRNN.read
+
+    def read(self: CharRNN, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        calls["lone" if ids.shape[0] == 1 else "batched"] += 1
+        return real_read(self, ids, state)  # type: ignore[return-value]
+
+    native_reads = []
+    real_native = native.NativeWeights.read
+
+    def native_read(self: native.NativeWeights, ids: torch.Tensor, state: tuple[torch.Tensor, ...]) -> object:
+        native_reads.append(ids.shape[0])
+        return real_native(self, ids, state)
+
+    monkeypatch.setattr(CharRNN, "read", read)
+    monkeypatch.setattr(native.NativeWeights, "read", native_read)
+    monkeypatch.setattr(batching, "CHUNK_S", 1e-9)  # 1-character chunks: groups change as prompts end
+    monkeypatch.setattr(batching, "IDLE_CHUNK_S", 1e-9)
+    async with GenerationEngine(max_streams_per_model=16, max_queue=16, batch_invariant=False) as e:
+        first = e.submit(lm, "the quick brown fox jumps", SamplingParams(seed=1, max_length=30))
+        await asyncio.sleep(0)  # it may start alone; the others join its reading group
+        rest = [e.submit(lm, "to be " * (1 + i), SamplingParams(seed=2 + i, max_length=30)) for i in range(4)]
+        results = await asyncio.gather(*(collect(s) for s in [first, *rest]))
+    assert [(len(text), stats.done_reason) for text, stats, _ in results] == [(30, "length")] * 5
+    assert calls["lone"] and calls["batched"]  # the longest prompt ends alone, after the others
+    assert native_reads and set(native_reads) == {1}  # the lone reader, and only for lone chunks
+
+
 async def test_a_stream_running_keeps_stepping_between_chunks_of_a_long_prompt(
     tiny: LoadedGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
