@@ -300,7 +300,7 @@ def measure(
     took = (time.perf_counter() - t0) * 1000
     few_why = f"; step {few} below {few_below} rows (fastest alone)" if few else ""
     few_why += f"; prime {lone} for a lone prompt (fastest alone)" if lone else ""
-    lib = native.library() if {prime_path, step_path} & set(NATIVE) else None
+    lib = native.library() if {prime_path, step_path, lone} & set(NATIVE) else None
     native_why = f"; native kernels: {lib.describe()}" if lib is not None else ""
     reason = (
         f"{prime_why}; {step_why}{few_why}{native_why}; "

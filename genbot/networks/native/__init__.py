@@ -123,7 +123,7 @@ class NativeLibrary:
         """Which vectors the products use here, and the timings that chose them."""
         if not self.has_wide:
             return "8-lane (256-bit) products: no 512-bit build here"
-        us = [f"{t * 1e6:.0f}" for t in self.calibration] or ["?"] * 4
+        us = [f"{t * 1e6:.0f}" for t in self.calibration]
 
         def width(bit: int) -> str:
             return "512" if self.wide_mode & bit else "256"
